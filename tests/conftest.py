@@ -1,0 +1,74 @@
+"""Shared fixtures: the default model (converted once per machine) and a tiny random model.
+
+The tiny model is a 2-layer Llama with the default model's tokenizer, built in the test
+session: engine tests run in seconds on the CPU and need no download.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The converted default model folder (SmolLM2-135M-Instruct)."""
+    from tui_ft.engine.models import ensure_default_model
+
+    return ensure_default_model()
+
+
+def build_tiny_model(folder: Path, tokenizer_source: Path, seed: int = 0, layers: int = 2) -> Path:
+    """Save a tiny random-weight Llama with ``tokenizer_source``'s tokenizer into ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_source / name).is_file():
+            shutil.copy(tokenizer_source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, default_model_path) -> Path:
+    """A tiny random Llama model folder (read-only: copy it before changing it)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", default_model_path)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_path):
+    """The default model's tokenizer."""
+    from tui_ft.engine.models import load_tokenizer
+
+    return load_tokenizer(default_model_path)
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    """An empty workspace with the shipped datasets copied in."""
+    shutil.copytree(REPO / "datasets", tmp_path / "datasets")
+    (tmp_path / "checkpoints").mkdir()
+    return tmp_path

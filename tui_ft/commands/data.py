@@ -1,0 +1,80 @@
+"""``tui-ft data check|show``: validate dataset files and show what training will see."""
+
+from __future__ import annotations
+
+import sys
+
+ORDER = 10
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("data", help="check and inspect dataset files")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = sub.add_parser("check", help="validate files; one PATH:LINE: message per problem")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.set_defaults(handler=run_check)
+    show = sub.add_parser("show", help="format, token statistics and the first examples rendered")
+    show.add_argument("path", metavar="PATH")
+    show.add_argument("--model", default="default", help="model whose tokenizer counts tokens (default: default)")
+    show.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the model's chat template)")
+    show.add_argument("--max-length", type=int, default=512)
+    show.add_argument("--examples", type=int, default=3, help="how many examples to render")
+    show.add_argument("--train-on-prompt", action="store_true", help="show the loss on every token")
+    show.set_defaults(handler=run_show)
+
+
+def run_check(args) -> int:
+    from tui_ft.engine.data import check_dataset
+
+    failed = False
+    for path in args.paths:
+        problems = check_dataset(path)
+        for problem in problems:
+            print(problem)
+        failed |= bool(problems)
+        if not problems:
+            print(f"{path}: ok", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_show(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from tui_ft.cli import UserError
+    from tui_ft.engine.data import load_dataset, preference_examples, sft_examples
+    from tui_ft.engine.models import load_tokenizer, resolve_model
+    from tui_ft.engine.stats import dataset_stats
+    from tui_ft.engine.templates import default_template, mask_segments, tokenize_example
+
+    if args.max_length < 1:
+        raise UserError(f"--max-length must be at least 1, got {args.max_length}")
+    dataset = load_dataset(args.path)
+    tokenizer = load_tokenizer(resolve_model(args.model, args.home).path)
+    template = args.template or default_template(tokenizer)
+    stats = dataset_stats(dataset, tokenizer, template, args.max_length)
+    console = Console()
+    console.print(f"[bold]{args.path}[/]: {dataset.format}, {stats.examples} examples, template {template}")
+    console.print(
+        f"tokens per example: min {stats.min_tokens}, median {stats.median_tokens:g}, max {stats.max_tokens}; "
+        f"{stats.over_max_length} over max length {stats.max_length}"
+    )
+    table = Table("tokens", "examples", "", box=None)
+    peak = max((c for _, _, c in stats.histogram), default=1) or 1
+    for low, high, count in stats.histogram:
+        table.add_row(f"{low}–{high}", str(count), "█" * round(30 * count / peak))
+    console.print(table)
+    if dataset.format == "preference":
+        examples = [e for pair in dataset.records[: args.examples] for e in preference_examples(pair)]
+    else:
+        examples = sft_examples(dataset)[: args.examples]
+    for example in examples:
+        tokenized = tokenize_example(example, tokenizer, template, args.max_length, args.train_on_prompt)
+        console.rule(f"line {example.line}: {len(tokenized.input_ids)} tokens, {tokenized.trained_tokens} trained")
+        text = Text()
+        for segment, trained in mask_segments(tokenized, tokenizer):
+            text.append(segment, style="bold green" if trained else "dim")
+        console.print(text)
+    console.print("[dim]dim: prompt (no loss)[/]  [bold green]green: trained tokens[/]")
+    return 0

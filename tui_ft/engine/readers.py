@@ -1,0 +1,220 @@
+"""Read dataset files (JSONL, JSON, CSV, Parquet) into raw records with line numbers.
+
+Every reader yields ``(line, record)`` pairs, where ``line`` is the JSONL line, the CSV row's
+first line, the JSON array element's first line, or the Parquet row number (1-based), and
+``record`` is either a dict or a :class:`Problem` describing why that entry could not be read.
+Readers never raise for bad content: problems are data, so a validator can report them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset file, located by line."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be used; carries every problem found, each with its line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def file_kind(path: Path) -> str | None:
+    """Return the reader name for a file suffix (``jsonl``, ``json``, ``csv``, ``parquet``)."""
+    return SUFFIXES.get(path.suffix.lower())
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict | Problem]]:
+    """Yield ``(line, record_or_problem)`` for every entry of a dataset file."""
+    name = str(path)
+    kind = file_kind(path)
+    if kind is None:
+        yield 1, Problem(name, 1, f"unsupported file type {path.suffix!r} (use .jsonl, .json, .csv or .parquet)")
+        return
+    try:
+        if path.stat().st_size == 0:
+            yield 1, Problem(name, 1, "the file is empty")
+            return
+        reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[kind]
+        yield from reader(path, name)
+    except OSError as error:
+        yield 1, Problem(name, 1, f"cannot read the file: {error.strerror or error}")
+
+
+def _read_jsonl(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
+    # Line by line in binary: a huge file is never held whole, and a bad byte names its line.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, Problem(name, number, f"not UTF-8 text (byte {error.start + 1} of the line)")
+                continue
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                yield number, Problem(name, number, f"invalid JSON: {error.msg} (column {error.colno})")
+                continue
+            if not isinstance(value, dict):
+                yield number, Problem(name, number, f"expected a JSON object, got {_json_type(value)}")
+                continue
+            yield number, value
+
+
+def _decode_whole(path: Path, name: str) -> str | Problem:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        return Problem(name, line, "not UTF-8 text")
+
+
+def _read_json(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
+    text = _decode_whole(path, name)
+    if isinstance(text, Problem):
+        yield text.line, text
+        return
+    # orjson cannot report where each array element starts, and the user needs element
+    # lines; the stdlib decoder's raw_decode walks the array element by element instead.
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if position == len(text):
+        yield 1, Problem(name, 1, "the file is empty")
+        return
+    if text[position] == "{":
+        try:
+            value, _ = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            yield error.lineno, Problem(name, error.lineno, f"invalid JSON: {error.msg}")
+            return
+        yield 1, value
+        return
+    if text[position] != "[":
+        line = _line_of(text, position)
+        yield line, Problem(name, line, "expected a JSON array of objects")
+        return
+    position = _skip_space(text, position + 1)
+    first = True
+    while True:
+        if position >= len(text):
+            line = _line_of(text, len(text))
+            yield line, Problem(name, line, "truncated JSON: the array is not closed with ']'")
+            return
+        if text[position] == "]":
+            break
+        if not first:
+            if text[position] != ",":
+                line = _line_of(text, position)
+                yield line, Problem(name, line, "invalid JSON: expected ',' or ']' between elements")
+                return
+            position = _skip_space(text, position + 1)
+        first = False
+        line = _line_of(text, position)
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            truncated = error.pos >= len(text.rstrip())
+            message = "truncated JSON: the file ends inside an element" if truncated else f"invalid JSON: {error.msg}"
+            yield error.lineno, Problem(name, error.lineno, message)
+            return
+        if isinstance(value, dict):
+            yield line, value
+        else:
+            yield line, Problem(name, line, f"expected a JSON object, got {_json_type(value)}")
+        position = _skip_space(text, position)
+    rest = _skip_space(text, position + 1)
+    if rest < len(text):
+        line = _line_of(text, rest)
+        yield line, Problem(name, line, "invalid JSON: extra data after the array")
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _read_csv(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
+    text = _decode_whole(path, name)
+    if isinstance(text, Problem):
+        yield text.line, text
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        yield 1, Problem(name, 1, "the file is empty")
+        return
+    start = reader.line_num + 1
+    try:
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                continue
+            if None in row:
+                yield line, Problem(name, line, "more values than header columns")
+                continue
+            yield line, {key: _csv_value(value) for key, value in row.items() if value is not None}
+    except csv.Error as error:
+        yield start, Problem(name, start, f"invalid CSV: {error}")
+
+
+def _csv_value(value: str):
+    # Chat columns (messages, conversations, choices) hold JSON in a CSV cell.
+    stripped = value.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            return orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _read_parquet(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
+    import pyarrow.parquet as pq  # only Parquet users pay for pyarrow
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a bad file
+        yield 1, Problem(name, 1, f"not a readable Parquet file: {error}")
+        return
+    row = 0
+    for batch in parquet.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+
+
+def _json_type(value) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
