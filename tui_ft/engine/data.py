@@ -83,6 +83,8 @@ def detect_format(record: dict) -> str | None:
         return "preference"
     if "expected" in keys or "choices" in keys:
         return "benchmark"
+    if "answer" in keys and keys & {"instruction", "prompt"} and not keys & {"question", "response", "output", "completion"}:
+        return "benchmark"  # DESIGN.md: a benchmark's prompt is instruction|question|prompt, its answer expected|answer
     if "instruction" in keys:
         return "instruction"
     if "question" in keys or "answer" in keys:
@@ -228,7 +230,7 @@ def iter_parsed(path: Path) -> Iterator[tuple[str | None, object]]:
             continue
         detected = detect_format(record)
         if detected is None:
-            keys = ", ".join(sorted(map(str, record))) or "none"
+            keys = _shown_keys(record)
             yield None, Problem(name, line, f"cannot tell the format from the keys ({keys})")
             continue
         if file_format is None:
@@ -242,6 +244,15 @@ def iter_parsed(path: Path) -> Iterator[tuple[str | None, object]]:
             yield None, Problem(name, line, parsed)
         else:
             yield detected, parsed
+
+
+def _shown_keys(record: dict, most: int = 8, width: int = 40) -> str:
+    """The record's keys for a one-line message: control characters escaped, long lists cut."""
+    keys = sorted(map(str, record))
+    shown = ["".join(c if c.isprintable() else ascii(c)[1:-1] for c in key[:width]) for key in keys[:most]]
+    if len(keys) > most:
+        shown.append(f"and {len(keys) - most} more")
+    return ", ".join(shown) or "none"
 
 
 def load_dataset(path: str | Path, strict: bool = True) -> Dataset:

@@ -18,6 +18,13 @@ from pathlib import Path
 import orjson
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Byte-order marks of encodings that are not UTF-8; spreadsheet tools on Windows write these.
+OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+# CSV cells that hold JSON lists (a chat's turns, a benchmark's choices); other cells stay text,
+# so an answer such as "[1, 2]" is not turned into a list.
+CSV_JSON_COLUMNS = {"messages", "conversations", "choices"}
+# csv's default cell limit (128 KiB) rejects long documents; a cell may be as big as a JSONL line.
+CSV_FIELD_LIMIT = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ def _read_jsonl(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            elif number == 1 and (encoding := _other_encoding(raw)):
+                yield 1, Problem(name, 1, f"the file is {encoding} text; save it as UTF-8")
+                return
             raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
@@ -87,8 +97,14 @@ def _read_jsonl(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
             yield number, value
 
 
+def _other_encoding(data: bytes) -> str | None:
+    return next((encoding for bom, encoding in OTHER_BOMS if data.startswith(bom)), None)
+
+
 def _decode_whole(path: Path, name: str) -> str | Problem:
     data = path.read_bytes()
+    if encoding := _other_encoding(data):
+        return Problem(name, 1, f"the file is {encoding} text; save it as UTF-8")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -109,12 +125,11 @@ def _read_json(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
         yield 1, Problem(name, 1, "the file is empty")
         return
     if text[position] == "{":
-        try:
-            value, _ = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            yield error.lineno, Problem(name, error.lineno, f"invalid JSON: {error.msg}")
-            return
-        yield 1, value
+        line = _line_of(text, position)
+        value, end = _decode_element(decoder, text, position, name)
+        yield (value.line if isinstance(value, Problem) else line), value
+        if end >= 0:
+            yield from _extra_data(text, end, name, "object")
         return
     if text[position] != "[":
         line = _line_of(text, position)
@@ -137,22 +152,45 @@ def _read_json(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
             position = _skip_space(text, position + 1)
         first = False
         line = _line_of(text, position)
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            truncated = error.pos >= len(text.rstrip())
-            message = "truncated JSON: the file ends inside an element" if truncated else f"invalid JSON: {error.msg}"
-            yield error.lineno, Problem(name, error.lineno, message)
-            return
-        if isinstance(value, dict):
+        value, position = _decode_element(decoder, text, position, name)
+        if isinstance(value, Problem):
+            yield value.line, value
+            if position < 0:
+                return  # the element's end is unknown: nothing after it can be located
+        elif isinstance(value, dict):
             yield line, value
         else:
             yield line, Problem(name, line, f"expected a JSON object, got {_json_type(value)}")
         position = _skip_space(text, position)
-    rest = _skip_space(text, position + 1)
+    yield from _extra_data(text, position + 1, name, "array")
+
+
+def _extra_data(text: str, position: int, name: str, what: str) -> Iterator[tuple[int, Problem]]:
+    rest = _skip_space(text, position)
     if rest < len(text):
         line = _line_of(text, rest)
-        yield line, Problem(name, line, "invalid JSON: extra data after the array")
+        yield line, Problem(name, line, f"invalid JSON: extra data after the {what}")
+
+
+def _decode_element(decoder: json.JSONDecoder, text: str, start: int, name: str) -> tuple[object, int]:
+    """Decode the JSON value at ``start``; return ``(value or Problem, end)``, end -1 when lost."""
+    line = _line_of(text, start)
+    try:
+        _, end = decoder.raw_decode(text, start)
+    except json.JSONDecodeError as error:
+        truncated = error.pos >= len(text.rstrip())
+        message = "truncated JSON: the file ends inside an element" if truncated else f"invalid JSON: {error.msg}"
+        return Problem(name, error.lineno, message), -1
+    except RecursionError:
+        return Problem(name, line, "invalid JSON: nested too deeply"), -1
+    except ValueError:  # a number past Python's int conversion limit (4300 digits)
+        return Problem(name, line, "invalid JSON: a number with too many digits"), -1
+    # Parse the element again with orjson, which JSONL uses: both file types then accept the
+    # same values (the stdlib decoder lets lone surrogates, NaN and Infinity through).
+    try:
+        return orjson.loads(text[start:end]), end
+    except orjson.JSONDecodeError as error:
+        return Problem(name, line + error.lineno - 1, f"invalid JSON: {error.msg}"), end
 
 
 def _skip_space(text: str, position: int) -> int:
@@ -170,28 +208,35 @@ def _read_csv(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
     if isinstance(text, Problem):
         yield text.line, text
         return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        yield 1, Problem(name, 1, "the file is empty")
-        return
-    start = reader.line_num + 1
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    # csv.reader rather than DictReader: DictReader skips blank lines silently, which shifted
+    # every later row's reported line; here each row's first line is the previous row's end + 1.
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    start = 1
     try:
-        for row in reader:
-            line, start = start, reader.line_num + 1
-            if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+        for row in rows:
+            line, start = start, rows.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue  # blank lines are tolerated anywhere
+            if header is None:
+                header = row
                 continue
-            if None in row:
+            if len(row) > len(header):
                 yield line, Problem(name, line, "more values than header columns")
                 continue
-            yield line, {key: _csv_value(value) for key, value in row.items() if value is not None}
+            yield line, {key: _csv_value(key, value) for key, value in zip(header, row)}
     except csv.Error as error:
         yield start, Problem(name, start, f"invalid CSV: {error}")
+        return
+    if header is None:
+        yield 1, Problem(name, 1, "the file is empty")
 
 
-def _csv_value(value: str):
+def _csv_value(key: str, value: str):
     # Chat columns (messages, conversations, choices) hold JSON in a CSV cell.
     stripped = value.strip()
-    if stripped.startswith("[") and stripped.endswith("]"):
+    if key in CSV_JSON_COLUMNS and stripped.startswith("[") and stripped.endswith("]"):
         try:
             return orjson.loads(stripped)
         except orjson.JSONDecodeError:
@@ -208,10 +253,13 @@ def _read_parquet(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]
         yield 1, Problem(name, 1, f"not a readable Parquet file: {error}")
         return
     row = 0
-    for batch in parquet.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            row += 1
-            yield row, record
+    try:
+        for batch in parquet.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+    except Exception as error:  # a damaged row group surfaces only while reading it
+        yield row + 1, Problem(name, row + 1, f"not a readable Parquet file: {error}")
 
 
 def _json_type(value) -> str:

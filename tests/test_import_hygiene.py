@@ -1,0 +1,47 @@
+"""The engine never imports textual; the dashboard starts without torch (each in a fresh process)."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(output.split())
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["tui_ft.engine.data", "tui_ft.engine.templates", "tui_ft.engine.models", "tui_ft.engine.stats", "tui_ft.cli"],
+)
+def test_engine_never_imports_textual(module):
+    modules = imported_after(f"import {module}")
+    assert module in modules
+    assert not any(name == "textual" or name.startswith("textual.") for name in modules)
+
+
+def test_every_engine_module_is_headless():
+    import pkgutil
+
+    import tui_ft.engine
+
+    names = [f"tui_ft.engine.{m.name}" for m in pkgutil.iter_modules(tui_ft.engine.__path__)]
+    modules = imported_after("; ".join(f"import {n}" for n in names))
+    assert {"tui_ft.engine.data", "tui_ft.engine.models"} <= modules
+    assert "textual" not in modules
+
+
+def test_dashboard_starts_without_torch():
+    modules = imported_after("import tui_ft.ui.app; import tui_ft.cli")
+    assert "tui_ft.ui.app" in modules and "textual" in modules
+    for heavy in ("torch", "transformers", "peft"):
+        assert heavy not in modules, f"{heavy} is imported at dashboard start"
+
+
+def test_cli_help_is_fast_and_lists_commands():
+    result = subprocess.run([sys.executable, "-m", "tui_ft", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for command in ("data", "models"):
+        assert command in result.stdout

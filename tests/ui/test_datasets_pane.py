@@ -1,0 +1,55 @@
+"""Pilot tests of the Datasets pane: file list, problems, example with the loss mask."""
+
+from textual.widgets import DataTable, Static
+
+from tui_ft.ui.app import TuiFtApp
+
+
+async def wait_ready(app, pilot):
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_lists_files_with_format_and_validity(ui_home):
+    (ui_home / "datasets" / "broken.jsonl").write_text('{"instruction": "x"}\nnot json\n')
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ready(app, pilot)
+        screen = app.screen
+        table = screen.query_one("#files", DataTable)
+        rows = {str(table.get_row_at(i)[0]): table.get_row_at(i) for i in range(table.row_count)}
+        assert rows["seed_instructions.jsonl"][1] == "instruction"
+        assert rows["seed_instructions.jsonl"][2] == "8"
+        assert rows["seed_benchmark.jsonl"][1] == "benchmark"
+        assert str(rows["broken.jsonl"][3]) == "✗"
+        table.move_cursor(row=list(rows).index("broken.jsonl"))
+        await pilot.pause()
+        problems = str(screen.query_one("#problems", Static).render())
+        assert "broken.jsonl:1: missing field 'response' or 'output'" in problems
+        assert "broken.jsonl:2: invalid JSON" in problems
+
+
+async def test_example_shows_trained_tokens_and_template_toggle(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ready(app, pilot)
+        screen = app.screen
+        table = screen.query_one("#files", DataTable)
+        names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        table.move_cursor(row=names.index("seed_instructions.jsonl"))
+        await wait_ready(app, pilot)
+        rendered = screen.query_one("#example", Static).render()
+        assert "template chat" in str(rendered)
+        trained = "".join(rendered.plain[s.start : s.end] for s in rendered.spans if "green" in str(s.style))
+        assert "The capital of France is Paris.<|im_end|>" in trained
+        assert "What is the capital" not in trained
+        await pilot.press("t")
+        rendered = screen.query_one("#example", Static).render()
+        assert "### Instruction:\nWhat is the capital of France?" in rendered.plain
+        await pilot.press("n")
+        assert "Explain gravity" in screen.query_one("#example", Static).render().plain
+        await wait_ready(app, pilot)
+        stats = str(screen.query_one("#stats", Static).render())
+        assert "8 examples, template alpaca" in stats

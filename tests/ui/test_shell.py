@@ -1,0 +1,47 @@
+"""Pilot tests of the dashboard shell: panes, help, and keys that never steal typing."""
+
+from textual.widgets import Input
+
+from tui_ft.ui.app import TuiFtApp
+from tui_ft.ui.screens.help import HelpScreen
+
+
+async def test_digits_switch_panes(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.current_mode == "datasets"
+        for key, mode in (("2", "train"), ("3", "runs"), ("4", "chat"), ("5", "benchmark"), ("1", "datasets")):
+            await pilot.press(key)
+            assert app.current_mode == mode
+
+
+async def test_help_lists_every_pane_key(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        listed = {b.id for _, group in app.screen.groups for b in group}
+        assert {"pane.datasets", "pane.benchmark", "app.help", "datasets.next"} <= listed
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_digits_type_into_inputs(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        field = Input(id="probe")
+        await app.screen.mount(field)
+        field.focus()
+        await pilot.press("2", "3", "q")
+        assert field.value == "23q"
+        assert app.current_mode == "datasets" and app.is_running
+
+
+async def test_q_quits_outside_inputs(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running

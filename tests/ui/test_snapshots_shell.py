@@ -1,0 +1,26 @@
+"""Snapshots of the shell and the Datasets pane at 80×24 and 120×40 (fixed data, no cursor blink)."""
+
+import pytest
+
+from tui_ft.ui.app import TuiFtApp
+
+
+async def settle(pilot):
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_datasets_pane(snap_compare, ui_home, size):
+    assert snap_compare(TuiFtApp(ui_home), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_help_screen(snap_compare, ui_home, size):
+    async def open_help(pilot):
+        await settle(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(TuiFtApp(ui_home), terminal_size=size, run_before=open_help)

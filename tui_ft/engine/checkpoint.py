@@ -1,0 +1,105 @@
+"""Resumable checkpoints: ``ckpt/step-N/`` written to a temporary folder, then renamed.
+
+A checkpoint holds the trainable weights (safetensors), the optimizer and scheduler state
+(``torch.save``, read back with ``weights_only=True``), the random generators and the data
+position. Frozen weights are not saved: they are the base model's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import orjson
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "trainable.safetensors"
+
+
+def trainable_state(model) -> dict:
+    """The trainable parameters by name (shared weights appear once), detached, on the CPU."""
+    return {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, keep: int) -> Path:
+    """Write ``ckpt/step-N`` atomically and keep only the ``keep`` latest checkpoints.
+
+    Args:
+        run_dir: The run folder.
+        model: The model being trained.
+        optimizer: Its optimizer.
+        scheduler: Its learning-rate scheduler.
+        position: The data position and counters (``step``, ``epoch``, ``batch_index``, ...).
+        keep: How many checkpoints to keep.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(run_dir) / "ckpt"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"step-{position['step']}"
+    staging = folder / f".tmp-step-{position['step']}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_file(trainable_state(model), staging / WEIGHTS_FILE)
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, staging / "rng.pt")
+    (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    _prune(folder, keep)
+    return target
+
+
+def _prune(folder: Path, keep: int) -> None:
+    from tui_ft.engine.runs import list_checkpoints
+
+    for old in list_checkpoints(folder.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_trainable(model, folder: Path) -> None:
+    """Load a checkpoint's trainable weights into ``model`` (every one must match a parameter)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / WEIGHTS_FILE)
+    params = dict(model.named_parameters())
+    unknown = [name for name in weights if name not in params]
+    if unknown:
+        raise RuntimeError(f"checkpoint {folder} does not fit the model: unknown weight {unknown[0]}")
+    for name, tensor in weights.items():
+        with _no_grad():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and random generators; returns the data position."""
+    import torch
+
+    load_trainable(model, folder)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=True)
+    random.setstate(_as_tuple(rng["python"]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return orjson.loads((folder / STATE_FILE).read_bytes())
+
+
+def _as_tuple(state):
+    """``random.setstate`` wants tuples; a round trip may hand back lists."""
+    return tuple(_as_tuple(s) for s in state) if isinstance(state, (list, tuple)) else state

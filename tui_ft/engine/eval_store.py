@@ -1,0 +1,122 @@
+"""Stored evaluation results, so the Benchmark table fills from disk and nothing is recomputed.
+
+A run's results live in ``checkpoints/<run>/bench/``; any other model's (default, a folder,
+a cached model) in ``<home>/bench/<model-slug>/``. One JSON file per result, named by a hash
+of what identifies it (model, checkpoint, benchmark or dataset, template, generation settings,
+scorer). Inside, ``fingerprint`` records what could silently change the answer (the file's
+content hash, the weights' size and time); a result whose fingerprint no longer matches is
+recomputed and overwritten. Files are written atomically (tmp + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import orjson
+
+from tui_ft.engine.models import ModelRef
+
+JOBS_FOLDER = "jobs"  # <home>/bench/jobs/<id>/ holds detached evaluation jobs, not results
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (a benchmark edited in place must be recomputed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_slug(resolved: ModelRef) -> str:
+    """A folder name for a model's results: ``default``, ``org--name``, or ``name-<hash>``."""
+    if resolved.kind == "default":
+        return "default"
+    if resolved.kind == "hf-cache":
+        return resolved.ref.replace("/", "--")
+    identity = f"{resolved.path.resolve()}|{resolved.adapter or ''}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.path.name).strip("-") or "model"
+    return f"{name}-{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
+
+
+def results_dir(resolved: ModelRef, home: Path, run_dir: Path | None = None) -> Path:
+    """Where a model's results are stored: ``<run_dir>/bench`` for a run, else ``<home>/bench/<slug>``."""
+    if run_dir is not None:
+        return Path(run_dir) / "bench"
+    return Path(home) / "bench" / model_slug(resolved)
+
+
+def weights_stamp(folder: Path | None) -> list:
+    """Size and modification time of the weight files in ``folder`` (cheap; no hashing)."""
+    if folder is None or not folder.is_dir():
+        return []
+    stamp = []
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        info = path.stat()
+        stamp.append([path.name, info.st_size, info.st_mtime_ns])
+    return stamp
+
+
+def result_key(identity: dict) -> str:
+    """A short stable hash of the fields that identify a result."""
+    return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def result_path(folder: Path, identity: dict) -> Path:
+    """The file a result with ``identity`` is stored in, inside ``folder``."""
+    source = Path(identity.get("benchmark") or identity.get("dataset") or "result").stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", source)[:40]
+    checkpoint = f"{identity['checkpoint']}-" if identity.get("checkpoint") else ""
+    return folder / f"{identity['kind']}-{checkpoint}{name}-{result_key(identity)}.json"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to ``path`` atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    """Read a JSON file; ``None`` when it is missing or unreadable."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def lookup(path: Path, fingerprint: dict) -> dict | None:
+    """The stored result at ``path`` when its fingerprint still matches, else ``None``."""
+    record = read_json(path)
+    if record is None or record.get("fingerprint") != fingerprint:
+        return None
+    return record
+
+
+def result_files(home: Path) -> list[Path]:
+    """Every stored result file in the workspace: ``bench/*/`` and ``checkpoints/*/bench/``."""
+    home = Path(home)
+    files = [p for p in (home / "bench").glob("*/*.json") if p.parent.name != JOBS_FOLDER]
+    files += list((home / "checkpoints").glob("*/bench/*.json"))
+    return [p for p in files if not p.name.startswith(".")]
+
+
+def load_results(home: Path) -> list[dict]:
+    """Every stored result in the workspace, oldest first, each with its ``file``.
+
+    Each record has ``kind`` (``benchmark`` or ``perplexity``), ``model``, ``checkpoint``
+    (``None`` or ``"step-N"``), ``template``, ``created``, ``key``, and either ``benchmark``,
+    ``scorer``, ``score``, ``n``, ``items`` or ``dataset``, ``perplexity``, ``tokens``.
+    Several records can share a table cell (different settings or scorers): the newest wins.
+    """
+    records = []
+    for path in result_files(home):
+        record = read_json(path)
+        if isinstance(record, dict) and record.get("kind") in ("benchmark", "perplexity"):
+            record["file"] = str(path)
+            records.append(record)
+    return sorted(records, key=lambda r: (r.get("created") or "", r["file"]))

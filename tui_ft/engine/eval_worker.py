@@ -1,0 +1,240 @@
+"""Detached evaluation jobs: ``python -m tui_ft.engine.eval_worker JOB_DIR``.
+
+An evaluation that takes more than a few seconds runs like a training run: its own process in
+its own session (stdin from /dev/null, output to ``worker.log``), so closing the dashboard or an
+SSH hangup does not stop it. A job lives in ``<home>/bench/jobs/<id>/``:
+
+- ``job.json`` — what to evaluate (written once, before the worker starts);
+- ``status.json`` — ``state`` (queued, running, stopping, stopped, finished, failed; a dead
+  worker's unfinished job reads ``died``), ``pid``, ``done``, ``total`` (items), ``message``,
+  ``results`` (one summary a finished result), ``started``, ``updated``; written atomically;
+- ``worker.log`` — the worker's stdout and stderr;
+- ``STOP`` — created to ask the worker to stop between items (SIGTERM does the same).
+
+Results themselves go to the result store, so the table reads them like any other result.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tui_ft.engine.eval_store import JOBS_FOLDER, read_json, write_json_atomic
+
+FINAL_STATES = ("stopped", "finished", "failed", "died")
+STOP_FILE = "STOP"
+PROGRESS_INTERVAL_S = 0.5  # status writes are throttled: a small model scores many items a second
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def jobs_dir(home: Path) -> Path:
+    """Where evaluation jobs live: ``<home>/bench/jobs``."""
+    return Path(home) / "bench" / JOBS_FOLDER
+
+
+def _as_list(paths) -> list[str]:
+    if paths is None:
+        return []
+    return [str(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+
+
+def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, checkpoint: str | None = None, *,
+                   template: str | None = None, scorer: str | None = None, max_new_tokens: int | None = None,
+                   use_cache: bool = True) -> Path:
+    """Check the inputs, then start a detached evaluation job and return its folder at once.
+
+    Args:
+        home: The workspace.
+        refs: One model reference or several.
+        benchmark: A benchmark file, or a list of them.
+        perplexity_path: A dataset for perplexity, or a list of them.
+        checkpoint: ``"step-N"`` of a run, or ``None`` for final weights.
+        template: ``alpaca`` or ``chat`` (default: the run's or the model's own).
+        scorer: ``contains``, ``exact`` or ``choice`` (default: by the items).
+        max_new_tokens: Generation limit for benchmarks (default 64).
+        use_cache: Reuse stored results.
+
+    Raises:
+        DatasetError, ModelError, ValueError: Bad input, found before anything starts.
+    """
+    from tui_ft.engine.evaluate import ModelSession, load_task, pick_scorer
+
+    home = Path(home).resolve()
+    refs = [refs] if isinstance(refs, str) else list(refs)
+    benchmarks, datasets = _as_list(benchmark), _as_list(perplexity_path)
+    if not refs:
+        raise ValueError("no model to evaluate")
+    if not benchmarks and not datasets:
+        raise ValueError("nothing to evaluate: give a benchmark or a perplexity dataset")
+    tasks = [load_task("benchmark", p, home) for p in benchmarks] + [load_task("perplexity", p, home) for p in datasets]
+    for task in tasks:
+        if task.kind == "benchmark":
+            pick_scorer(task, scorer)
+    for ref in refs:
+        ModelSession(ref, home, checkpoint)  # resolves only; no weights are loaded here
+    job_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    job_dir = jobs_dir(home) / job_id
+    job_dir.mkdir(parents=True)
+    job = {
+        "id": job_id, "home": str(home), "refs": refs, "checkpoint": checkpoint, "template": template,
+        "scorer": scorer, "max_new_tokens": max_new_tokens, "use_cache": use_cache, "created": _now(),
+        "benchmarks": [str(t.path) for t in tasks if t.kind == "benchmark"],
+        "perplexity": [str(t.path) for t in tasks if t.kind == "perplexity"],
+    }
+    write_json_atomic(job_dir / "job.json", job)
+    total = len(refs) * sum(len(t.records) for t in tasks)
+    write_json_atomic(job_dir / "status.json", {"state": "queued", "pid": None, "done": 0, "total": total,
+                                                "message": "starting", "results": [], "updated": _now()})
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    with open(job_dir / "worker.log", "ab") as log, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen([sys.executable, "-m", "tui_ft.engine.eval_worker", str(job_dir)], cwd=home,
+                                   stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    status = read_json(job_dir / "status.json") or {}
+    if status.get("state") == "queued" and status.get("pid") is None:
+        # Tell readers the pid at once; the worker overwrites this with its own writes.
+        write_json_atomic(job_dir / "status.json", status | {"pid": process.pid, "updated": _now()})
+    return job_dir
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with ``pid`` runs (a zombie, finished but not reaped, is dead)."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def read_job_status(job_dir: Path) -> dict:
+    """A job's status with its ``id``, ``dir`` and ``job`` (what it evaluates).
+
+    A job whose worker is gone before reaching a final state reads ``died``.
+    """
+    job_dir = Path(job_dir)
+    status = read_json(job_dir / "status.json") or {"state": "failed", "message": "no status.json", "done": 0, "total": 0}
+    if status.get("state") not in FINAL_STATES and not pid_alive(status.get("pid")):
+        # A queued job has no pid for a moment while it launches; give it that moment.
+        if status.get("pid") is not None or status.get("state") != "queued":
+            status["state"] = "died"
+    return status | {"id": job_dir.name, "dir": str(job_dir), "job": read_json(job_dir / "job.json") or {}}
+
+
+def list_jobs(home: Path) -> list[dict]:
+    """Every evaluation job in the workspace, newest first, as :func:`read_job_status` reads it."""
+    folder = jobs_dir(home)
+    dirs = sorted((p for p in folder.iterdir() if (p / "job.json").is_file()), reverse=True) if folder.is_dir() else []
+    return [read_job_status(d) for d in dirs]
+
+
+def stop_eval_job(job_dir: Path) -> bool:
+    """Ask a job to stop between items (STOP file and SIGTERM); False when it already ended."""
+    job_dir = Path(job_dir)
+    status = read_job_status(job_dir)
+    if status["state"] in FINAL_STATES:
+        return False
+    (job_dir / STOP_FILE).touch()
+    if pid_alive(status.get("pid")):
+        try:
+            os.kill(status["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+class StatusWriter:
+    """The worker's status file: progress (throttled), results, and the final state."""
+
+    def __init__(self, job_dir: Path, total: int):
+        self.path = job_dir / "status.json"
+        self.status = {"state": "running", "pid": os.getpid(), "done": 0, "total": total, "message": "",
+                       "results": [], "started": _now(), "updated": _now()}
+        self.last_write = 0.0
+        self.write()
+
+    def write(self, **changes) -> None:
+        self.status |= changes | {"updated": _now()}
+        write_json_atomic(self.path, self.status)
+        self.last_write = time.monotonic()
+
+    def progress(self, done: int, total: int) -> None:
+        self.status |= {"done": done, "total": total}
+        if done >= total or time.monotonic() - self.last_write >= PROGRESS_INTERVAL_S:
+            self.write()
+
+    def add_result(self, record: dict) -> None:
+        summary = {key: record.get(key) for key in ("model", "checkpoint", "kind", "benchmark", "dataset", "scorer",
+                                                     "score", "n", "perplexity", "tokens", "cached", "key")}
+        name = record.get("benchmark") or record.get("dataset")
+        value = f"{record['score']:.3f}" if record["kind"] == "benchmark" else f"ppl {record['perplexity']:.3f}"
+        print(f"{record['model']} · {name}: {value}{' (stored)' if record.get('cached') else ''}", flush=True)
+        self.write(results=self.status["results"] + [summary], message=f"{record['model']} · {name}: {value}")
+
+
+def run_job(job_dir: Path) -> int:
+    """Run the job in ``job_dir`` in this process; returns the exit status."""
+    from tui_ft.engine.evaluate import EvaluationStopped, default_settings, evaluate_many
+    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.readers import DatasetError
+
+    job = read_json(job_dir / "job.json")
+    initial = read_json(job_dir / "status.json") or {}
+    writer = StatusWriter(job_dir, initial.get("total", 0))
+    stop_requested = False
+
+    def request_stop(_signum, _frame):
+        nonlocal stop_requested
+        stop_requested = True
+        writer.write(state="stopping", message="stopping")
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print(f"job {job['id']}: {', '.join(job['refs'])}", flush=True)
+    try:
+        settings = default_settings(job["max_new_tokens"]) if job.get("max_new_tokens") else None
+        evaluate_many(
+            job["refs"], Path(job["home"]), job["benchmarks"], job["perplexity"], job.get("checkpoint"),
+            job.get("template"), settings, job.get("scorer"), use_cache=job.get("use_cache", True),
+            progress=writer.progress, should_stop=lambda: stop_requested or (job_dir / STOP_FILE).exists(),
+            on_result=writer.add_result,
+        )
+    except EvaluationStopped:
+        writer.write(state="stopped", message="stopped")
+        return 0
+    except (DatasetError, ModelError, ValueError) as error:
+        print(error, flush=True)
+        writer.write(state="failed", message=str(error).splitlines()[0])
+        return 1
+    except Exception as error:  # the log keeps the traceback; the status keeps one line
+        traceback.print_exc()
+        writer.write(state="failed", message=f"{type(error).__name__}: {error}")
+        return 1
+    writer.write(state="finished", message="finished", done=writer.status["total"])
+    print("finished", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m tui_ft.engine.eval_worker JOB_DIR``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not (Path(args[0]) / "job.json").is_file():
+        print("usage: python -m tui_ft.engine.eval_worker JOB_DIR (a folder with job.json)", file=sys.stderr)
+        return 2
+    return run_job(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

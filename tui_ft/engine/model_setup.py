@@ -1,0 +1,139 @@
+"""The model a run trains: load the base, apply the method (full, freeze, LoRA), save the result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_ft.engine.config import TrainConfig
+
+
+@dataclass
+class ParamCounts:
+    """Parameter counts after the method is applied (shared weights counted once)."""
+
+    total: int
+    trainable: int
+
+    @property
+    def frozen(self) -> int:
+        return self.total - self.trainable
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable / max(1, self.total)
+
+    def describe(self) -> str:
+        return (f"Total parameters: {self.total:,}; trainable: {self.trainable:,}; frozen: {self.frozen:,}; "
+                f"trainable: {self.trainable_pct:.2f}%")
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; anything else is used as given."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast_for(device: str, precision: str):
+    """bf16 autocast on CUDA under ``auto`` (or wherever ``bf16`` is asked); fp32 otherwise."""
+    import torch
+
+    kind = device.split(":")[0]
+    if precision == "bf16" or (precision == "auto" and kind == "cuda"):
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def count_params(model) -> ParamCounts:
+    params = list(model.parameters())  # parameters() yields a tied weight once
+    return ParamCounts(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+
+
+def decoder_layers(model):
+    """The model's list of transformer blocks: the first ModuleList as long as the layer count."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError("cannot find the transformer layers of this model to freeze")
+
+
+def load_base(config: dict):
+    """Load the run's base weights in fp32 (a base adapter, if any, is merged in)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        config["model_path"], dtype=torch.float32, local_files_only=True,
+        trust_remote_code=bool(config.get("trust_remote_code")),
+    )
+    if config.get("base_adapter"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config["base_adapter"]).merge_and_unload()
+    return model
+
+
+def apply_method(model, config: TrainConfig):
+    """Set ``requires_grad`` for the method, or wrap the model with a LoRA adapter (peft)."""
+    if config.uses_lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+    for param in model.parameters():
+        param.requires_grad = True
+    if config.method == "freeze":
+        layers = decoder_layers(model)
+        frozen = len(layers) // 2 if config.freeze_layers is None else config.freeze_layers
+        # The embeddings freeze too (as the seed's freeze_early_layers does); with tied
+        # embeddings that freezes the output head as well.
+        for param in model.get_input_embeddings().parameters():
+            param.requires_grad = False
+        for layer in layers[:frozen]:
+            for param in layer.parameters():
+                param.requires_grad = False
+    return model
+
+
+def build_model(config: dict, device: str):
+    """The base model with the run's method applied, on ``device``, ready to train."""
+    import torch
+
+    train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
+    torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
+    model = load_base(config)
+    model.config.use_cache = False
+    model = apply_method(model, train_config)
+    return model.to(device)
+
+
+def save_final(model, tokenizer, run_dir: Path, uses_lora: bool) -> Path:
+    """Write ``adapter/`` (PEFT format) or ``model/`` (Hugging Face format with the tokenizer), atomically."""
+    target = Path(run_dir) / ("adapter" if uses_lora else "model")
+    staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    if not uses_lora:
+        model.config.use_cache = True
+        model.config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target

@@ -1,0 +1,147 @@
+"""The files of a run folder: ``status.json`` (atomic) and ``metrics.jsonl`` (append, tailed).
+
+Kept apart from process control (:mod:`tui_ft.engine.runs`) so the worker, the CLI and the
+dashboard share one reader and one writer of each file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import orjson
+
+RUN_FILE = "run.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "worker.log"
+STOP_FILE = "STOP"
+FINAL_STATES = ("stopped", "finished", "failed", "died")
+LIVE_STATES = ("queued", "running", "stopping")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``: readers never see half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    os.replace(temp, path)
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object; an absent or unreadable file reads as ``{}``."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The run's ``run.json`` as a dict (``{}`` when missing)."""
+    return read_json(Path(run_dir) / RUN_FILE)
+
+
+def update_status(run_dir: Path, **changes) -> dict:
+    """Merge ``changes`` into ``status.json`` (atomically) and stamp ``updated``; returns the new status."""
+    path = Path(run_dir) / STATUS_FILE
+    status = read_json(path)
+    status.update(changes)
+    status["updated"] = time.time()
+    write_json_atomic(path, status)
+    return status
+
+
+class MetricsWriter:
+    """Append one JSON object a line to ``metrics.jsonl``, flushed per line.
+
+    A previous writer that died mid-line left a torn line: a newline is written first so that
+    the fragment stays a line of its own (readers skip it) and the next record is whole.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the run's lifetime
+        if self._file.tell() > 0:
+            with open(self.path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    self._file.write(b"\n")
+
+    def log(self, kind: str, step: int, epoch: float, **values) -> dict:
+        """Append a record ``{kind, step, epoch, time, **values}`` and flush it."""
+        record = {"kind": kind, "step": step, "epoch": round(epoch, 4), "time": time.time(), **values}
+        self._file.write(orjson.dumps(record) + b"\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def merge_records(history: list[dict], new: list[dict]) -> list[dict]:
+    """Add ``new`` records to ``history``, honouring ``resumed`` events.
+
+    A run resumed from the checkpoint at step N may have logged steps after N before it died;
+    the resumed worker logs them again, so on a ``{"kind": "event", "event": "resumed",
+    "step": N}`` record the train and eval records after step N are dropped. The dashboard
+    feeds :meth:`MetricsTail.read_new` output through this to keep one clean history.
+    """
+    for record in new:
+        if record.get("kind") == "event" and record.get("event") == "resumed":
+            step = record.get("step", 0)
+            history = [r for r in history if r.get("kind") == "event" or r.get("step", 0) <= step]
+        history.append(record)
+    return history
+
+
+class MetricsTail:
+    """Read a growing ``metrics.jsonl`` incrementally.
+
+    Each :meth:`read_new` reads from the byte offset where the last one stopped. A last line
+    without its newline is being written: it is left for the next call. A file that shrank
+    (replaced) is read again from the start.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+
+    def read_new(self) -> list[dict]:
+        """The complete records appended since the last call (malformed lines skipped)."""
+        try:
+            with open(self.path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size < self.offset:
+                    self.offset = 0
+                file.seek(self.offset)
+                chunk = file.read(size - self.offset)
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        records = []
+        for line in chunk[:end].split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a fragment left by a writer that died mid-line
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every complete record of a ``metrics.jsonl`` file, with resumed steps de-duplicated.
+
+    Args:
+        path: The ``metrics.jsonl`` file, or a run folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    return merge_records([], MetricsTail(path).read_new())

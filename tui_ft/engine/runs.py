@@ -1,0 +1,278 @@
+"""Run folders and their worker processes: create, launch, watch, stop, resume, list.
+
+This is the API the CLI and the dashboard share. A run lives in ``checkpoints/<name>/``
+(layout in DESIGN.md); its training runs in a separate OS process
+(``python -m tui_ft.engine.worker RUN_DIR``) in its own session, so closing the dashboard,
+Ctrl+C in a terminal or an SSH hangup never stops it. Every function here is cheap: none
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_ft.engine.config import ConfigError, TrainConfig, validate_config
+from tui_ft.engine.run_files import (
+    FINAL_STATES,
+    LIVE_STATES,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    MetricsTail,
+    MetricsWriter,
+    merge_records,
+    read_json,
+    read_metrics,
+    read_run_config,
+    update_status,
+    write_json_atomic,
+)
+
+__all__ = [
+    "ConfigError", "RunError", "RunInfo", "MetricsTail", "MetricsWriter", "create_run", "launch_run",
+    "read_status", "list_runs", "stop_run", "resume_run", "read_metrics", "merge_records",
+    "list_checkpoints", "read_run_config", "run_dir_for", "FINAL_STATES", "LIVE_STATES",
+]
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+class RunError(Exception):
+    """An action the run's state does not allow (resume a running run...); one line for the user."""
+
+
+@dataclass
+class RunInfo:
+    """One run as the run list shows it (``state`` reads ``died`` for a dead worker)."""
+
+    name: str
+    path: Path
+    state: str
+    step: int
+    total_steps: int | None
+    method: str
+    model: str
+    dataset: str
+    started: float | None
+    updated: float | None
+    message: str
+    pid: int | None
+
+
+def run_dir_for(home: Path, name: str) -> Path:
+    """The folder of run ``name`` in workspace ``home``; raises :class:`RunError` when there is none."""
+    path = Path(home) / "checkpoints" / name
+    if "/" in name or name in ("", ".", "..") or not (path / RUN_FILE).is_file():
+        raise RunError(f"{name}: no such run in {Path(home) / 'checkpoints'}")
+    return path
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("tui_ft", "torch", "transformers", "peft"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _unique_name(home: Path, config: TrainConfig) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.dataset).stem).strip("-._")[:32] or "data"
+    base = f"{config.method}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, counter = base, 2
+    while (home / "checkpoints" / name).exists():
+        name, counter = f"{base}-{counter}", counter + 1
+    return name
+
+
+def create_run(config: TrainConfig, home: Path) -> Path:
+    """Validate ``config`` and create its run folder with ``run.json`` and a ``queued`` status.
+
+    The model reference is resolved (the default model is converted the first time) and the
+    template is fixed now (the model's default when the config names none), so ``run.json``
+    records exactly what the worker will use.
+
+    Raises:
+        ConfigError: With every ``(field, message)`` problem; no folder is created then.
+    """
+    from tui_ft.engine.config_checks import find_dataset
+    from tui_ft.engine.models import load_tokenizer, resolve_model
+    from tui_ft.engine.templates import default_template
+
+    home = Path(home)
+    config = config.resolved()
+    errors = validate_config(config, home)
+    if errors:
+        raise ConfigError(errors)
+    resolved = resolve_model(config.model, home)
+    template = config.template or default_template(load_tokenizer(resolved.path))
+    name = config.name or _unique_name(home, config)
+    dataset = str(find_dataset(config.dataset, home).resolve())
+    eval_dataset = str(find_dataset(config.eval_dataset, home).resolve()) if config.eval_dataset else None
+    values = config.to_dict() | {"name": name, "template": template, "dataset": dataset, "eval_dataset": eval_dataset}
+    run_dir = home / "checkpoints" / name
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir()  # never exist_ok: two launches must not share a folder
+    record = values | {
+        "model_path": str(resolved.path),
+        "base_adapter": str(resolved.adapter) if resolved.adapter else None,
+        "created": time.time(),
+        "versions": _versions(),
+    }
+    write_json_atomic(run_dir / RUN_FILE, record)
+    write_json_atomic(run_dir / STATUS_FILE, _initial_status())
+    return run_dir
+
+
+def _initial_status() -> dict:
+    now = time.time()
+    return {"state": "queued", "pid": None, "step": 0, "total_steps": None, "epoch": 0.0,
+            "message": "waiting for the worker", "started": None, "updated": now}
+
+
+def launch_run(run_dir: Path) -> int:
+    """Start the run's worker detached (own session, stdin /dev/null, output to ``worker.log``).
+
+    Returns:
+        The worker's pid.
+    """
+    run_dir = Path(run_dir).resolve()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with open(run_dir / LOG_FILE, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tui_ft.engine.worker", str(run_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=run_dir,
+            env=env,
+        )
+    status = read_json(run_dir / STATUS_FILE)
+    if status.get("state") == "queued" and not status.get("pid"):
+        # The worker writes its own status once Python starts; until then the pid is known here.
+        update_status(run_dir, pid=process.pid, message="starting the worker")
+    return process.pid
+
+
+def _pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True when ``pid`` runs and is not a zombie (and, when known, started at ``started``)."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # A recycled pid belongs to a process that started later than our worker.
+        return started is None or abs(process.create_time() - started) < 2.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's ``status.json``; a live state whose worker is gone reads ``died``.
+
+    Keys: ``state``, ``pid``, ``step``, ``total_steps``, ``epoch``, ``message``, ``started``,
+    ``updated`` (heartbeat, seconds since the epoch), and ``eta_s`` and ``checkpoint`` (the
+    latest checkpoint's step) once the worker reports them.
+    """
+    status = read_json(Path(run_dir) / STATUS_FILE) or _initial_status()
+    state = status.get("state")
+    if state in LIVE_STATES and status.get("pid") and not _pid_alive(status["pid"], status.get("pid_started")):
+        status = dict(status, state="died",
+                      message=f"the worker (pid {status['pid']}) is gone; resume to continue from the last checkpoint")
+    return status
+
+
+def list_runs(home: Path) -> list[RunInfo]:
+    """Every run in ``home/checkpoints``, oldest first."""
+    root = Path(home) / "checkpoints"
+    runs = []
+    for run_dir in root.iterdir() if root.is_dir() else []:
+        config = read_run_config(run_dir)
+        if not config:
+            continue
+        status = read_status(run_dir)
+        runs.append((config.get("created", 0.0), RunInfo(
+            name=run_dir.name, path=run_dir, state=status.get("state", "queued"), step=status.get("step", 0),
+            total_steps=status.get("total_steps"), method=config.get("method", "?"), model=config.get("model", "?"),
+            dataset=config.get("dataset", "?"), started=status.get("started"), updated=status.get("updated"),
+            message=status.get("message", ""), pid=status.get("pid"),
+        )))
+    return [info for _, info in sorted(runs, key=lambda pair: (pair[0], pair[1].name))]
+
+
+def stop_run(run_dir: Path) -> bool:
+    """Ask the run to stop: write ``STOP`` and send SIGTERM; the worker checkpoints at the next step.
+
+    Returns:
+        True when a live worker was asked; False when there was none (a queued run that never
+        started is marked ``stopped`` at once).
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status["state"] in FINAL_STATES:
+        return False
+    (run_dir / STOP_FILE).touch()
+    if status.get("pid"):
+        try:
+            os.kill(status["pid"], signal.SIGTERM)
+            return True
+        except ProcessLookupError:
+            pass
+    if status["state"] == "queued":
+        update_status(run_dir, state="stopped", message="stopped before the worker started")
+    return False
+
+
+def resume_run(run_dir: Path) -> int:
+    """Start a worker again for a stopped, died or failed run; it continues from the latest checkpoint.
+
+    Returns:
+        The new worker's pid.
+
+    Raises:
+        RunError: When the run is still running or already finished.
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status["state"] in LIVE_STATES and _pid_alive(status.get("pid"), status.get("pid_started")):
+        raise RunError(f"{run_dir.name} is still {status['state']} (pid {status['pid']})")
+    if status["state"] == "finished":
+        raise RunError(f"{run_dir.name} has already finished")
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    update_status(run_dir, state="queued", pid=None, pid_started=None, message="resuming")
+    return launch_run(run_dir)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints (``ckpt/step-N``), oldest first."""
+    folder = Path(run_dir) / "ckpt"
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def metrics_path(run_dir: Path) -> Path:
+    """The run's ``metrics.jsonl``."""
+    return Path(run_dir) / METRICS_FILE

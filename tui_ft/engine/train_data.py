@@ -1,0 +1,148 @@
+"""Training data: the held-out split, length-grouped batch order, padding, and the SFT objective.
+
+The batch order of an epoch is a pure function of ``(seed, epoch)``: a resumed run
+recomputes it and skips to the saved position, so it sees exactly the batches an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from tui_ft.engine.templates import IGNORE_INDEX, Tokenized, tokenize_example
+
+MEGA_BATCHES = 32  # batches sorted together: similar lengths share a batch, order stays random
+EVAL_CAP = 200  # a split-off evaluation set never exceeds this many examples
+
+
+def split_eval(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(count)`` into ``(train, eval)`` indices, reproducibly for ``seed``.
+
+    Nothing is held out when ``fraction`` is 0 or there are fewer than 10 examples: a tiny
+    dataset needs every example for training.
+    """
+    indices = list(range(count))
+    if fraction <= 0 or count < 10:
+        return indices, []
+    held = min(EVAL_CAP, max(1, round(count * fraction)))
+    random.Random(f"eval-split-{seed}").shuffle(indices)
+    return sorted(indices[held:]), sorted(indices[:held])
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch, as lists of indices into ``lengths``.
+
+    Examples are shuffled, then sorted by length inside groups of ``MEGA_BATCHES`` batches, so
+    a batch holds examples of similar length (little padding) while the order stays random.
+    The group size is a multiple of ``batch_size``, so there are exactly
+    ``ceil(len(lengths) / batch_size)`` batches. Hand-written (rather than transformers'
+    length-grouped sampler) because resume needs the order as a pure function of
+    ``(seed, epoch)``, without sampler state.
+    """
+    rng = random.Random(f"batches-{seed}-{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group = batch_size * MEGA_BATCHES
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps in one epoch (its last step may have fewer micro-batches)."""
+    return math.ceil(math.ceil(examples / batch_size) / grad_accum)
+
+
+def pad_rows(rows: list[list[int]], value: int):
+    """Right-pad lists of ids to the longest row (dynamic padding) as a ``LongTensor``."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def collate_tokenized(items: list[Tokenized], pad_id: int) -> dict:
+    """Pad tokenized examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Padding uses the tokenizer's pad id and is masked out of attention and loss; id 0 is
+    never assumed to be padding.
+    """
+    return {
+        "input_ids": pad_rows([item.input_ids for item in items], pad_id),
+        "attention_mask": pad_rows([[1] * len(item.input_ids) for item in items], 0),
+        "labels": pad_rows([item.labels for item in items], IGNORE_INDEX),
+    }
+
+
+def trained_token_count(item: Tokenized) -> int:
+    """Tokens that carry loss after the one-position shift (the first token is never predicted)."""
+    return sum(1 for label in item.labels[1:] if label != IGNORE_INDEX)
+
+
+@dataclass
+class StepOutput:
+    """One micro-batch's contribution: the summed loss (a tensor) and detached statistics."""
+
+    loss_sum: object
+    stats: dict
+
+
+class SFTObjective:
+    """Supervised fine-tuning: cross-entropy on the trained tokens, weighted by token.
+
+    A step's loss is the sum of token NLL over all its micro-batches divided by the number of
+    trained tokens in the whole step, so gradient accumulation gives the same gradient as one
+    big batch (never a mean of micro-batch means).
+    """
+
+    name = "sft"
+
+    def __init__(self, examples: list, tokenizer, template: str, max_length: int, train_on_prompt: bool):
+        tokenized = [tokenize_example(e, tokenizer, template, max_length, train_on_prompt) for e in examples]
+        self.items = [t for t in tokenized if trained_token_count(t) > 0]
+        self.dropped = len(tokenized) - len(self.items)  # every trained token was cut by max_length
+        self.truncated = sum(1 for t in self.items if t.truncated)
+        self.pad_id = tokenizer.pad_token_id
+
+    def lengths(self) -> list[int]:
+        return [len(item.input_ids) for item in self.items]
+
+    def weight(self, indices: list[int]) -> int:
+        """What a step's loss is normalised by: trained tokens."""
+        return sum(trained_token_count(self.items[i]) for i in indices)
+
+    def collate(self, indices: list[int], device) -> dict:
+        batch = collate_tokenized([self.items[i] for i in indices], self.pad_id)
+        return {key: value.to(device) for key, value in batch.items()}
+
+    def forward(self, model, batch: dict) -> StepOutput:
+        """Summed NLL over the trained tokens of one micro-batch."""
+        import torch.nn.functional as F
+
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        mask = labels != IGNORE_INDEX
+        # Only the trained positions go through the softmax: prompts cost no loss compute.
+        nll = F.cross_entropy(logits[:, :-1][mask].float(), labels[mask], reduction="sum")
+        tokens = int(batch["attention_mask"].sum())
+        return StepOutput(nll, {"nll": float(nll.detach()), "trained": int(mask.sum()), "tokens": tokens,
+                                "padding": batch["attention_mask"].numel() - tokens})
+
+    def summarize(self, stats: list[dict]) -> dict:
+        """Step metrics from micro-batch statistics: token-weighted loss and its perplexity."""
+        trained = sum(s["trained"] for s in stats)
+        loss = sum(s["nll"] for s in stats) / max(1, trained)
+        return {"loss": loss, "ppl": safe_exp(loss), "trained_tokens": trained}
+
+
+def safe_exp(value: float) -> float:
+    """``exp`` that saturates to infinity instead of raising (for perplexity of huge losses)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf

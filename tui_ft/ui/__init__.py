@@ -1,0 +1,1 @@
+"""The Textual dashboard. torch is imported lazily inside workers, never at startup."""

@@ -1,0 +1,301 @@
+"""The Datasets pane: every file under datasets/, validated, with stats and the loss mask shown.
+
+Reading files and loading the tokenizer happen in thread workers; results reach the pane as
+messages, so the pane stays responsive on large files and while the tokenizer loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+
+from tui_ft.engine.data import Dataset, find_datasets, load_dataset, preference_examples, sft_examples
+from tui_ft.ui import keys
+
+MAX_LENGTH = 512  # the Train form's default; stats count the examples beyond it
+
+
+@dataclass
+class Scanned:
+    """One row of the file list."""
+
+    path: Path
+    dataset: Dataset | None
+    error: str = ""
+
+
+class DatasetsScreen(Screen):
+    """Browse and validate datasets; preview examples with the trained tokens highlighted."""
+
+    BINDINGS = keys.DATASET_BINDINGS
+
+    example_index: reactive[int] = reactive(0)
+    """Which example of the selected file is shown."""
+    template: reactive[str | None] = reactive(None)
+    """The template used to render examples (None: the model's default)."""
+    train_on_prompt: reactive[bool] = reactive(False)
+    """Show the loss on every token instead of the replies only."""
+
+    class FilesScanned(Message):
+        """The datasets folder was read."""
+
+        def __init__(self, rows: list[Scanned]):
+            super().__init__()
+            self.rows = rows
+
+    class TokenizerLoaded(Message):
+        """The tokenizer used for stats and rendering is ready."""
+
+        def __init__(self, tokenizer, error: str = ""):
+            super().__init__()
+            self.tokenizer = tokenizer
+            self.error = error
+
+    class ModelProgressed(Message):
+        """The default model's one-time conversion moved on."""
+
+        def __init__(self, what: str, fraction: float):
+            super().__init__()
+            self.what, self.fraction = what, fraction
+
+    class StatsComputed(Message):
+        """Token statistics of one file were computed."""
+
+        def __init__(self, path: Path, text: Text):
+            super().__init__()
+            self.path, self.text = path, text
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[Scanned] = []
+        self.tokenizer = None
+        self.selected: Scanned | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(classes="sidebar"):
+                yield Static("Datasets", classes="pane-title")
+                yield DataTable(id="files", cursor_type="row", zebra_stripes=True)
+            with Vertical(classes="detail"):
+                yield Static("", id="summary", classes="pane-title")
+                yield ProgressBar(id="model-progress", show_eta=False)
+                with TabbedContent(id="tabs"):
+                    with TabPane("Example", id="tab-example"):
+                        with VerticalScroll():
+                            yield Static("", id="example")
+                    with TabPane("Stats", id="tab-stats"):
+                        with VerticalScroll():
+                            yield Static("Loading the tokenizer…", id="stats")
+                    with TabPane("Problems", id="tab-problems"):
+                        with VerticalScroll():
+                            yield Static("", id="problems")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#model-progress").display = False
+        table = self.query_one("#files", DataTable)
+        table.add_columns("file", "format", "n", "")
+        self.scan_files()
+        self.load_tokenizer()
+
+    # -- workers -------------------------------------------------------------------------
+
+    @work(thread=True, group="datasets-scan", exclusive=True, exit_on_error=False, description="Reading datasets/")
+    def scan_files(self) -> None:
+        rows = []
+        for path in find_datasets(self.app.home / "datasets"):
+            try:
+                rows.append(Scanned(path, load_dataset(path, strict=False)))
+            except Exception as error:  # a file we cannot read must not take the pane down
+                rows.append(Scanned(path, None, str(error).splitlines()[0]))
+        self.post_message(self.FilesScanned(rows))
+
+    @work(thread=True, group="datasets-tokenizer", exclusive=True, exit_on_error=False, description="Loading the tokenizer")
+    def load_tokenizer(self) -> None:
+        from tui_ft.engine.models import ModelError, load_tokenizer, resolve_model
+
+        try:
+            resolved = resolve_model(
+                self.app.model_ref, self.app.home, progress=lambda w, f: self.post_message(self.ModelProgressed(w, f))
+            )
+            self.post_message(self.TokenizerLoaded(load_tokenizer(resolved.path)))
+        except ModelError as error:
+            self.post_message(self.TokenizerLoaded(None, str(error)))
+
+    @work(thread=True, group="datasets-stats", exclusive=True, exit_on_error=False, description="Counting tokens")
+    def compute_stats(self, row: Scanned, template: str) -> None:
+        from tui_ft.engine.stats import dataset_stats
+
+        stats = dataset_stats(row.dataset, self.tokenizer, template, MAX_LENGTH)
+        text = Text()
+        text.append(f"{stats.examples} examples, template {template}\n", style="bold")
+        text.append(f"tokens per example: min {stats.min_tokens}, median {stats.median_tokens:g}, max {stats.max_tokens}\n")
+        text.append(f"total tokens: {stats.total_tokens}\n")
+        over_style = "bold red" if stats.over_max_length else "green"
+        text.append(f"{stats.over_max_length} over max length {stats.max_length}\n\n", style=over_style)
+        peak = max((c for *_, c in stats.histogram), default=1) or 1
+        for low, high, count in stats.histogram:
+            text.append(f"{low:>6}–{high:<6} {count:>5} ")
+            text.append("█" * round(30 * count / peak) + "\n", style="cyan")
+        self.post_message(self.StatsComputed(row.path, text))
+
+    # -- events --------------------------------------------------------------------------
+
+    @on(FilesScanned)
+    def show_files(self, message: FilesScanned) -> None:
+        self.rows = message.rows
+        table = self.query_one("#files", DataTable)
+        table.clear()
+        for row in self.rows:
+            name = str(row.path.relative_to(self.app.home / "datasets"))
+            if row.dataset is None:
+                table.add_row(name, "?", "", Text("✗", style="red"))
+                continue
+            mark = Text("✗", style="bold red") if row.dataset.problems else Text("✓", style="green")
+            table.add_row(name, row.dataset.format, str(len(row.dataset)), mark)
+        if not self.rows:
+            self.query_one("#summary", Static).update("No dataset files in datasets/ (.jsonl, .json, .csv, .parquet)")
+        else:
+            self.select(0)
+
+    @on(DataTable.RowHighlighted, "#files")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.select(event.cursor_row)
+
+    @on(ModelProgressed)
+    def show_model_progress(self, message: ModelProgressed) -> None:
+        bar = self.query_one("#model-progress", ProgressBar)
+        bar.display = message.fraction < 1
+        bar.update(total=100, progress=int(message.fraction * 100))
+        self.query_one("#stats", Static).update(f"Preparing the default model: {message.what}")
+
+    @on(TokenizerLoaded)
+    def tokenizer_loaded(self, message: TokenizerLoaded) -> None:
+        self.query_one("#model-progress").display = False
+        if message.error:
+            self.query_one("#stats", Static).update(Text(message.error, style="red"))
+            self.notify(message.error, severity="error")
+            return
+        self.tokenizer = message.tokenizer
+        self.refresh_detail()
+
+    @on(StatsComputed)
+    def show_stats(self, message: StatsComputed) -> None:
+        if self.selected and self.selected.path == message.path:
+            self.query_one("#stats", Static).update(message.text)
+
+    # -- view ----------------------------------------------------------------------------
+
+    def select(self, index: int) -> None:
+        if not 0 <= index < len(self.rows):
+            return
+        self.selected = self.rows[index]
+        self.example_index = 0
+        self.refresh_detail()
+
+    def current_template(self) -> str:
+        from tui_ft.engine.templates import default_template
+
+        return self.template or default_template(self.tokenizer)
+
+    def examples(self) -> list:
+        dataset = self.selected.dataset if self.selected else None
+        if dataset is None:
+            return []
+        if dataset.format == "preference":
+            return [e for pair in dataset.records for e in preference_examples(pair)]
+        return sft_examples(dataset)
+
+    def refresh_detail(self) -> None:
+        row = self.selected
+        if row is None:
+            return
+        summary = self.query_one("#summary", Static)
+        problems = self.query_one("#problems", Static)
+        if row.dataset is None:
+            summary.update(f"{row.path.name}: unreadable")
+            problems.update(Text(row.error, style="red"))
+            return
+        dataset = row.dataset
+        state = f"{len(dataset.problems)} problems" if dataset.problems else "valid"
+        summary.update(f"{row.path.name} — {dataset.format}, {len(dataset)} examples, {state}")
+        if dataset.problems:
+            text = Text()
+            for problem in dataset.problems[:500]:
+                text.append(f"{problem.path}:{problem.line}: ", style="bold red")
+                text.append(problem.message + "\n")
+            if len(dataset.problems) > 500:
+                text.append(f"… and {len(dataset.problems) - 500} more\n", style="dim")
+            problems.update(text)
+        else:
+            problems.update(Text("No problems found.", style="green"))
+        if self.tokenizer is not None and self.examples():
+            self.compute_stats(row, self.current_template())
+        elif self.tokenizer is not None:
+            self.query_one("#stats", Static).update("Nothing to train on in this file (prompts only).")
+        self.render_example()
+
+    def render_example(self) -> None:
+        view = self.query_one("#example", Static)
+        examples = self.examples()
+        if not examples:
+            view.update("No example to show.")
+            return
+        if self.tokenizer is None:
+            view.update("Loading the tokenizer…")
+            return
+        from tui_ft.engine.templates import mask_segments, tokenize_example
+
+        index = self.example_index % len(examples)
+        example = examples[index]
+        try:
+            tokenized = tokenize_example(example, self.tokenizer, self.current_template(), MAX_LENGTH, self.train_on_prompt)
+        except ValueError as error:
+            view.update(Text(str(error), style="red"))
+            return
+        text = Text()
+        text.append(
+            f"example {index + 1}/{len(examples)} (line {example.line}) · {len(tokenized.input_ids)} tokens · "
+            f"{tokenized.trained_tokens} trained · template {self.current_template()}\n",
+            style="bold",
+        )
+        if tokenized.truncated:
+            text.append(f"truncated from {tokenized.full_length} tokens to {MAX_LENGTH}\n", style="bold red")
+        text.append("dim = prompt (no loss)   ", style="dim")
+        text.append("green = trained tokens\n\n", style="bold green")
+        for segment, trained in mask_segments(tokenized, self.tokenizer):
+            text.append(segment, style="bold green" if trained else "dim")
+        view.update(text)
+
+    # -- actions -------------------------------------------------------------------------
+
+    def action_example(self, step: int) -> None:
+        if self.examples():
+            self.example_index = (self.example_index + step) % len(self.examples())
+            self.render_example()
+
+    def action_toggle_template(self) -> None:
+        if self.tokenizer is None:
+            return
+        self.template = "alpaca" if self.current_template() == "chat" else "chat"
+        if self.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
+            self.template = "alpaca"
+            self.notify("This model has no chat template.")
+        self.refresh_detail()
+
+    def action_toggle_train_on_prompt(self) -> None:
+        self.train_on_prompt = not self.train_on_prompt
+        self.render_example()
+
+    def action_rescan(self) -> None:
+        self.scan_files()
