@@ -178,7 +178,8 @@ def _decode_element(decoder: json.JSONDecoder, text: str, start: int, name: str)
     try:
         _, end = decoder.raw_decode(text, start)
     except json.JSONDecodeError as error:
-        truncated = error.pos >= len(text.rstrip())
+        # A string left open runs to the end of the file: the stdlib names where it started.
+        truncated = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
         message = "truncated JSON: the file ends inside an element" if truncated else f"invalid JSON: {error.msg}"
         return Problem(name, error.lineno, message), -1
     except RecursionError:
