@@ -53,6 +53,12 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) ->
     return batches
 
 
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices in order of length, for evaluation."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
     """Optimizer steps in one epoch (its last step may have fewer micro-batches)."""
     return math.ceil(math.ceil(examples / batch_size) / grad_accum)
@@ -111,6 +117,13 @@ class SFTObjective:
 
     def lengths(self) -> list[int]:
         return [len(item.input_ids) for item in self.items]
+
+    def prepare(self, model, run_dir, device, autocast, eval_data=None) -> None:
+        """Nothing to precompute for SFT (DPO caches reference log-probabilities here)."""
+
+    def eval_batches(self, batch_size: int) -> list[list[int]]:
+        """Every item once, sorted by length (least padding); evaluation needs no shuffle."""
+        return sorted_batches(self.lengths(), batch_size)
 
     def weight(self, indices: list[int]) -> int:
         """What a step's loss is normalised by: trained tokens."""

@@ -1,0 +1,287 @@
+"""The training loop for one run folder: SFT (full, freeze, LoRA) and DPO.
+
+Shape (after torchtune's recipes): ``setup`` (data, model, optimizer; resume from the latest
+checkpoint) → ``train`` (steps, evaluation, checkpoints, stop requests) → ``save`` (adapter or
+model). Everything the loop learns goes to ``metrics.jsonl`` and ``status.json``; the loop
+never prints progress bars (the worker's output is a log file).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tui_ft.engine.checkpoint import load_checkpoint, save_checkpoint
+from tui_ft.engine.config import TrainConfig
+from tui_ft.engine.model_setup import autocast_for, build_model, count_params, pick_device, save_final
+from tui_ft.engine.run_files import METRICS_FILE, STOP_FILE, MetricsWriter, read_run_config, update_status
+from tui_ft.engine.runs import list_checkpoints
+from tui_ft.engine.train_data import epoch_batches, steps_per_epoch
+
+OOM_ADVICE = "out of memory: try a smaller --batch-size, a shorter --max-length, or --method lora"
+
+
+class TrainingFailed(Exception):
+    """The run cannot go on (non-finite loss, out of memory); the message is for the user."""
+
+
+class Trainer:
+    """Train the run in ``run_dir`` from its ``run.json``, resuming from its latest checkpoint.
+
+    Args:
+        run_dir: The run folder.
+        stop_requested: Polled at every step boundary (besides the ``STOP`` file); when true the
+            trainer checkpoints and ends as ``stopped``.
+    """
+
+    def __init__(self, run_dir: Path, stop_requested: Callable[[], bool] | None = None):
+        self.run_dir = Path(run_dir)
+        self.raw_config = read_run_config(self.run_dir)
+        fields = TrainConfig.__dataclass_fields__
+        self.config = TrainConfig.from_dict({k: v for k, v in self.raw_config.items() if k in fields}).resolved()
+        self.stop_requested = stop_requested or (lambda: False)
+        self.metrics: MetricsWriter | None = None
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0  # next batch of the current epoch
+        self.total_steps: int | None = None
+        self.train_data = None
+        self._step_times: list[float] = []
+
+    # ----- setup -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load data and model, build the optimizer and scheduler, resume if a checkpoint exists."""
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from tui_ft.engine.models import load_tokenizer
+
+        hf_logging.disable_progress_bar()  # the log is a file: bars would fill it with carriage returns
+        config = self.config
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.device = pick_device(config.device)
+        self.autocast = lambda: autocast_for(self.device, config.precision)
+        self._status(message="loading the data")
+        self.tokenizer = load_tokenizer(Path(self.raw_config["model_path"]))
+        self.train_data, self.eval_data = build_objectives(self.raw_config, config, self.tokenizer)
+        if self.eval_data is not None and not self.eval_data.items:
+            self.eval_data = None
+        if not self.train_data.items:
+            raise TrainingFailed("no example fits: every trained token is beyond max_length")
+        self._status(message="loading the model")
+        self.model = build_model(self.raw_config, self.device)
+        self.counts = count_params(self.model)
+        print(self.counts.describe(), flush=True)
+        self.steps_per_epoch = steps_per_epoch(len(self.train_data.items), config.batch_size, config.grad_accum)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.metrics = MetricsWriter(self.run_dir / METRICS_FILE)
+        checkpoints = list_checkpoints(self.run_dir)
+        self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data)
+        if checkpoints:
+            position = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.scheduler)
+            self.step, self.epoch, self.batch_index = position["step"], position["epoch"], position["batch_index"]
+            self._event("resumed", f"resumed from {checkpoints[-1].name}")
+        else:
+            self._event("started", self.counts.describe(), total=self.counts.total, trainable=self.counts.trainable,
+                        frozen=self.counts.frozen, trainable_pct=round(self.counts.trainable_pct, 4),
+                        examples=len(self.train_data.items), eval_examples=len(self.eval_data.items) if self.eval_data else 0,
+                        dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device)
+        self._status(state="running", total_steps=self.total_steps, message="training")
+
+    def _optimizer(self):
+        import torch
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        kwargs = {"lr": self.config.lr, "weight_decay": self.config.weight_decay}
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # fused needs a device and dtype torch supports
+            return torch.optim.AdamW(params, **kwargs)
+
+    def _scheduler(self):
+        from transformers import get_scheduler
+
+        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[self.config.scheduler]
+        warmup = int(self.config.warmup_ratio * self.total_steps)
+        return get_scheduler(name, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
+
+    # ----- the loop ----------------------------------------------------------------------
+
+    def train(self) -> str:
+        """Run steps until done or asked to stop; returns the final state (``finished``/``stopped``)."""
+        config = self.config
+        eval_every = config.eval_every or max(1, self.total_steps // 5)
+        while self.step < self.total_steps:
+            if self._should_stop():
+                return self._stop()
+            record = self._train_step()
+            self._status(message=f"loss {record['loss']:.4f}")
+            if self.eval_data is not None and (self.step % eval_every == 0 or self.step == self.total_steps):
+                self.evaluate()
+            if config.save_every and self.step % config.save_every == 0 and self.step < self.total_steps:
+                self._checkpoint()
+        save_final(self.model, self.tokenizer, self.run_dir, config.uses_lora)
+        self._event("finished", f"finished after {self.step} steps")
+        self._status(state="finished", message=f"finished after {self.step} steps")
+        return "finished"
+
+    def _next_batches(self) -> list[list[int]]:
+        """The micro-batches of the next optimizer step; never crosses an epoch boundary."""
+        batches = epoch_batches(self.train_data.lengths(), self.config.batch_size, self.config.seed, self.epoch)
+        if self.batch_index >= len(batches):
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            batches = epoch_batches(self.train_data.lengths(), self.config.batch_size, self.config.seed, self.epoch)
+        chosen = batches[self.batch_index : self.batch_index + self.config.grad_accum]
+        self.batch_index += len(chosen)
+        return chosen
+
+    def _train_step(self) -> dict:
+        import torch
+
+        started = time.perf_counter()
+        self.model.train()
+        micro = self._next_batches()
+        weight = sum(self.train_data.weight(indices) for indices in micro)
+        stats = []
+        for indices in micro:
+            batch = self.train_data.collate(indices, self.device)
+            with self.autocast():
+                output = self.train_data.forward(self.model, batch)
+            # Divide by the whole step's weight (trained tokens, or pairs for DPO): the summed
+            # gradient is then the one a single batch of every micro-batch would give.
+            (output.loss_sum / max(1, weight)).backward()
+            stats.append(output.stats)
+        values = self.train_data.summarize(stats)
+        step = self.step + 1
+        if not math.isfinite(values["loss"]):
+            raise TrainingFailed(f"the loss became {values['loss']} at step {step}; {self._last_good()}")
+        clip = self.config.max_grad_norm or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip))
+        if not math.isfinite(grad_norm):
+            raise TrainingFailed(f"the gradient norm became {grad_norm} at step {step}; {self._last_good()}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.step = step
+        elapsed = time.perf_counter() - started
+        tokens = sum(s["tokens"] for s in stats)
+        record = self.metrics.log(
+            "train", self.step, self._epoch_float(), **values, lr=lr, grad_norm=grad_norm, tokens=tokens,
+            padding=sum(s["padding"] for s in stats), step_time=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9),
+        )
+        self._step_times.append(elapsed)
+        return record
+
+    def evaluate(self) -> dict:
+        """Evaluate on the held-out set and log an ``eval`` record (loss and perplexity, or DPO rewards)."""
+        import torch
+
+        self.model.eval()
+        stats = []
+        with torch.no_grad():
+            for indices in self.eval_data.eval_batches(self.config.batch_size):
+                batch = self.eval_data.collate(indices, self.device)
+                with self.autocast():
+                    stats.append(self.eval_data.forward(self.model, batch).stats)
+        self.model.train()
+        values = self.eval_data.summarize(stats)
+        return self.metrics.log("eval", self.step, self._epoch_float(), **values)
+
+    # ----- stop, checkpoints, status -----------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        return self.stop_requested() or (self.run_dir / STOP_FILE).exists()
+
+    def _stop(self) -> str:
+        self._status(state="stopping", message="saving a checkpoint")
+        if self.step > 0:
+            self._checkpoint()
+        self._event("stopped", f"stopped at step {self.step}")
+        self._status(state="stopped", message=f"stopped at step {self.step}; resume to continue")
+        return "stopped"
+
+    def _checkpoint(self) -> None:
+        position = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index}
+        path = save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, position,
+                               self.config.keep_checkpoints)
+        self._event("checkpoint", f"saved {path.name}", path=str(path))
+        self._status(checkpoint=self.step)
+
+    def _last_good(self) -> str:
+        checkpoints = list_checkpoints(self.run_dir)
+        return f"the last good checkpoint is {checkpoints[-1].name}" if checkpoints else "there is no checkpoint yet"
+
+    def _epoch_float(self) -> float:
+        if self.train_data is None or not self.train_data.items:
+            return float(self.epoch)
+        batches = math.ceil(len(self.train_data.items) / self.config.batch_size)
+        return self.epoch + min(1.0, self.batch_index / batches)
+
+    def _event(self, event: str, message: str, **values) -> None:
+        print(f"[step {self.step}] {message}", flush=True)
+        if self.metrics is not None:
+            self.metrics.log("event", self.step, self._epoch_float(), event=event, message=message, **values)
+
+    def _status(self, **changes) -> None:
+        if self._step_times and self.total_steps:
+            recent = self._step_times[-20:]
+            changes["eta_s"] = round(sum(recent) / len(recent) * (self.total_steps - self.step), 1)
+        update_status(self.run_dir, step=self.step, epoch=round(self._epoch_float(), 4), **changes)
+
+
+def build_objectives(raw_config: dict, config: TrainConfig, tokenizer):
+    """The training objective and the held-out one (``None`` when there is no evaluation set)."""
+    from tui_ft.engine.data import load_dataset, sft_examples
+    from tui_ft.engine.train_data import SFTObjective, split_eval
+
+    template = raw_config["template"]
+    dataset = load_dataset(config.dataset)
+    if config.method == "dpo":
+        from tui_ft.engine.dpo import DPOObjective
+
+        records = list(dataset.records)
+        build = lambda items: DPOObjective(items, tokenizer, template, config.max_length, config.beta)  # noqa: E731
+    else:
+        records = sft_examples(dataset)
+        build = lambda items: SFTObjective(items, tokenizer, template, config.max_length, config.train_on_prompt)  # noqa: E731
+    if config.eval_dataset:
+        held = load_dataset(config.eval_dataset)
+        eval_records = list(held.records) if config.method == "dpo" else sft_examples(held)
+        return build(records), build(eval_records)
+    train_idx, eval_idx = split_eval(len(records), config.eval_split, config.seed)
+    eval_data = build([records[i] for i in eval_idx]) if eval_idx else None
+    return build([records[i] for i in train_idx]), eval_data
+
+
+def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None) -> str:
+    """Set up and train the run in ``run_dir``; returns ``finished`` or ``stopped``.
+
+    Raises:
+        TrainingFailed: For a non-finite loss or an out-of-memory error (the caller marks the
+            run ``failed``).
+    """
+    import torch
+
+    trainer = Trainer(run_dir, stop_requested)
+    try:
+        trainer.setup()
+        return trainer.train()
+    except torch.OutOfMemoryError as error:
+        raise TrainingFailed(OOM_ADVICE) from error
+    except RuntimeError as error:
+        if "out of memory" in str(error).lower():
+            raise TrainingFailed(OOM_ADVICE) from error
+        raise
+    finally:
+        if trainer.metrics is not None:
+            trainer.metrics.close()
