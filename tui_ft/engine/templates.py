@@ -152,9 +152,11 @@ def tokenize_rendered(
     ids = encoding["input_ids"]
     labels = []
     for token, (start, end) in zip(ids, encoding["offset_mapping"]):
-        # A token trains when it starts inside a trained span; a zero-width token (an added
-        # BOS) starts nowhere and trains only with train_on_prompt.
-        inside = end > start and any(s <= start < e for s, e in rendered.trained_spans)
+        # A token trains when it overlaps a trained span: a reply's first token may begin
+        # in the prompt (" Hello" after a template's "assistant:") and must still be
+        # learnt. A zero-width token (an added BOS) overlaps nothing and trains only with
+        # train_on_prompt.
+        inside = end > start and any(start < e and end > s for s, e in rendered.trained_spans)
         labels.append(token if (inside or train_on_prompt) else IGNORE_INDEX)
     full_length = len(ids)
     if max_length is not None and full_length > max_length:
