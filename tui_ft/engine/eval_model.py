@@ -3,7 +3,9 @@
 A :class:`ModelSession` knows everything a stored result is keyed by (identity, template,
 weights stamp, where results go) without loading weights, so a cached result costs no model
 load. A checkpoint (``step-N``) of a run is its base model plus the trainable weights saved in
-``checkpoints/<run>/ckpt/step-N/`` (see :func:`load_checkpoint_weights`).
+``checkpoints/<run>/ckpt/step-N/``: the run's model is rebuilt as training built it (base
+weights, then the method: a LoRA wrapper or none) and the checkpoint's trainable weights are
+copied in, with the training code's own functions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tui_ft.engine import eval_store
 from tui_ft.engine.models import ModelError, ModelRef, load_model, load_tokenizer, resolve_model
 from tui_ft.engine.templates import TEMPLATES, default_template
 
-CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")
+CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")  # the user's spelling; runs.py lists the folders
 
 
 def find_run_dir(ref: str, home: Path) -> Path | None:
@@ -29,10 +31,10 @@ def find_run_dir(ref: str, home: Path) -> Path | None:
 
 
 def list_checkpoints(run_dir: Path) -> list[str]:
-    """A run's intermediate checkpoints (``step-N``), in step order."""
-    folder = Path(run_dir) / "ckpt"
-    names = [p.name for p in folder.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)] if folder.is_dir() else []
-    return sorted(names, key=lambda name: int(name.split("-")[1]))
+    """A run's complete intermediate checkpoints (``step-N``), in step order."""
+    from tui_ft.engine.runs import list_checkpoints as checkpoint_folders
+
+    return [path.name for path in checkpoint_folders(run_dir)]
 
 
 def preferred_device() -> str:
@@ -70,11 +72,9 @@ class ModelSession:
         if not self.checkpoint_dir.is_dir():
             known = ", ".join(list_checkpoints(self.run_dir)) or "none yet"
             raise ModelError(f"{ref}: no checkpoint {checkpoint} (available: {known})")
-        config = orjson.loads((self.run_dir / "run.json").read_bytes())
+        self.run_config = orjson.loads((self.run_dir / "run.json").read_bytes())
         # The checkpoint's weights go on the run's base model, which exists before the run ends.
-        base = resolve_model(config["model"], self.home) if config.get("model") else None
-        base_path = base.path if base is not None else Path(config["model_path"])
-        self.resolved = ModelRef(ref, base_path, "run", None, config.get("template"))
+        self.resolved = ModelRef(ref, Path(self.run_config["model_path"]), "run", None, self.run_config.get("template"))
 
     @property
     def identity(self) -> str:
@@ -110,9 +110,11 @@ class ModelSession:
     def load(self):
         """Load and return ``(model, tokenizer)`` in eval mode (once)."""
         if self._model is None:
-            self._model, self._tokenizer = load_model(self.resolved, device=preferred_device())
-            if self.checkpoint_dir is not None:
-                self._model = load_checkpoint_weights(self._model, self.checkpoint_dir).eval()
+            if self.checkpoint_dir is None:
+                self._model, self._tokenizer = load_model(self.resolved, device=preferred_device())
+            else:
+                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, preferred_device())
+                self._tokenizer = self.tokenizer()
         return self._model, self._tokenizer
 
     def release(self) -> None:
@@ -120,10 +122,24 @@ class ModelSession:
         self._model = None
 
 
-def load_checkpoint_weights(model, checkpoint_dir: Path):
-    """Put a training checkpoint's trainable weights onto the base ``model``.
+def load_checkpoint_model(run_config: dict, checkpoint_dir: Path, device: str):
+    """The run's model as training built it, with a checkpoint's trainable weights, in eval mode.
+
+    Args:
+        run_config: The run's ``run.json``.
+        checkpoint_dir: ``ckpt/step-N`` (its ``trainable.safetensors`` holds the trained weights).
+        device: Where to put the model.
 
     Raises:
-        ModelError: Checkpoint loading is not available for this run format.
+        ModelError: The checkpoint does not fit the run's model.
     """
-    raise ModelError(f"{checkpoint_dir}: evaluating intermediate checkpoints is not supported yet")
+    from tui_ft.engine.checkpoint import load_trainable
+    from tui_ft.engine.model_setup import build_model
+
+    model = build_model(run_config, device)
+    try:
+        load_trainable(model, checkpoint_dir)
+    except (RuntimeError, OSError) as error:
+        raise ModelError(f"{checkpoint_dir}: cannot load the checkpoint: {error}") from None
+    model.config.use_cache = True  # training turned the KV cache off; generation wants it
+    return model.eval()

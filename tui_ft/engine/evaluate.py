@@ -70,11 +70,11 @@ class EvalTask:
 
 
 def resolve_data_path(path: str | Path, home: Path) -> Path:
-    """Find a dataset file: as given (relative to the current folder), else inside the workspace."""
-    candidate = Path(path).expanduser()
-    if not candidate.exists() and not candidate.is_absolute() and (Path(home) / candidate).exists():
-        candidate = Path(home) / candidate
-    return candidate.resolve() if candidate.exists() else candidate
+    """Find a dataset file as training does: as given, else in the workspace, else in its ``datasets/``."""
+    from tui_ft.engine.config_checks import find_dataset
+
+    found = find_dataset(str(path), Path(home))
+    return found.resolve() if found.exists() else found
 
 
 def display_path(path: Path, home: Path) -> str:
@@ -148,7 +148,7 @@ def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = 
     else:
         identity |= {"dataset": task.display, "max_length": max_length}
     fingerprint = {"sha256": task.sha256, "weights": session.weights_stamp()}
-    folder = eval_store.results_dir(session.resolved, session.home)
+    folder = session.results_dir
     path = eval_store.result_path(folder, identity)
     total = len(task.records)
     if use_cache and (stored := eval_store.lookup(path, fingerprint)) is not None:
