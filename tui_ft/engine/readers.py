@@ -251,7 +251,7 @@ def _read_parquet(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
-        yield 1, Problem(name, 1, f"not a readable Parquet file: {error}")
+        yield 1, Problem(name, 1, f"not a readable Parquet file: {_one_line(error)}")
         return
     row = 0
     try:
@@ -260,7 +260,12 @@ def _read_parquet(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]
                 row += 1
                 yield row, record
     except Exception as error:  # a damaged row group surfaces only while reading it
-        yield row + 1, Problem(name, row + 1, f"not a readable Parquet file: {error}")
+        yield row + 1, Problem(name, row + 1, f"not a readable Parquet file: {_one_line(error)}")
+
+
+def _one_line(error: Exception) -> str:
+    # pyarrow's messages span several lines; a problem is one line.
+    return " ".join(str(error).split())
 
 
 def _json_type(value) -> str:
