@@ -33,3 +33,22 @@ DATASET_BINDINGS = [
     Binding("a", "toggle_train_on_prompt", "Loss on all", id="datasets.mask", tooltip="Compute the loss on every token, or on replies only"),
     Binding("r", "rescan", "Rescan", id="datasets.rescan", tooltip="Read datasets/ again"),
 ]
+
+# Benchmark pane. Enter on a cell drills into it when it holds a result, else evaluates it
+# (DataTable's own enter key); these are the same actions under their own keys.
+BENCHMARK_BINDINGS = [
+    Binding("e", "evaluate", "Evaluate", id="benchmark.evaluate",
+            tooltip="Evaluate the marked rows (or the current one) on the current column, as a detached job"),
+    Binding("space", "mark", "Mark", id="benchmark.mark", tooltip="Mark or unmark the current row for evaluation"),
+    Binding("b", "next_column", "Column", id="benchmark.column",
+            tooltip="Go to the next benchmark or perplexity dataset (every file in datasets/ that can be scored)"),
+    Binding("d", "drill", "Items", id="benchmark.drill", tooltip="Show every item of the current cell with ✓/✗"),
+    Binding("o", "sort", "Sort", id="benchmark.sort", tooltip="Sort by the current column, best first; again for worst first"),
+    Binding("x", "export", "Export", id="benchmark.export", tooltip="Export the table to CSV and JSON in bench/exports/"),
+    Binding("s", "stop", "Stop", id="benchmark.stop", show=False, tooltip="Stop the evaluation running in the current cell"),
+    Binding("r", "reload", "Reload", id="benchmark.reload", show=False, tooltip="Read models, datasets and results again"),
+]
+
+BENCHMARK_ITEMS_BINDINGS = [
+    Binding("escape,backspace", "close", "Back", id="benchmark.items.close", tooltip="Back to the Benchmark table"),
+]

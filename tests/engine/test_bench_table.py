@@ -1,0 +1,127 @@
+"""The Benchmark table built from stored results: rows, columns, newest-wins cells, sorting, jobs, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tui_ft.engine import eval_store
+from tui_ft.engine.bench_table import (
+    Column, Row, build_table, candidate_columns, cell_text, export_table, job_cells, list_rows, sort_rows,
+)
+from tui_ft.engine.models import ModelRef
+
+BENCH = Column("benchmark", "datasets/seed_benchmark.jsonl")
+PPL = Column("perplexity", "datasets/seed_instructions.jsonl")
+
+
+def write_result(home: Path, folder: Path, model: str, model_id: str, created: str, checkpoint=None, **values) -> None:
+    """Store a result the way the engine does (same file naming, atomic write)."""
+    kind = "benchmark" if "score" in values else "perplexity"
+    identity = {"kind": kind, "model": model_id, "checkpoint": checkpoint, "template": "chat",
+                "benchmark": BENCH.path if kind == "benchmark" else None,
+                "dataset": PPL.path if kind == "perplexity" else None, "created": created}
+    path = eval_store.result_path(folder, identity)
+    eval_store.write_json_atomic(path, identity | values | {"model": model, "model_id": model_id, "key": "k"})
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    run = tmp_path / "checkpoints" / "run-a"
+    (run / "ckpt" / "step-5").mkdir(parents=True)
+    (run / "ckpt" / "step-12").mkdir()
+    (run / "ckpt" / "step-7.tmp").mkdir()  # a checkpoint being written is not a row
+    (run / "run.json").write_text(json.dumps({"model": "default", "model_path": "/nowhere", "template": "chat"}))
+    return tmp_path
+
+
+MODELS = [{"ref": "default", "path": "/m/default", "kind": "default"},
+          {"ref": "run-a", "path": "/m/default", "kind": "run", "adapter": "/x/adapter"}]
+
+
+def test_rows_columns_and_newest_result_wins(home):
+    run_id = f"run:{(home / 'checkpoints' / 'run-a').resolve()}"
+    bench_dir = home / "bench" / "default"
+    write_result(home, bench_dir, "default", "default:/m/default", "2026-01-01T00:00:00", score=0.2, n=5)
+    write_result(home, bench_dir, "default", "default:/m/default", "2026-01-02T00:00:00", score=0.6, n=5)
+    run_bench = home / "checkpoints" / "run-a" / "bench"
+    write_result(home, run_bench, "run-a", run_id, "2026-01-01T00:00:00", checkpoint="step-12", perplexity=7.5, tokens=9)
+    # A folder evaluated from the CLI with a relative path: its row uses the absolute folder.
+    write_result(home, home / "bench" / "tiny-1234", "./tiny", "folder:/abs/tiny", "2026-01-01T00:00:00", score=1.0, n=5)
+
+    table = build_table(home, rows=list_rows(home, models=MODELS))
+    assert [(r.label, r.ref, r.checkpoint) for r in table.rows] == [
+        ("default", "default", None), ("run-a", "run-a", None), ("run-a · step-5", "run-a", "step-5"),
+        ("run-a · step-12", "run-a", "step-12"), ("tiny", "/abs/tiny", None)]
+    assert table.columns == [BENCH, PPL]
+    default, run_a, step5, step12, tiny = table.rows
+    assert cell_text(table.cell(default, BENCH)) == "60.0%"  # the newer of two results
+    assert table.value(step12, PPL) == 7.5 and cell_text(table.cell(step12, PPL)) == "7.50"
+    assert table.cell(run_a, BENCH) is None and table.cell(step5, PPL) is None
+    assert table.value(tiny, BENCH) == 1.0
+
+
+def test_sorting_best_first_keeps_empty_cells_last():
+    rows = [Row(name, name, None, "model", name) for name in "abcd"]
+    cells = {("a@", BENCH.key): {"kind": "benchmark", "score": 0.4}, ("b@", BENCH.key): {"kind": "benchmark", "score": 0.9},
+             ("d@", BENCH.key): {"kind": "benchmark", "score": 0.1},
+             ("a@", PPL.key): {"kind": "perplexity", "perplexity": 30.0},
+             ("c@", PPL.key): {"kind": "perplexity", "perplexity": 3.0}}
+    from tui_ft.engine.bench_table import BenchTable
+
+    table = BenchTable(rows, [BENCH, PPL], cells)
+    assert [r.ref for r in sort_rows(table, rows, BENCH)] == ["b", "a", "d", "c"]
+    assert [r.ref for r in sort_rows(table, rows, BENCH, best_first=False)] == ["d", "a", "b", "c"]
+    assert [r.ref for r in sort_rows(table, rows, PPL)] == ["c", "a", "b", "d"]  # lower perplexity is better
+
+
+def test_job_progress_is_split_over_its_cells(home):
+    (home / "datasets").mkdir()
+    bench = home / "datasets" / "seed_benchmark.jsonl"
+    bench.write_text("".join(json.dumps({"instruction": f"q{i}", "expected": "a"}) + "\n" for i in range(4)))
+    status = {"state": "running", "done": 6, "total": 8, "dir": "/j", "results": [
+        {"model": "default", "benchmark": BENCH.path}],
+        "job": {"refs": ["default", "run-a"], "checkpoint": None, "benchmarks": [str(bench)], "perplexity": []}}
+    cells = job_cells(status, home)
+    assert [(c.ref, c.column, c.text) for c in cells] == [("run-a", BENCH, "running 2/4")]
+    three = status | {"done": 5, "job": status["job"] | {"refs": ["default", "run-a", "b"]}}
+    assert [(c.ref, c.text) for c in job_cells(three, home)] == [("run-a", "running 1/4"), ("b", "queued")]
+    waiting = job_cells(status | {"done": 4, "results": []}, home)
+    assert [c.text for c in waiting] == ["running 4/4", "running 0/4"]  # the first's result is being written
+    assert job_cells(status | {"state": "queued", "done": 0, "results": []}, home)[0].text == "queued"
+    assert job_cells(status | {"state": "finished"}, home) == []
+
+
+def test_export_to_a_given_path(home):
+    rows = [Row("default", "d", None, "model", "default"), Row("run-a", "r", "step-5", "checkpoint", "run-a · step-5")]
+    from tui_ft.engine.bench_table import BenchTable
+
+    table = BenchTable(rows, [BENCH, PPL], {
+        ("d@", BENCH.key): {"kind": "benchmark", "score": 2 / 3, "n": 3, "scorer": "exact", "items": [{}]},
+        ("r@step-5", PPL.key): {"kind": "perplexity", "perplexity": 5.123456, "tokens": 40, "nll": 65.3}})
+    csv_path, json_path = export_table(table, home, destination=home / "out" / "table.csv")
+    assert (csv_path.name, json_path.name) == ("table.csv", "table.json")
+    with open(csv_path, newline="") as handle:
+        assert list(csv.reader(handle)) == [
+            ["model", "checkpoint", "seed_benchmark %", "seed_instructions ppl"],
+            ["default", "", "66.67", ""], ["run-a", "step-5", "", "5.1235"]]
+    document = json.loads(json_path.read_text())
+    assert document["rows"][0]["cells"] == {BENCH.key: {"score": pytest.approx(2 / 3), "n": 3, "scorer": "exact"}}
+    assert document["rows"][1]["checkpoint"] == "step-5"
+    assert document["rows"][1]["cells"][PPL.key]["tokens"] == 40
+
+
+def test_candidate_columns_by_format(home):
+    folder = home / "datasets"
+    folder.mkdir()
+    (folder / "bench.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    (folder / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    (folder / "prefs.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n')
+    (folder / "broken.jsonl").write_text('{"instruction": "x"}\n')
+    (folder / "only_bench.jsonl").write_text('{"instruction": "q", "expected": "a"}\n')
+    assert candidate_columns(home) == [
+        Column("benchmark", "datasets/bench.jsonl"), Column("benchmark", "datasets/only_bench.jsonl"),
+        Column("perplexity", "datasets/bench.jsonl"), Column("perplexity", "datasets/chat.jsonl")]

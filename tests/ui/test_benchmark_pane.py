@@ -1,0 +1,192 @@
+"""Pilot tests of the Benchmark pane: table from stored results, drill-down, sorting, export, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from bench_workspace import BENCHMARK, PPL, BenchApp, copy_datasets, make_run, bench_home  # noqa: F401 (fixture)
+from textual.widgets import DataTable, Static
+
+from tui_ft.engine import eval_store
+from tui_ft.ui.widgets.bench_grid import BenchGrid
+
+
+async def open_pane(app, pilot):
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    return app.screen.query_one(BenchGrid)
+
+
+def shown(grid: BenchGrid) -> dict[str, list[str]]:
+    """The table as text: row label -> cells."""
+    rows = {}
+    for index in range(grid.row_count):
+        cells = [str(cell).strip() for cell in grid.get_row_at(index)]
+        rows[cells[0].lstrip("● ").strip()] = cells[1:]
+    return rows
+
+
+def headers(grid: BenchGrid) -> list[str]:
+    return [str(column.label) for column in grid.columns.values()]
+
+
+async def test_table_fills_from_stored_results(bench_home):
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        assert headers(grid) == ["model", "seed_benchmark %", "seed_instructions ppl"]
+        rows = shown(grid)
+        assert list(rows) == ["default", "run-a", "run-a · step-10", "run-a · step-20"]
+        assert rows["default"] == ["40.0%", "12.50"]
+        assert rows["run-a"] == ["80.0%", "6.25"]
+        assert rows["run-a · step-10"] == ["60.0%", ""]
+        assert rows["run-a · step-20"] == ["", "8.00"]
+        assert not app.screen.query_one("#bench-empty", Static).display
+        assert grid.cursor_coordinate.column == 1  # starts on the benchmark column
+
+
+async def test_empty_state_says_how_to_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
+    copy_datasets(tmp_path / "ws")
+    app = BenchApp(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = await open_pane(app, pilot)
+        empty = app.screen.query_one("#bench-empty", Static)
+        assert empty.display
+        assert "press e or enter to evaluate" in str(empty.render())
+        assert headers(grid) == ["model", "seed_benchmark %"]  # the column evaluations will fill
+        assert shown(grid) == {"default": [""]}
+
+
+async def test_drill_down_lists_items_with_marks(bench_home):
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        grid.move_cursor(row=1, column=1)  # run-a on seed_benchmark
+        await pilot.press("enter")
+        await pilot.pause()
+        items = app.screen.query_one("#bench-items", DataTable)
+        assert "4/5 correct (80.0%)" in str(app.screen.query_one("#bench-items-summary", Static).render())
+        marks = [str(items.get_row_at(i)[1]) for i in range(items.row_count)]
+        assert marks == ["✓", "✓", "✗", "✓", "✓"]
+        assert str(items.get_row_at(2)[2]) == "What color is the sky?"
+        assert str(items.get_row_at(2)[3]) == "blue"
+        assert str(items.get_row_at(2)[4]) == "It is grey."
+        assert str(items.get_row_at(3)[4]) == "There are 7."
+        await pilot.press("down", "down")
+        detail = str(app.screen.query_one("#bench-item-detail", Static).render())
+        assert "item 3/5" in detail and "expected: blue" in detail and "reply: It is grey." in detail
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.query_one(BenchGrid) is grid
+        grid.move_cursor(row=3, column=1)  # step-20 has no benchmark result
+        await pilot.press("d")
+        await pilot.pause()
+        assert app.screen.query_one(BenchGrid) is grid  # nothing to drill into: a notification instead
+        assert any("Nothing stored" in n.message for n in app._notifications)
+
+
+async def test_sort_by_current_column(bench_home):
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        await pilot.press("o")  # benchmark: highest first, empty last
+        assert list(shown(grid)) == ["run-a", "run-a · step-10", "default", "run-a · step-20"]
+        await pilot.press("o")
+        assert list(shown(grid)) == ["default", "run-a · step-10", "run-a", "run-a · step-20"]
+        await pilot.press("right", "o")  # perplexity: lowest first
+        assert list(shown(grid)) == ["run-a", "run-a · step-20", "default", "run-a · step-10"]
+        assert "sorted by seed_instructions ppl, best first" in str(app.screen.query_one("#bench-status", Static).render())
+
+
+async def test_export_writes_csv_and_json(bench_home):
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_pane(app, pilot)
+        await pilot.press("o", "x")
+        await pilot.pause()
+        exports = sorted((bench_home / "bench" / "exports").iterdir())
+        assert [p.suffix for p in exports] == [".csv", ".json"]
+        assert any("bench/exports/" in n.message and ".csv" in n.message for n in app._notifications)
+    with open(exports[0], newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["model", "checkpoint", "seed_benchmark %", "seed_instructions ppl"]
+    assert table[1:] == [["run-a", "", "80.0", "6.25"], ["run-a", "step-10", "60.0", ""],
+                         ["default", "", "40.0", "12.5"], ["run-a", "step-20", "", "8.0"]]
+    document = json.loads(exports[1].read_text())
+    assert [c["key"] for c in document["columns"]] == [f"benchmark:{BENCHMARK}", f"perplexity:{PPL}"]
+    first = document["rows"][0]
+    assert (first["model"], first["checkpoint"]) == ("run-a", None)
+    assert first["cells"][f"benchmark:{BENCHMARK}"]["score"] == pytest.approx(0.8)
+    assert first["cells"][f"benchmark:{BENCHMARK}"]["n"] == 5
+    assert first["cells"][f"perplexity:{PPL}"]["perplexity"] == pytest.approx(6.25)
+    assert document["rows"][3]["cells"] == {f"perplexity:{PPL}": pytest.approx(
+        {"perplexity": 8.0, "tokens": 80, "nll": 100.0, "template": "chat", "created": "2026-01-01T00:00:00+00:00"})}
+
+
+async def test_evaluate_marked_rows_starts_jobs(bench_home, monkeypatch):
+    import tui_ft.ui.screens.benchmark as pane
+
+    calls = []
+
+    def fake_start(home, refs, benchmark=None, perplexity_path=None, checkpoint=None, **_):
+        calls.append({"refs": list(refs), "benchmark": benchmark, "perplexity_path": perplexity_path,
+                      "checkpoint": checkpoint})
+        job_dir = Path(home) / "bench" / "jobs" / f"fake-{len(calls)}"
+        job_dir.mkdir(parents=True)
+        return job_dir
+
+    monkeypatch.setattr(pane, "start_eval_job", fake_start)
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        grid.move_cursor(row=0, column=2)  # default, on the perplexity column
+        await pilot.press("space", "space")  # marks default and run-a (space moves down)
+        assert "2 marked" in str(app.screen.query_one("#bench-status", Static).render())
+        await pilot.press("down", "space")  # and run-a · step-20
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        path = str(bench_home / PPL)
+        assert calls == [
+            {"refs": ["default", "run-a"], "benchmark": None, "perplexity_path": path, "checkpoint": None},
+            {"refs": ["run-a"], "benchmark": None, "perplexity_path": path, "checkpoint": "step-20"},
+        ]
+        assert app.screen.marked == set()
+        calls.clear()
+        await pilot.press("b")  # the next column: the benchmark again (columns cycle)
+        grid.move_cursor(row=3)
+        await pilot.press("enter")  # an empty cell: enter evaluates it
+        await app.workers.wait_for_complete()
+        assert calls == [{"refs": ["run-a"], "benchmark": str(bench_home / BENCHMARK), "perplexity_path": None,
+                          "checkpoint": "step-20"}]
+
+
+async def test_real_job_fills_the_cell(bench_home, tiny_model_dir):
+    """A detached job on a tiny run (full weights in model/, built by build_tiny_model) scores the seed benchmark."""
+    run_dir = make_run(bench_home, "tiny", final=False)
+    config = json.loads((run_dir / "run.json").read_text()) | {"template": "alpaca", "method": "full"}
+    (run_dir / "run.json").write_text(json.dumps(config))
+    shutil.copytree(tiny_model_dir, run_dir / "model")
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        labels = list(shown(grid))
+        grid.move_cursor(row=labels.index("tiny"), column=1)
+        await pilot.press("e")
+        deadline, seen = time.monotonic() + 90, set()
+        while time.monotonic() < deadline and not shown(grid)["tiny"][0].endswith("%"):
+            seen.add(shown(grid)["tiny"][0].split(" ")[0])
+            await pilot.pause(0.2)
+        assert seen & {"queued", "running"}  # progress was shown while the job ran
+        assert shown(grid)["tiny"][0].endswith("%"), shown(grid)["tiny"]
+        assert any("Evaluation finished" == n.title for n in app._notifications)
+    stored = [r for r in eval_store.load_results(bench_home) if r["model"] == "tiny"]
+    assert len(stored) == 1 and stored[0]["n"] == 5 and stored[0]["template"] == "alpaca"
+    assert shown(grid)["tiny"][0] == f"{100 * stored[0]['score']:.1f}%"
