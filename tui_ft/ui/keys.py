@@ -34,6 +34,36 @@ DATASET_BINDINGS = [
     Binding("r", "rescan", "Rescan", id="datasets.rescan", tooltip="Read datasets/ again"),
 ]
 
+# -- Chat pane -------------------------------------------------------------------------------
+# ctrl keys, because the prompt input has focus; ctrl+e is a priority binding since the input
+# would otherwise take it (end of line, which the End key still does).
+CHAT_BINDINGS = [
+    Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated"),
+    Binding("ctrl+b", "toggle_compare", "Compare", id="chat.compare", tooltip="Answer with the base model and the tuned run side by side"),
+    Binding("ctrl+r", "rate", "Rate", id="chat.rate", tooltip="Rate the last reply: helpfulness, accuracy, clarity (1–5)"),
+    Binding("ctrl+n", "new_conversation", "New", id="chat.new", tooltip="Start a new conversation"),
+    Binding("ctrl+s", "settings", "Settings", id="chat.settings", tooltip="Sampling settings and the system prompt"),
+    Binding("ctrl+e", "export", "Export", id="chat.export", priority=True, tooltip="Export the transcript to Markdown"),
+    Binding("ctrl+l", "pick_model", "Model", id="chat.model", tooltip="Pick a model or run"),
+]
+
+# The rating bar is a modal screen: its digits never reach the prompt input or the pane keys.
+CHAT_RATING_BINDINGS = [
+    *(
+        Binding(str(n), f"score({n})", "Score", id=f"chat.rating.score{n}", show=n == 1, key_display="1-5",
+              tooltip="Give this score to the current question")
+        for n in range(1, 6)
+    ),
+    Binding("backspace", "undo", "Undo", id="chat.rating.undo", tooltip="Take back the last score"),
+    Binding("b", "target('base')", "Base", id="chat.rating.base", show=False, tooltip="Rate the base model's reply"),
+    Binding("t", "target('tuned')", "Tuned", id="chat.rating.tuned", show=False, tooltip="Rate the tuned run's reply"),
+    Binding("escape", "cancel", "Cancel", id="chat.rating.cancel", tooltip="Close without rating"),
+]
+
+CHAT_DIALOG_BINDINGS = [
+    Binding("escape", "cancel", "Cancel", id="chat.dialog.cancel", tooltip="Close without saving"),
+]
+
 # Benchmark pane. Enter on a cell drills into it when it holds a result, else evaluates it
 # (DataTable's own enter key); these are the same actions under their own keys.
 BENCHMARK_BINDINGS = [

@@ -1,0 +1,148 @@
+"""The conversation of the Chat pane: prompts and replies, one column or base and tuned side by side.
+
+The widget keeps what was said (:class:`Exchange`) next to the widgets that show it, so the
+pane can build each side's history, rate the last reply and export a transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static
+
+SINGLE, BASE, TUNED = "reply", "base", "tuned"  # reply labels: one model, or the two compare columns
+
+
+class ChatMessage(Static):
+    """One prompt or reply: a title line and the text, which grows while a reply streams."""
+
+    DEFAULT_CSS = """
+    ChatMessage {
+        padding: 0 1;
+        margin: 0 0 1 0;
+        border-left: wide $primary;
+    }
+    ChatMessage.assistant { border-left: wide $success; }
+    ChatMessage.stopped { border-left: wide $warning; }
+    ChatMessage.failed { border-left: wide $error; }
+    """
+
+    def __init__(self, title: str, text: str = "", role: str = "user", **kwargs):
+        super().__init__(classes=role, **kwargs)
+        self.title = title
+        self.text = text
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def set_text(self, text: str) -> None:
+        """Show the reply so far (it grows while the reply streams)."""
+        self.text = text
+        self.show()
+
+    def show(self, suffix: str = "") -> None:
+        """Repaint the title and text; ``suffix`` is a dim note such as ``(stopped)``."""
+        content = Text(self.title + "\n", style="bold")
+        content.append(self.text or ("…" if not suffix else ""))
+        if suffix:
+            content.append(f" {suffix}", style="dim italic")
+        self.update(content)
+
+
+@dataclass(eq=False)  # compared and hashed by identity: the pane keeps a set of replies to repaint
+class Reply:
+    """One model's reply to a prompt.
+
+    Attributes:
+        label: ``reply`` (one model) or ``base`` / ``tuned`` (compare mode).
+        model: The reference of the model that wrote it.
+        use_adapter: Whether the run's adapter was on.
+        text: The reply so far.
+        stats: The engine's ``StreamStats`` once the reply ended.
+        notice: The engine's notice (history truncated), if any.
+        done: True once the reply ended (finished, stopped or failed).
+    """
+
+    label: str
+    model: str
+    use_adapter: bool
+    text: str = ""
+    stats: object = None
+    notice: str = ""
+    done: bool = False
+    widget: ChatMessage | None = field(default=None, repr=False)
+
+
+@dataclass
+class Exchange:
+    """A prompt and the replies to it, with the settings they were generated with."""
+
+    prompt: str
+    replies: dict[str, Reply]
+    settings: dict
+    system_prompt: str = ""
+
+    def reply_text(self, label: str) -> str:
+        """The text a side's history uses: its own reply, else the main reply (after a mode switch)."""
+        for key in (label, TUNED, SINGLE, BASE):
+            if key in self.replies:
+                return self.replies[key].text
+        return ""
+
+
+class Conversation(VerticalScroll):
+    """Every exchange of the current conversation, scrolled to the newest."""
+
+    DEFAULT_CSS = """
+    Conversation { height: 1fr; padding: 0 1; }
+    Conversation .compare-row { height: auto; }
+    Conversation .compare-row ChatMessage { width: 1fr; }
+    Conversation .empty-hint { color: $text-muted; padding: 1 1; }
+    """
+
+    EMPTY_HINT = "Type a prompt and press Enter. Escape stops a reply; ctrl+b compares base and tuned; ctrl+r rates."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.exchanges: list[Exchange] = []
+
+    def on_mount(self) -> None:
+        self.mount(Static(self.EMPTY_HINT, classes="empty-hint"))
+
+    def add_exchange(self, exchange: Exchange, titles: dict[str, str]) -> None:
+        """Show a new prompt and an empty message per reply (side by side when there are two)."""
+        self.exchanges.append(exchange)
+        self.query(".empty-hint").remove()
+        self.mount(ChatMessage("You", exchange.prompt, "user"))
+        for reply in exchange.replies.values():
+            reply.widget = ChatMessage(titles[reply.label], role="assistant")
+        widgets = [reply.widget for reply in exchange.replies.values()]
+        self.mount(Horizontal(*widgets, classes="compare-row") if len(widgets) > 1 else widgets[0])
+        self.scroll_end(animate=False)
+
+    def history(self, label: str, system_prompt: str = "") -> list[dict[str, str]]:
+        """The messages a side has seen so far (exchanges with an empty reply are left out)."""
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        for exchange in self.exchanges:
+            reply = exchange.reply_text(label)
+            if reply.strip():
+                messages += [{"role": "user", "content": exchange.prompt}, {"role": "assistant", "content": reply}]
+        return messages
+
+    def transcript_turns(self) -> list[dict[str, str]]:
+        """The conversation as transcript turns (compare replies carry their label)."""
+        turns = []
+        for exchange in self.exchanges:
+            turns.append({"role": "user", "content": exchange.prompt})
+            for reply in exchange.replies.values():
+                label = "" if reply.label == SINGLE else f"{reply.label}: {reply.model}"
+                turns.append({"role": "assistant", "content": reply.text, "label": label})
+        return turns
+
+    def clear_exchanges(self) -> None:
+        """Forget every exchange and show the hint again."""
+        self.exchanges.clear()
+        self.remove_children()
+        self.mount(Static(self.EMPTY_HINT, classes="empty-hint"))
