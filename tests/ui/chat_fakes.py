@@ -9,7 +9,9 @@ from pathlib import Path
 
 import orjson
 
+import tui_ft.ui.app
 from tui_ft.engine.generate import StreamStats
+from tui_ft.ui.app import TuiFtApp
 
 CHAT_HOME = Path("/tmp/tui_ft_ui_chat")
 TUNED_PIECES = ["The ", "capital ", "of ", "France ", "is ", "Paris."]
@@ -81,3 +83,10 @@ def make_chat_home(default_model_dir: Path) -> Path:
     (runs / "full-run" / "model" / "config.json").write_text("{}")
     (runs / "full-run" / "model" / "model.safetensors").write_text("")
     return CHAT_HOME
+
+
+class ChatFirstApp(TuiFtApp):
+    """The dashboard opened on the Chat pane: the Datasets pane (and its tokenizer) never loads."""
+
+    DEFAULT_MODE = "chat"
+    CSS_PATH = str(Path(tui_ft.ui.app.__file__).with_name("app.tcss"))

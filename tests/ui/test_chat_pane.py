@@ -4,26 +4,15 @@ A fake ChatModel (tests/ui/chat_fakes.py) replaces ``generate.load_chat_model`` 
 behaviour is tested in milliseconds; one test streams a real reply from a tiny model folder.
 """
 
-from pathlib import Path
-
 import orjson
 import pytest
-from chat_fakes import BASE_PIECES, TUNED_PIECES, FakeLoader, make_chat_home
+from chat_fakes import BASE_PIECES, TUNED_PIECES, ChatFirstApp, FakeLoader, make_chat_home
 from textual.widgets import Input, Static
 
-import tui_ft.ui.app
 from tui_ft.engine import generate
-from tui_ft.ui.app import TuiFtApp
 from tui_ft.ui.widgets.chat_conversation import ChatMessage, Conversation
 
 FULL_TUNED = "".join(TUNED_PIECES)
-
-
-class ChatFirstApp(TuiFtApp):
-    """The dashboard opened on the Chat pane: the Datasets pane (and its tokenizer) never loads."""
-
-    DEFAULT_MODE = "chat"
-    CSS_PATH = str(Path(tui_ft.ui.app.__file__).with_name("app.tcss"))
 
 
 @pytest.fixture
@@ -268,3 +257,18 @@ async def test_real_tiny_model_streams_a_reply(chat_home, tiny_model_dir):
         stats = screen.last_exchange().replies["reply"].stats
         assert stats.new_tokens >= 1 and stats.stopped_by in ("eos", "length")
         assert f"{stats.new_tokens} tokens" in status(screen)
+
+
+async def test_model_picker_lists_default_and_runs_with_weights(chat_home, loader):
+    (chat_home / "checkpoints" / "unfinished").mkdir()
+    (chat_home / "checkpoints" / "unfinished" / "run.json").write_text('{"model": "default"}')
+    app = ChatFirstApp(chat_home, model_ref="default")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_chat(app, pilot)
+        select = screen.query_one("#model")
+        assert [value for _, value in select._options if isinstance(value, str)] == ["default", "full-run", "lora-run"]
+        assert select.value == "default"
+        await pilot.press("ctrl+l", "down", "down", "enter")  # open the list, go to lora-run, pick it
+        await settle(app, pilot)
+        assert screen.model_ref == "lora-run" and screen.chat is loader.loaded["lora-run"]
+        assert app.focused is screen.query_one("#prompt", Input)

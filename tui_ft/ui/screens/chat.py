@@ -40,8 +40,8 @@ class ChatScreen(Screen):
     AUTO_FOCUS = "#prompt"
     DEFAULT_CSS = """
     ChatScreen #chat-top { height: 3; }
-    ChatScreen #model { width: 44; }
-    ChatScreen #ratings { width: 1fr; height: 3; padding: 0 1; color: $text-muted; content-align: left middle; }
+    ChatScreen #model { width: 2fr; max-width: 44; min-width: 30; }
+    ChatScreen #ratings { width: 3fr; height: 3; padding: 0 1; color: $text-muted; content-align: left middle; }
     ChatScreen #status { height: auto; max-height: 2; }
     """
 
@@ -104,10 +104,10 @@ class ChatScreen(Screen):
 
     def on_mount(self) -> None:
         self.set_interval(REPAINT_EVERY_S, self.repaint_replies)
-        self.list_models()
         self.choose_model(self.app.model_ref)
 
     def on_screen_resume(self) -> None:
+        self.list_models()  # runs that finished since the pane was last shown become choices
         self.query_one("#prompt", Input).focus()
 
     # -- workers -------------------------------------------------------------------------
@@ -311,13 +311,17 @@ class ChatScreen(Screen):
         self.query_one("#status", Static).update(text)
 
     def refresh_ratings(self) -> None:
-        if not self.model_ref:
-            return
-        summary = summarize_ratings(read_ratings(ratings_path(self.model_ref, self.app.home)))
-        self.query_one("#ratings", Static).update(f"ratings of {self.model_ref}: {summary.line()}")
+        """Show the mode and the count and means of the picked model's ratings."""
+        text = Text()
+        if self.compare:
+            text.append("compare: base │ tuned\n", style="bold")
+        if self.model_ref:
+            summary = summarize_ratings(read_ratings(ratings_path(self.model_ref, self.app.home)))
+            text.append(f"ratings of {self.model_ref}: {summary.line()}")
+        self.query_one("#ratings", Static).update(text)
 
-    def watch_compare(self, compare: bool) -> None:
-        self.query_one("#chat-top").border_subtitle = "compare" if compare else ""
+    def watch_compare(self) -> None:
+        self.refresh_ratings()
 
     # -- actions -------------------------------------------------------------------------
 
