@@ -82,3 +82,23 @@ BENCHMARK_BINDINGS = [
 BENCHMARK_ITEMS_BINDINGS = [
     Binding("escape,backspace", "close", "Back", id="benchmark.items.close", tooltip="Back to the Benchmark table"),
 ]
+
+# Train pane. ctrl+ keys, so that letters and digits always type into the form's inputs.
+TRAIN_BINDINGS = [
+    Binding("ctrl+s", "start_run", "Start run", id="train.start",
+            tooltip="Check the form and start the run as a detached worker, then show it in the Runs pane"),
+    Binding("ctrl+r", "reload_choices", "Reload", id="train.reload",
+            tooltip="Read the models, finished runs and datasets/ again"),
+    Binding("ctrl+o", "method_defaults", "Defaults", id="train.defaults",
+            tooltip="Put the method's default learning rate, epochs and beta back in the form"),
+]
+
+# Runs pane.
+RUNS_BINDINGS = [
+    Binding("space", "toggle_mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run: marked runs' loss curves are overlaid"),
+    Binding("s", "stop_run", "Stop", id="runs.stop", tooltip="Stop the run: it saves a checkpoint at the next step"),
+    Binding("r", "resume_run", "Resume", id="runs.resume", tooltip="Resume a stopped, died or failed run from its last checkpoint"),
+    Binding("e", "export_run", "Export", id="runs.export", tooltip="Export the finished run as one merged model (asks where)"),
+    Binding("l", "toggle_log", "Log", id="runs.log", tooltip="Show the worker's log instead of the plots, or back"),
+    Binding("p", "next_plot", "Plot", id="runs.plot", tooltip="Show the next plot (a tall terminal shows all four)"),
+]

@@ -1,17 +1,349 @@
-"""The Runs pane (not built yet: it says so instead of showing anything fake)."""
+"""The Runs pane: every run live, with plots of the selected run's whole history.
+
+A timer asks a thread worker to poll about once a second: it reads the small status files
+of every run, tails ``metrics.jsonl`` of the watched runs (the selected one and the marked
+ones) from where it stopped, samples the worker's CPU, memory and GPU, and posts one
+:class:`RunsScreen.RunsPolled` message. Only one poll runs at a time, so the tails need no
+lock. Training itself runs in detached worker processes: closing this pane changes nothing.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.containers import Grid, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from tui_ft.engine.run_files import LIVE_STATES, MetricsTail, merge_records
+from tui_ft.engine.run_monitor import (
+    RunRow,
+    WorkerMonitor,
+    WorkerUsage,
+    format_bytes,
+    log_tail,
+    run_rows,
+)
+from tui_ft.engine.runs import RunError, metrics_path, resume_run, stop_run
+from tui_ft.ui import keys
+from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
+from tui_ft.ui.widgets.run_table import RunTable
+
+RESUMABLE_STATES = ("stopped", "died", "failed")
+
+
+def export_merged_cli(home: Path, name: str, out: Path) -> str:
+    """Run ``tui-ft export NAME --merged OUT`` in a child process; returns an error line or ``""``.
+
+    A child process, not a thread: loading torch and the weights would hold this process's
+    interpreter for seconds and freeze the dashboard.
+    """
+    command = [sys.executable, "-m", "tui_ft", "--home", str(home), "export", name, "--merged", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode == 0:
+        return ""
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"export failed (exit {result.returncode})"
 
 
 class RunsScreen(Screen):
-    """Watch runs live."""
+    """Watch runs live; stop, resume and export them."""
+
+    BINDINGS = keys.RUNS_BINDINGS
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    POLL_SECONDS = 1.0
+
+    DEFAULT_CSS = """
+    RunsScreen RunTable { height: 7; }
+    RunsScreen.-tall RunTable { height: 11; }
+    RunsScreen #run-info { height: auto; max-height: 2; padding: 0 1; background: $boost; }
+    RunsScreen #views { height: 1fr; }
+    RunsScreen #plots { grid-size: 1 1; }
+    RunsScreen.-tall #plots { grid-size: 2 2; }
+    RunsScreen.-short MetricPlot { display: none; }
+    RunsScreen.-short MetricPlot.-current { display: block; }
+    RunsScreen #log { padding: 0 1; }
+    """
+
+    selected: reactive[str | None] = reactive(None)
+    """The run whose details and plots are shown."""
+    plot_index: reactive[int] = reactive(0)
+    """Which plot a short terminal shows (a tall one shows all four)."""
+    show_log: reactive[bool] = reactive(False)
+    """Show the selected run's worker.log instead of its plots."""
+
+    class RunsPolled(Message):
+        """The run folders were read: table rows, new histories, the worker's usage and log."""
+
+        def __init__(self, rows: list[RunRow], histories: dict[str, list[dict]], usage: WorkerUsage | None,
+                     log: str | None):
+            super().__init__()
+            self.rows, self.histories, self.usage, self.log = rows, histories, usage, log
+
+    class ExportFinished(Message):
+        """A merged export ended (``error`` is empty on success)."""
+
+        def __init__(self, name: str, out: Path, error: str):
+            super().__init__()
+            self.name, self.out, self.error = name, out, error
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, RunRow] = {}
+        self.histories: dict[str, list[dict]] = {}  # watched runs' merged records, replaced per poll
+        self.usage: WorkerUsage | None = None
+        self._tails: dict[str, tuple[MetricsTail, list[dict]]] = {}  # owned by the poll thread
+        self._monitor = WorkerMonitor()  # owned by the poll thread
+        self._polling = False
+        self._poll_again = False
+        self._pending_selection: str | None = None
+        self._timer = None
+        self._footer_state: tuple[str | None, str | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Runs", classes="pane-title")
-        yield Static("This pane is not built yet. Watch runs live arrives here in a coming release.", classes="empty-state")
+        yield RunTable(id="runs")
+        yield Static("No runs yet: start one in the Train pane (2).", id="run-info")
+        with ContentSwitcher(initial="plots", id="views"):
+            with Grid(id="plots"):
+                for index in range(4):
+                    yield MetricPlot(id=f"plot-{index}", classes="-current" if index == 0 else None)
+            with VerticalScroll(id="log"):
+                yield Static("", id="log-text")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(self.POLL_SECONDS, self.poll_runs)
+        self.poll_runs()
+
+    def on_screen_suspend(self) -> None:
+        if self._timer:
+            self._timer.pause()  # nothing to watch while another pane is shown
+
+    def on_screen_resume(self) -> None:
+        if self._timer:
+            self._timer.resume()
+        self.poll_runs()
+
+    # -- polling -------------------------------------------------------------------------
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """The runs whose metrics are tailed: the selected one and the marked ones."""
+        names = set(self.query_one(RunTable).marked)
+        if self.selected:
+            names.add(self.selected)
+        return frozenset(names)
+
+    def poll_runs(self) -> None:
+        """Start a poll unless one is running (then poll again as soon as it ends)."""
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling, self._poll_again = True, False
+        watched = self.watched
+        self._poll(self.app.home, watched, watched - set(self.histories), self.selected, self.show_log)
+
+    @work(thread=True, group="runs-poll", exit_on_error=False, description="Reading run folders")
+    def _poll(self, home: Path, watched: frozenset[str], missing: frozenset[str], selected: str | None,
+              want_log: bool) -> None:
+        """Read every run's status and the watched runs' new metrics; ``missing`` ones are sent whole."""
+        rows = run_rows(home)
+        by_name = {row.info.name: row for row in rows}
+        for name in set(self._tails) - watched:
+            del self._tails[name]
+        changed = {}
+        for name in watched & set(by_name):
+            tail, history = self._tails.get(name) or (MetricsTail(metrics_path(by_name[name].info.path)), [])
+            new = tail.read_new()
+            if new or name in missing or name not in self._tails:
+                history = merge_records(history, new)
+                changed[name] = list(history)  # a copy: the UI thread keeps it while we append
+            self._tails[name] = (tail, history)
+        row = by_name.get(selected)
+        usage = self._monitor.usage(row.info.pid) if row and row.info.state in LIVE_STATES else None
+        log = log_tail(row.info.path) if row and want_log else None
+        self.post_message(self.RunsPolled(rows, changed, usage, log))
+
+    @on(RunsPolled)
+    def show_poll(self, message: RunsPolled) -> None:
+        self._polling = False
+        table = self.query_one(RunTable)
+        table.update_runs(message.rows)
+        self.rows = {row.info.name: row for row in message.rows}
+        watched = self.watched
+        self.histories = {n: h for n, h in self.histories.items() if n in watched} | {
+            n: h for n, h in message.histories.items() if n in watched}
+        self.usage = message.usage
+        if self._pending_selection and table.select_name(self._pending_selection):
+            self._pending_selection = None
+        elif self.selected is None and message.rows:
+            live = [r for r in message.rows if r.info.state in LIVE_STATES]
+            table.select_name((live or message.rows)[-1].info.name)  # reattach: the newest live run
+        if watched & set(message.histories):
+            self.draw_plots()
+        if message.log is not None:
+            self.query_one("#log-text", Static).update(Text(message.log))
+            self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+        self.show_info()
+        self.refresh_bindings_if_changed()
+        if self._poll_again:
+            self.poll_runs()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        if event.worker.group == "runs-poll":
+            self._polling = False  # try again at the next tick
+        self.notify(f"{event.worker.description}: {event.worker.error}", severity="error")
+
+    # -- view ----------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.selected = event.row_key.value
+
+    def watch_selected(self) -> None:
+        self.draw_plots()
+        self.show_info()
+        self.refresh_bindings_if_changed()
+        self.poll_runs()  # load the newly selected run's history now, not at the next tick
+
+    def watch_plot_index(self, index: int) -> None:
+        for number, plot in enumerate(self.query(MetricPlot)):
+            plot.set_class(number == index, "-current")
+
+    def watch_show_log(self, show: bool) -> None:
+        self.query_one("#views", ContentSwitcher).current = "log" if show else "plots"
+        if show:
+            self.query_one("#log-text", Static).update("Reading worker.log…")
+            self.poll_runs()
+
+    def refresh_bindings_if_changed(self) -> None:
+        """Redraw the footer only when the selected run's state changed (it rebuilds every key)."""
+        row = self.selected_row()
+        key = (self.selected, row.info.state if row else None)
+        if key != self._footer_state:
+            self._footer_state = key
+            self.refresh_bindings()
+
+    def draw_plots(self) -> None:
+        """Redraw the four plots from the selected run's history and the marked runs' curves."""
+        row = self.rows.get(self.selected or "")
+        records = self.histories.get(self.selected or "", [])
+        overlays = {n: h for n, h in sorted(self.histories.items()) if n != self.selected}
+        for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora")):
+            plot.show(spec, records, overlays)
+
+    def show_info(self) -> None:
+        info = self.query_one("#run-info", Static)
+        row = self.rows.get(self.selected or "")
+        if row is None:
+            info.update("No runs yet: start one in the Train pane (2)." if not self.rows else "")
+            return
+        run = row.info
+        text = Text()
+        text.append(run.name, style="bold")
+        text.append(f" · {run.state} · {run.method} on {Path(run.dataset).name} · {Path(run.model).name or run.model}")
+        if run.state in LIVE_STATES and self.usage:
+            text.append(f" · pid {run.pid} CPU {self.usage.cpu_percent:.0f}% RAM {format_bytes(self.usage.rss_bytes)}")
+            gpu = self.usage.gpu
+            if gpu:
+                util = f"{gpu.utilization:.0f}% " if gpu.utilization is not None else ""
+                own = f"{format_bytes(gpu.process_bytes)} of " if gpu.process_bytes is not None else ""
+                text.append(f" · GPU {util}{own}{format_bytes(gpu.used_bytes)}/{format_bytes(gpu.total_bytes)}")
+        if run.message:
+            text.append(f" · {run.message}", style="dim")
+        info.update(text)
+
+    # -- actions -------------------------------------------------------------------------
+
+    def select_run(self, name: str) -> None:
+        """Select run ``name`` now, or as soon as a poll finds it (a run the Train pane just created)."""
+        if not self.query_one(RunTable).select_name(name):
+            self._pending_selection = name
+            self.poll_runs()
+
+    def selected_row(self) -> RunRow | None:
+        """The selected run's row, if any."""
+        return self.rows.get(self.selected or "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        row = self.selected_row()
+        state = row.info.state if row else None
+        allowed = {
+            "stop_run": state in LIVE_STATES,
+            "resume_run": state in RESUMABLE_STATES,
+            "export_run": state == "finished",
+            "toggle_mark": row is not None,
+            "toggle_log": row is not None,
+        }.get(action, True)
+        return True if allowed else None  # None: shown dimmed in the footer
+
+    def action_toggle_mark(self) -> None:
+        if self.selected:
+            marked = self.query_one(RunTable).toggle_mark(self.selected)
+            self.notify(f"{self.selected} {'marked: its loss is overlaid' if marked else 'unmarked'}", timeout=2)
+            self.draw_plots()
+            self.poll_runs()
+
+    def action_next_plot(self) -> None:
+        self.plot_index = (self.plot_index + 1) % 4
+
+    def action_toggle_log(self) -> None:
+        self.show_log = not self.show_log
+
+    def action_stop_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        if stop_run(row.info.path):
+            self.notify(f"Stopping {row.info.name}: it saves a checkpoint at the next step.")
+        else:
+            self.notify(f"{row.info.name} has no running worker; it is marked stopped.")
+        self.poll_runs()
+
+    def action_resume_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        try:
+            pid = resume_run(row.info.path)
+        except RunError as error:
+            self.notify(str(error), severity="error")
+            return
+        self.notify(f"Resumed {row.info.name} (worker pid {pid}).")
+        self.poll_runs()
+
+    def action_export_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        name = row.info.name
+
+        def export_to(out: str | None) -> None:
+            if out:
+                self.notify(f"Exporting {name} merged to {out}…")
+                self.export_run(name, Path(out).expanduser())
+
+        self.app.push_screen(ExportDialog(name, row.info.path / "merged"), export_to)
+
+    @work(thread=True, group="runs-export", exit_on_error=False, description="Exporting a merged model")
+    def export_run(self, name: str, out: Path) -> None:
+        self.post_message(self.ExportFinished(name, out, export_merged_cli(self.app.home, name, out)))
+
+    @on(ExportFinished)
+    def export_finished(self, message: ExportFinished) -> None:
+        if message.error:
+            self.notify(f"Export of {message.name} failed: {message.error}", severity="error", timeout=10)
+        else:
+            self.notify(f"Exported {message.name} merged to {message.out}", timeout=10)

@@ -1,17 +1,187 @@
-"""The Train pane (not built yet: it says so instead of showing anything fake)."""
+"""The Train pane: a form that checks a run with the engine and starts it as a detached worker.
+
+Checking reads the dataset and the tokenizer, and creating the run may convert the default
+model, so both happen in a thread worker; the run itself is a separate OS process
+(``engine.runs.launch_run``) that outlives the dashboard. Once started, the pane switches to
+Runs with the new run selected.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Button, Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from tui_ft.engine.config import ConfigError, TrainConfig
+from tui_ft.ui import keys
+from tui_ft.ui.widgets.train_form import TrainForm
+
+MODEL_KIND_LABELS = {"default": "", "hf-cache": " (cached)", "run": " (run)", "folder": " (folder)"}
+
+
+def model_choices(home: Path) -> list[tuple[str, str]]:
+    """``(label, reference)`` for every model the engine lists, and model folders under ``home/models``."""
+    from tui_ft.engine.models import is_model_folder, list_models
+
+    choices = [(f"{m['ref']}{MODEL_KIND_LABELS.get(m['kind'], '')}", m["ref"]) for m in list_models(home)]
+    folders = home / "models"
+    for folder in sorted(folders.iterdir()) if folders.is_dir() else []:
+        if is_model_folder(folder):
+            choices.append((f"models/{folder.name} (folder)", str(folder)))
+    return choices
+
+
+def dataset_choices(home: Path) -> list[tuple[str, str]]:
+    """``(name relative to datasets/, absolute path)`` for every dataset file."""
+    from tui_ft.engine.data import find_datasets
+
+    root = home / "datasets"
+    return [(str(path.relative_to(root)), str(path)) for path in find_datasets(root)]
 
 
 class TrainScreen(Screen):
     """Start a fine-tuning run."""
 
+    BINDINGS = keys.TRAIN_BINDINGS
+
+    launching: reactive[bool] = reactive(False)
+    """A run is being checked and started (the Start key is off meanwhile)."""
+
+    class ChoicesLoaded(Message):
+        """The lists of models and datasets were read."""
+
+        def __init__(self, models: list[tuple[str, str]], datasets: list[tuple[str, str]]):
+            super().__init__()
+            self.models, self.datasets = models, datasets
+
+    class RunRefused(Message):
+        """The engine refused the config: ``(field, message)`` pairs; nothing was created."""
+
+        def __init__(self, errors: list[tuple[str, str]]):
+            super().__init__()
+            self.errors = errors
+
+    class RunLaunched(Message):
+        """A run folder was created and its worker started."""
+
+        def __init__(self, name: str, pid: int):
+            super().__init__()
+            self.name, self.pid = name, pid
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Train", classes="pane-title")
-        yield Static("This pane is not built yet. Start a fine-tuning run arrives here in a coming release.", classes="empty-state")
+        yield Static("New run  (tab: next field · ctrl+s: start)", classes="pane-title")
+        yield TrainForm(id="form")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.load_choices()
+
+    def on_screen_resume(self) -> None:
+        self.load_choices()  # runs that finished meanwhile become models to train on
+
+    @property
+    def form(self) -> TrainForm:
+        return self.query_one(TrainForm)
+
+    # -- workers -------------------------------------------------------------------------
+
+    @work(thread=True, group="train-choices", exclusive=True, exit_on_error=False, description="Listing models and datasets")
+    def load_choices(self) -> None:
+        home = Path(self.app.home)
+        self.post_message(self.ChoicesLoaded(model_choices(home), dataset_choices(home)))
+
+    @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
+    def launch(self, config: TrainConfig) -> None:
+        from tui_ft.engine.config import validate_config
+        from tui_ft.engine.runs import create_run, launch_run
+
+        home = Path(self.app.home)
+        errors = validate_config(config, home)
+        if errors:
+            self.post_message(self.RunRefused(errors))
+            return
+        try:
+            run_dir = create_run(config, home)
+        except ConfigError as error:
+            self.post_message(self.RunRefused(error.errors))
+            return
+        except Exception as error:  # noqa: BLE001 - e.g. a model that fails to convert: show it, never crash
+            self.post_message(self.RunRefused([("", f"{type(error).__name__}: {error}")]))
+            return
+        self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir)))
+
+    # -- events --------------------------------------------------------------------------
+
+    @on(ChoicesLoaded)
+    def show_choices(self, message: ChoicesLoaded) -> None:
+        self.form.set_choices(message.models, message.datasets)
+
+    @on(RunRefused)
+    def show_refusal(self, message: RunRefused) -> None:
+        self.launching = False
+        self.form.show_errors(message.errors)
+        self.form.set_status(f"Not started: {len(message.errors)} problem(s) shown in red.", "red")
+
+    @on(RunLaunched)
+    async def show_launched(self, message: RunLaunched) -> None:
+        from tui_ft.ui.screens.runs import RunsScreen
+
+        self.launching = False
+        self.form.set_status(f"Started {message.name} (worker pid {message.pid}).", "green")
+        self.form.query_one("#field-name").value = ""  # the next run needs a new name
+        self.notify(f"Started {message.name}; it keeps running if you close the dashboard.")
+        await self.app.switch_mode("runs")
+        if isinstance(self.app.screen, RunsScreen):
+            self.app.screen.select_run(message.name)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            if event.worker.group == "train-launch":
+                self.launching = False
+                self.form.set_status("Not started: an error occurred.", "red")
+            self.notify(f"{event.worker.description}: {event.worker.error}", severity="error")
+
+    @on(Button.Pressed, "#start")
+    def start_pressed(self) -> None:
+        self.action_start_run()
+
+    # -- actions -------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start_run" and self.launching:
+            return None  # dimmed while a launch is under way
+        return True
+
+    def watch_launching(self, launching: bool) -> None:
+        self.query_one("#start", Button).disabled = launching
+        self.refresh_bindings()
+
+    def action_start_run(self) -> None:
+        """Check the form, then create and launch the run in a thread worker."""
+        if self.launching:
+            return
+        form = self.form
+        form.clear_errors()
+        try:
+            config = form.config()
+        except ConfigError as error:
+            form.show_errors(error.errors)
+            form.set_status(f"Not started: {len(error.errors)} problem(s) shown in red.", "red")
+            return
+        self.launching = True
+        form.set_status("Checking the model and the dataset, then starting the worker…")
+        self.launch(config)
+
+    def action_reload_choices(self) -> None:
+        self.load_choices()
+        self.notify("Reading models and datasets again.", timeout=2)
+
+    def action_method_defaults(self) -> None:
+        self.form.apply_method_defaults()

@@ -1,0 +1,170 @@
+"""Pilot tests of the Runs pane on run folders the tests write themselves (no worker)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
+from tui_ft.ui.screens.runs import RunsScreen
+from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets.metric_plots import MetricPlot
+from tui_ft.ui.widgets.run_table import RunTable
+
+HOME = Path("/tmp/tui_ft_ui_runs")
+
+
+@pytest.fixture
+def home() -> Path:
+    return fresh_workspace(HOME, datasets=("seed_instructions.jsonl",))
+
+
+async def polled(pilot) -> RunsScreen:
+    """Poll now and wait until the pane has shown the result (and any follow-up poll)."""
+    screen = pilot.app.screen
+    assert isinstance(screen, RunsScreen)
+    screen.poll_runs()
+    for _ in range(50):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not screen._polling:
+            break
+    return screen
+
+
+def table_row(screen: RunsScreen, name: str) -> dict[str, str]:
+    table = screen.query_one(RunTable)
+    return {key: str(table.get_cell(name, key)) for key in ("state", "method", "step", "progress", "eta", "loss")}
+
+
+def plot(screen: RunsScreen, title: str) -> MetricPlot:
+    return next(p for p in screen.query(MetricPlot) if p.spec and p.spec.title == title)
+
+
+def points(screen: RunsScreen, title: str, label: str) -> list[tuple[float, float]]:
+    return dict(plot(screen, title).lines).get(label, [])
+
+
+async def test_tails_metrics_as_they_grow_and_skips_a_torn_line(home):
+    run_dir = make_run(home, "growing", steps=10, total=50, eta_s=125)
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        assert screen.selected == "growing"
+        row = table_row(screen, "growing")
+        assert row == {"state": "running", "method": "lora", "step": "10/50", "progress": "20%", "eta": "2m05s",
+                       "loss": f"{train_record(10)['loss']:.4f}"}
+        assert [x for x, _ in points(screen, "Loss", "train")] == list(range(1, 11))
+        assert [x for x, _ in points(screen, "Loss", "eval")] == [10]
+
+        append_records(run_dir, [train_record(s) for s in range(11, 16)])
+        write_status(run_dir, state="running", step=15, total_steps=50, eta_s=60)
+        await polled(pilot)
+        assert table_row(screen, "growing")["step"] == "15/50"
+        assert table_row(screen, "growing")["eta"] == "1m00s"
+        assert table_row(screen, "growing")["loss"] == f"{train_record(15)['loss']:.4f}"
+        assert len(points(screen, "Loss", "train")) == 15
+        assert points(screen, "Learning rate", "lr")[-1] == (15, pytest.approx(train_record(15)["lr"]))
+
+        # The worker is in the middle of writing a line: it must not be read, nor lost.
+        line = (__import__("json").dumps(train_record(16)) + "\n").encode()
+        with open(run_dir / "metrics.jsonl", "ab") as file:
+            file.write(line[:25])
+        await polled(pilot)
+        assert len(points(screen, "Loss", "train")) == 15
+        with open(run_dir / "metrics.jsonl", "ab") as file:
+            file.write(line[25:])
+        append_records(run_dir, [eval_record(20)])
+        await polled(pilot)
+        assert [x for x, _ in points(screen, "Loss", "train")][-2:] == [15, 16]
+        assert [x for x, _ in points(screen, "Perplexity", "eval")] == [10, 20]
+
+
+async def test_whole_history_is_downsampled_to_the_plot_width(home):
+    make_run(home, "long", state="finished", steps=5000, total=5000, eval_every=0)
+    app = app_on("runs", home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        loss = plot(screen, "Loss")
+        assert len(loss.lines[0][1]) == 5000
+        budget = loss.point_budget()
+        assert 20 < budget < 200  # the width, not the history, sets the point count
+        from tui_ft.engine.run_monitor import downsample
+
+        shown = downsample(loss.lines[0][1], budget)
+        assert len(shown) == budget
+        assert shown[0][0] < 30 and shown[-1][0] > 4970  # first and last steps both drawn
+
+
+async def test_stop_resume_export_keys_call_the_engine(home, monkeypatch):
+    make_run(home, "halted", state="stopped", steps=8, created=1)
+    make_run(home, "done", state="finished", steps=50, created=2)
+    make_run(home, "live", state="running", steps=5, pid=os.getpid(), created=3)  # this test process is "alive"
+    calls = []
+    monkeypatch.setattr("tui_ft.ui.screens.runs.stop_run", lambda path: calls.append(("stop", path.name)) or True)
+    monkeypatch.setattr("tui_ft.ui.screens.runs.resume_run", lambda path: calls.append(("resume", path.name)) or 4242)
+    monkeypatch.setattr("tui_ft.ui.screens.runs.export_merged_cli",
+                        lambda home, name, out: calls.append(("export", name, str(out))) or "")
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        assert screen.selected == "live"  # the newest live run is shown first (reattach)
+        info = str(screen.query_one("#run-info").render())
+        assert f"pid {os.getpid()} CPU" in info and "RAM" in info
+        await pilot.press("r")  # a running run cannot be resumed: the key is dimmed, nothing is called
+        await pilot.press("s")
+        assert calls == [("stop", "live")]
+
+        screen.query_one(RunTable).select_name("halted")
+        await polled(pilot)
+        await pilot.press("s", "r")
+        assert calls[1:] == [("resume", "halted")]
+
+        screen.query_one(RunTable).select_name("done")
+        await polled(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportDialog)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        assert calls[2:] == [("export", "done", str(home / "checkpoints" / "done" / "merged"))]
+
+
+async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
+    make_run(home, "sft-a", state="finished", steps=30, created=1)
+    make_run(home, "sft-b", state="finished", steps=20, created=2, offset=0.3)
+    make_run(home, "pref", method="dpo", state="finished", steps=12, created=3, dataset="seed_instructions.jsonl")
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        assert screen.selected == "pref"
+        titles = [p.spec.title for p in screen.query(MetricPlot)]
+        assert titles == ["DPO loss", "Rewards", "Reward accuracy", "Learning rate"]
+        rewards = dict(plot(screen, "Rewards").lines)
+        assert set(rewards) == {"chosen", "rejected", "margin"}
+        assert rewards["margin"][-1] == (12, pytest.approx(0.24))
+
+        table = screen.query_one(RunTable)
+        table.select_name("sft-b")
+        await polled(pilot)
+        await pilot.press("space")
+        table.select_name("sft-a")
+        await polled(pilot)
+        await polled(pilot)
+        assert table.marked == {"sft-b"}
+        overlay = dict(plot(screen, "Loss").lines)
+        assert set(overlay) == {"train", "eval", "sft-b"}
+        assert len(overlay["train"]) == 30 and len(overlay["sft-b"]) == 20
+        assert overlay["sft-b"][0][1] == pytest.approx(train_record(1, offset=0.3)["loss"])
+
+        await pilot.press("l")
+        (home / "checkpoints" / "sft-a" / "worker.log").write_text("loading\rstep 1\rstep 2\nfinished at step 30\n")
+        await polled(pilot)
+        log = str(screen.query_one("#log-text").render())
+        assert "step 2" in log and "step 1" not in log and "finished at step 30" in log

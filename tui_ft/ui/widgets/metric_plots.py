@@ -1,0 +1,102 @@
+"""Plots of a run's metrics (textual-plotext), redrawn from the whole history at the plot's width.
+
+Each :class:`MetricPlot` keeps full-resolution series; at render time it downsamples them to
+the points its current width can show, so a resize redraws the whole history, never a
+truncated window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual_plotext import PlotextPlot
+
+from tui_ft.engine.run_monitor import downsample, metric_series
+
+Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
+BRAILLE_POINTS_PER_CELL = 2  # the braille marker draws two points per column
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of a plot: ``key`` from the records of ``kind`` (train or eval)."""
+
+    label: str
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A plot: its title and the curves it draws; ``overlay`` adds marked runs' first curve."""
+
+    title: str
+    curves: tuple[Curve, ...]
+    overlay: bool = False
+
+
+SFT_PLOTS = (
+    PlotSpec("Loss", (Curve("train", "train", "loss"), Curve("eval", "eval", "loss")), overlay=True),
+    PlotSpec("Perplexity", (Curve("train", "train", "ppl"), Curve("eval", "eval", "ppl"))),
+    PlotSpec("Learning rate", (Curve("lr", "train", "lr"),)),
+    PlotSpec("Tokens/s", (Curve("tokens/s", "train", "tokens_per_s"),)),
+)
+DPO_PLOTS = (
+    PlotSpec("DPO loss", (Curve("train", "train", "loss"), Curve("eval", "eval", "loss")), overlay=True),
+    PlotSpec("Rewards", (Curve("chosen", "train", "rewards_chosen"), Curve("rejected", "train", "rewards_rejected"),
+                         Curve("margin", "train", "rewards_margin"))),
+    PlotSpec("Reward accuracy", (Curve("train", "train", "rewards_accuracy"), Curve("eval", "eval", "rewards_accuracy"))),
+    PlotSpec("Learning rate", (Curve("lr", "train", "lr"),)),
+)
+
+
+def plots_for(method: str) -> tuple[PlotSpec, ...]:
+    """The four plots a run of ``method`` shows (DPO plots its rewards instead of perplexity)."""
+    return DPO_PLOTS if method == "dpo" else SFT_PLOTS
+
+
+class MetricPlot(PlotextPlot):
+    """One plot of the selected run, with other runs' curves overlaid when asked."""
+
+    DEFAULT_CSS = """
+    MetricPlot {
+        height: 1fr;
+        min-height: 8;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
+        super().__init__(id=id, classes=classes)
+        self.spec: PlotSpec | None = None
+        self.lines: list[tuple[str, list[tuple[float, float]]]] = []  # full resolution, for render and tests
+
+    def show(self, spec: PlotSpec, records: list[dict], overlays: dict[str, list[dict]] | None = None) -> None:
+        """Draw ``spec`` from the selected run's ``records``; ``overlays`` maps other runs to theirs."""
+        self.spec = spec
+        lines = [(curve.label, metric_series(records, curve.kind, curve.key)) for curve in spec.curves]
+        if spec.overlay:
+            first = spec.curves[0]
+            for name, other in (overlays or {}).items():
+                lines.append((name, metric_series(other, first.kind, first.key)))
+        self.lines = [(label, points) for label, points in lines if points]
+        self.refresh()
+
+    def point_budget(self) -> int:
+        """How many points per curve the current width can show."""
+        return max(2, (self.size.width - Y_AXIS_WIDTH) * BRAILLE_POINTS_PER_CELL)
+
+    def render(self):
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        title = self.spec.title if self.spec else ""
+        if not self.lines:
+            title += " — no data yet"
+        plt.title(title)
+        budget = self.point_budget()
+        for label, points in self.lines:
+            shown = downsample(points, budget)
+            plt.plot([x for x, _ in shown], [y for _, y in shown], label=label, marker="braille")
+        if self.lines:
+            plt.xlabel("step")
+        return super().render()

@@ -1,0 +1,94 @@
+"""The table of runs: one row a run, updated in place each poll so the cursor never jumps."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui_ft.engine.run_monitor import RunRow, format_duration
+
+STATE_STYLES = {
+    "queued": "dim",
+    "running": "bold green",
+    "stopping": "yellow",
+    "stopped": "yellow",
+    "finished": "cyan",
+    "failed": "bold red",
+    "died": "bold red",
+}
+COLUMNS = (("mark", " "), ("name", "run"), ("state", "state"), ("method", "method"), ("step", "step"),
+           ("progress", "%"), ("eta", "ETA"), ("loss", "loss"))
+
+
+class RunTable(DataTable):
+    """Runs with state, progress, ETA and last loss; marked runs (for overlays) carry a ●."""
+
+    DEFAULT_CSS = """
+    RunTable {
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None):  # noqa: A002 - Textual's name
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.marked: set[str] = set()
+        self.rows_by_name: dict[str, RunRow] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def update_runs(self, rows: list[RunRow]) -> None:
+        """Show ``rows``: changed cells are updated, new runs added, deleted runs removed."""
+        names = [row.info.name for row in rows]
+        for gone in set(self.rows_by_name) - set(names):
+            self.remove_row(gone)
+            self.marked.discard(gone)
+        for row in rows:
+            name = row.info.name
+            cells = self._cells(row)
+            if name not in self.rows_by_name:
+                self.add_row(*cells.values(), key=name)
+            else:
+                for column, value in cells.items():
+                    if self.get_cell(name, column) != value:
+                        self.update_cell(name, column, value)
+            self.rows_by_name[name] = row
+
+    def _cells(self, row: RunRow) -> dict[str, object]:
+        info = row.info
+        total = info.total_steps
+        progress = row.progress
+        return {
+            "mark": "●" if info.name in self.marked else " ",
+            "name": info.name,
+            "state": Text(info.state, style=STATE_STYLES.get(info.state, "")),
+            "method": info.method,
+            "step": f"{info.step}/{total}" if total else str(info.step),
+            "progress": f"{progress * 100:.0f}%" if progress is not None else "—",
+            "eta": format_duration(row.eta_s) if row.eta_s is not None else "—",
+            "loss": f"{row.last_loss:.4f}" if row.last_loss is not None else "—",
+        }
+
+    @property
+    def selected_name(self) -> str | None:
+        """The run under the cursor."""
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def select_name(self, name: str) -> bool:
+        """Move the cursor to run ``name``; False when there is no such row."""
+        if name not in self.rows_by_name:
+            return False
+        self.move_cursor(row=self.get_row_index(name))
+        return True
+
+    def toggle_mark(self, name: str) -> bool:
+        """Mark or unmark ``name`` for overlays; returns whether it is marked now."""
+        if name in self.marked:
+            self.marked.discard(name)
+        else:
+            self.marked.add(name)
+        self.update_cell(name, "mark", "●" if name in self.marked else " ")
+        return name in self.marked

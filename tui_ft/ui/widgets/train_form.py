@@ -1,0 +1,283 @@
+"""The Train pane's form: one row a :class:`~tui_ft.engine.config.TrainConfig` field, errors beside each.
+
+The form only collects text: :meth:`TrainForm.config` turns it into a ``TrainConfig`` with the
+engine's own conversion (``TrainConfig.from_dict``), and the engine's ``validate_config``
+decides what is wrong. Errors arrive as ``(field, message)`` pairs and are shown under the
+field of that name. Method-specific rows (freeze layers, LoRA, DPO) are hidden for other
+methods, so tab only visits what matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, Label, Select, Static
+
+from tui_ft.engine.config import ConfigError, TrainConfig, method_defaults
+
+METHOD_CHOICES = (("LoRA adapter", "lora"), ("full fine-tuning", "full"), ("freeze the first N layers", "freeze"),
+                  ("DPO on preference pairs", "dpo"))
+TEMPLATE_CHOICES = (("the model's default", ""), ("chat (the tokenizer's template)", "chat"),
+                    ("alpaca (### Instruction / ### Response)", "alpaca"))
+DEVICE_CHOICES = (("auto (cuda, mps, else cpu)", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("mps", "mps"))
+DPO_MODE_CHOICES = (("LoRA adapter", "lora"), ("full model", "full"))
+OPTIONAL = {"max_steps", "freeze_layers", "lr", "name"}  # empty means None: the engine's default
+DEFAULT_KEYS = ("lr", "epochs", "beta")  # fields method_defaults() fills
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of the form: a ``TrainConfig`` field, its label and help.
+
+    Attributes:
+        methods: The methods it applies to (empty: all).
+        lora_only: Also hidden for DPO when DPO trains the full model.
+    """
+
+    name: str
+    label: str
+    placeholder: str = ""
+    methods: tuple[str, ...] = ()
+    lora_only: bool = False
+
+
+FIELDS = (
+    Field("freeze_layers", "Freeze layers", "half of the model's layers", ("freeze",)),
+    Field("dpo_mode", "DPO trains", methods=("dpo",)),
+    Field("beta", "DPO beta", "0.1", ("dpo",)),
+    Field("lora_rank", "LoRA rank", "8", ("lora", "dpo"), lora_only=True),
+    Field("lora_alpha", "LoRA alpha", "16", ("lora", "dpo"), lora_only=True),
+    Field("lora_dropout", "LoRA dropout", "0.05", ("lora", "dpo"), lora_only=True),
+    Field("lora_targets", "LoRA targets", "q_proj,k_proj,v_proj,o_proj", ("lora", "dpo"), lora_only=True),
+    Field("epochs", "Epochs", "3"),
+    Field("max_steps", "Max steps", "none: run every epoch"),
+    Field("lr", "Learning rate", "the method's default"),
+    Field("batch_size", "Batch size", "8"),
+    Field("grad_accum", "Grad accumulation", "1"),
+    Field("max_length", "Max length", "512 tokens"),
+    Field("eval_every", "Eval every", "0: about five evaluations"),
+    Field("save_every", "Save every", "0: only when stopped"),
+    Field("seed", "Seed", "42"),
+    Field("template", "Template"),
+    Field("device", "Device"),
+    Field("name", "Run name", "automatic: method-dataset-time"),
+)
+SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES}
+
+
+def format_value(value) -> str:
+    """A config value as the form shows it (lists comma-separated, ``None`` empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class TrainForm(VerticalScroll):
+    """Model, dataset, method and hyper-parameters, with inline errors; scrolls on small terminals."""
+
+    DEFAULT_CSS = """
+    TrainForm { height: 1fr; padding: 0 1; }
+    TrainForm .field { height: auto; }
+    TrainForm .field > Label { width: 19; padding: 0 1 0 0; text-align: right; color: $text-muted; }
+    TrainForm .field:focus-within > Label { color: $text; text-style: bold; }
+    TrainForm .field > Vertical { width: 1fr; max-width: 72; height: auto; }
+    TrainForm .field-error { color: $error; padding: 0 1; height: auto; }
+    TrainForm .field-error.-empty { display: none; }
+    TrainForm #form-errors { color: $error; height: auto; padding: 0 1; }
+    TrainForm #form-errors.-empty { display: none; }
+    TrainForm #start-row { height: auto; padding: 1 0 1 19; }
+    TrainForm #launch-status { padding: 1 1 0 1; color: $text-muted; width: 1fr; }
+    TrainForm .-hidden { display: none; }
+    """
+
+    def __init__(self, *, id: str | None = None):  # noqa: A002 - Textual's name
+        super().__init__(id=id, can_focus=False)  # tab goes straight to the first field
+        self.method = "lora"
+        defaults = TrainConfig().to_dict() | method_defaults("lora")
+        self.initial = {name: format_value(value) for name, value in defaults.items()}
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="form-errors", classes="-empty")
+        yield from self._row("model", "Model", Select([("default", "default")], value="default", allow_blank=False,
+                                                      id="field-model", compact=True))
+        yield from self._row("model_path", "or model folder",
+                             Input(placeholder="a Hugging Face model folder (overrides the list)", id="field-model_path",
+                                   compact=True))
+        yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True))
+        yield from self._row("eval_dataset", "Eval dataset",
+                             Select([], prompt="hold out part of the training set", id="field-eval_dataset",
+                                    compact=True))
+        yield from self._row("method", "Method", Select(METHOD_CHOICES, value="lora", allow_blank=False,
+                                                        id="field-method", compact=True))
+        for field in FIELDS:
+            if field.name in SELECTS:
+                widget = Select(SELECTS[field.name], value=self.initial[field.name], allow_blank=False,
+                                id=f"field-{field.name}", compact=True)
+            else:
+                widget = Input(self.initial.get(field.name, ""), placeholder=field.placeholder, id=f"field-{field.name}",
+                               compact=True)
+            yield from self._row(field.name, field.label, widget)
+        with Horizontal(id="start-row"):
+            yield Button("Start run  ctrl+s", id="start", variant="primary")
+            yield Static("", id="launch-status")
+
+    def _row(self, name: str, label: str, widget) -> ComposeResult:
+        with Horizontal(classes="field", id=f"row-{name}"):
+            yield Label(label)
+            with Vertical():
+                yield widget
+                yield Static("", id=f"error-{name}", classes="field-error -empty")
+
+    def on_mount(self) -> None:
+        self.show_method_fields()
+
+    # -- choices -------------------------------------------------------------------------
+
+    def set_choices(self, models: list[tuple[str, str]], datasets: list[tuple[str, str]]) -> None:
+        """Fill the model and dataset lists with ``(label, value)`` pairs, keeping the current picks."""
+        model = self.query_one("#field-model", Select)
+        current = model.value
+        model.set_options(models)
+        if current in {value for _, value in models}:
+            model.value = current
+        for select_id in ("#field-dataset", "#field-eval_dataset"):
+            select = self.query_one(select_id, Select)
+            current = select.value
+            select.set_options(datasets)
+            if current in {value for _, value in datasets}:
+                select.value = current
+
+    # -- method ---------------------------------------------------------------------------
+
+    @on(Select.Changed, "#field-method")
+    def method_changed(self, event: Select.Changed) -> None:
+        if event.value == self.method or event.value == Select.NULL:
+            return
+        old, new = method_defaults(self.method), method_defaults(str(event.value))
+        for key in DEFAULT_KEYS:
+            field = self.query_one(f"#field-{key}", Input)
+            # Only replace what the user left at the previous method's default.
+            if field.value.strip() in ("", format_value(old.get(key, TrainConfig().to_dict().get(key)))):
+                field.value = format_value(new.get(key, TrainConfig().to_dict().get(key)))
+        self.method = str(event.value)
+        self.show_method_fields()
+
+    @on(Select.Changed, "#field-dpo_mode")
+    def dpo_mode_changed(self) -> None:
+        self.show_method_fields()
+
+    def apply_method_defaults(self) -> None:
+        """Put the current method's defaults back into the fields they cover."""
+        defaults = TrainConfig().to_dict() | method_defaults(self.method)
+        for key in DEFAULT_KEYS:
+            self.query_one(f"#field-{key}", Input).value = format_value(defaults[key])
+
+    def field_applies(self, field: Field) -> bool:
+        """Whether ``field`` matters for the method (and DPO mode) chosen now."""
+        if field.methods and self.method not in field.methods:
+            return False
+        dpo_mode = self.query_one("#field-dpo_mode", Select).value
+        return not (field.lora_only and self.method == "dpo" and dpo_mode != "lora")
+
+    def show_method_fields(self) -> None:
+        for field in FIELDS:
+            self.query_one(f"#row-{field.name}").set_class(not self.field_applies(field), "-hidden")
+
+    # -- values and errors ----------------------------------------------------------------
+
+    def value_of(self, name: str) -> str:
+        """The text (or choice) of field ``name``; ``""`` for no choice."""
+        widget = self.query_one(f"#field-{name}")
+        value = widget.value
+        return "" if value == Select.NULL or value is None else str(value).strip()
+
+    def config(self) -> TrainConfig:
+        """The form as a config.
+
+        Raises:
+            ConfigError: For empty required fields and text that is not a number where one is needed.
+        """
+        values = {"model": self.value_of("model_path") or self.value_of("model"), "dataset": self.value_of("dataset"),
+                  "eval_dataset": self.value_of("eval_dataset") or None, "method": self.method}
+        missing = []
+        for field in FIELDS:
+            if not self.field_applies(field):
+                continue  # a hidden field keeps the engine's default: never refuse what is not shown
+            text = self.value_of(field.name)
+            if text or field.name in OPTIONAL or field.name == "template":
+                values[field.name] = text or None
+            else:
+                missing.append((field.name, "required"))
+        try:
+            config = TrainConfig.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(missing + error.errors) from None
+        if missing:
+            raise ConfigError(missing)
+        return config
+
+    def clear_errors(self) -> None:
+        for error in self.query(".field-error"):
+            error.update("")
+            error.add_class("-empty")
+        self.query_one("#form-errors", Static).update("")
+        self.query_one("#form-errors").add_class("-empty")
+
+    def show_errors(self, errors: list[tuple[str, str]]) -> None:
+        """Show each ``(field, message)`` under its field (the rest at the top); focus the first."""
+        self.clear_errors()
+        by_field: dict[str, list[str]] = {}
+        for name, message in errors:
+            if name == "model" and self.value_of("model_path"):
+                name = "model_path"  # the folder typed is what the message is about
+            by_field.setdefault(name, []).append(message)
+        general = []
+        first = None
+        for name, messages in by_field.items():
+            found = self.query(f"#error-{name}")
+            if not found or self.query_one(f"#row-{name}").has_class("-hidden"):
+                general += [f"{name}: {m}" for m in messages]
+                continue
+            found.first().update(Text("\n".join(messages)))
+            found.first().remove_class("-empty")
+            first = first or name
+        if general:
+            self.query_one("#form-errors", Static).update(Text("\n".join(general)))
+            self.query_one("#form-errors").remove_class("-empty")
+        if first:
+            widget = self.query_one(f"#field-{first}")
+            widget.focus()
+            self.scroll_to_widget(self.query_one(f"#row-{first}"), animate=False)
+        elif general:
+            self.scroll_home(animate=False)
+
+    def errors_shown(self) -> dict[str, str]:
+        """The errors on screen, by field (``""`` for the general ones); for tests and the status line."""
+        shown = {}
+        for error in self.query(".field-error"):
+            if not error.has_class("-empty"):
+                shown[error.id.removeprefix("error-")] = str(error.render())
+        general = self.query_one("#form-errors", Static)
+        if not general.has_class("-empty"):
+            shown[""] = str(general.render())
+        return shown
+
+    @on(Input.Changed)
+    def clear_field_error(self, event: Input.Changed) -> None:
+        name = (event.input.id or "").removeprefix("field-")
+        found = self.query(f"#error-{name}")
+        if found:
+            found.first().add_class("-empty")
+
+    def set_status(self, text: str, style: str = "") -> None:
+        """Show what the launch is doing beside the Start button."""
+        self.query_one("#launch-status", Static).update(Text(text, style=style))
