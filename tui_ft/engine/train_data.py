@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from tui_ft.engine.templates import IGNORE_INDEX, Tokenized, tokenize_example
 
+# Architectures whose logits are exactly lm_head(last hidden state): for them the output head
+# runs only on the positions that carry loss (models with logit scaling or soft-capping do not).
+PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2"}
 MEGA_BATCHES = 32  # batches sorted together: similar lengths share a batch, order stays random
 EVAL_CAP = 200  # a split-off evaluation set never exceeds this many examples
 
@@ -137,11 +140,10 @@ class SFTObjective:
         """Summed NLL over the trained tokens of one micro-batch."""
         import torch.nn.functional as F
 
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        # Only the trained positions go through the softmax: prompts cost no loss compute.
-        nll = F.cross_entropy(logits[:, :-1][mask].float(), labels[mask], reduction="sum")
+        logits = selected_logits(model, batch["input_ids"], batch["attention_mask"], mask)
+        nll = F.cross_entropy(logits.float(), labels[mask], reduction="sum")
         tokens = int(batch["attention_mask"].sum())
         return StepOutput(nll, {"nll": float(nll.detach()), "trained": int(mask.sum()), "tokens": tokens,
                                 "padding": batch["attention_mask"].numel() - tokens})
@@ -151,6 +153,21 @@ class SFTObjective:
         trained = sum(s["trained"] for s in stats)
         loss = sum(s["nll"] for s in stats) / max(1, trained)
         return {"loss": loss, "ppl": safe_exp(loss), "trained_tokens": trained}
+
+
+def selected_logits(model, input_ids, attention_mask, mask):
+    """Next-token logits at the positions where ``mask`` (batch × length-1) is true.
+
+    The output head is a large share of a small model's compute (49k-token vocabulary): for
+    plain-head architectures it runs only on the positions that carry loss, so prompt tokens
+    cost no head or softmax work. Other models go through their full forward.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and hasattr(base, "lm_head"):
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return base.lm_head(hidden[:, :-1][mask])
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return logits[:, :-1][mask]
 
 
 def safe_exp(value: float) -> float:

@@ -1,0 +1,98 @@
+"""``tui-ft runs``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+ORDER = 31
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("runs", help="list, stop and resume training runs")
+    parser.add_argument("--json", action="store_true", help="machine-readable list")
+    parser.set_defaults(handler=run_list)
+    sub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
+    stop = sub.add_parser("stop", help="stop a run at its next step, with a checkpoint")
+    stop.add_argument("name", metavar="NAME")
+    stop.add_argument("--wait", action="store_true", help="wait until the run has stopped")
+    stop.set_defaults(handler=run_stop)
+    resume = sub.add_parser("resume", help="continue a stopped or dead run from its latest checkpoint")
+    resume.add_argument("name", metavar="NAME")
+    resume.add_argument("--detach", action="store_true", help="resume in the background and return")
+    resume.set_defaults(handler=run_resume)
+
+
+def run_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tui_ft.engine.runs import list_runs
+
+    runs = list_runs(args.home)
+    if args.json:
+        rows = [{"name": r.name, "state": r.state, "step": r.step, "total_steps": r.total_steps, "method": r.method,
+                 "model": r.model, "dataset": r.dataset} for r in runs]
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not runs:
+        print(f"no runs in {args.home / 'checkpoints'}")
+        return 0
+    table = Table("name", "state", "step", "method", "model", "dataset", "updated", "message", box=None)
+    now = time.time()
+    for r in runs:
+        progress = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
+        ago = _ago(now - r.updated) if r.updated else ""
+        dataset = r.dataset.rsplit("/", 1)[-1]
+        table.add_row(r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)
+    Console().print(table)
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _run_dir(args):
+    from tui_ft.cli import UserError
+    from tui_ft.engine.runs import RunError, run_dir_for
+
+    try:
+        return run_dir_for(args.home, args.name)
+    except RunError as error:
+        raise UserError(str(error)) from None
+
+
+def run_stop(args) -> int:
+    from tui_ft.engine.runs import FINAL_STATES, read_status, stop_run
+
+    run_dir = _run_dir(args)
+    state = read_status(run_dir)["state"]
+    if state in FINAL_STATES:
+        print(f"{args.name} is already {state}")
+        return 0
+    stop_run(run_dir)
+    if args.wait:
+        while read_status(run_dir)["state"] not in FINAL_STATES:
+            time.sleep(0.3)
+    print(f"{args.name}: {read_status(run_dir)['state']}")
+    return 0
+
+
+def run_resume(args) -> int:
+    from tui_ft.cli import UserError
+    from tui_ft.commands.train import follow
+    from tui_ft.engine.runs import RunError, resume_run
+
+    run_dir = _run_dir(args)
+    try:
+        resume_run(run_dir)
+    except RunError as error:
+        raise UserError(str(error)) from None
+    print(run_dir, flush=True)
+    return 0 if args.detach else follow(run_dir)

@@ -1,0 +1,147 @@
+"""``tui-ft train``: create a run, start its detached worker, and follow it with a progress bar.
+
+The worker always runs in its own session (the same process the dashboard starts), so a
+foreground run is a run the CLI watches: Ctrl+C asks the worker to stop at the next step
+boundary with a checkpoint; a second Ctrl+C leaves it running in the background.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+ORDER = 30
+
+# CLI flag -> TrainConfig field (flags DESIGN.md names; the rest go through --set).
+FLAGS = {
+    "model": "model", "dataset": "dataset", "method": "method", "epochs": "epochs", "max_steps": "max_steps",
+    "lr": "lr", "batch_size": "batch_size", "max_length": "max_length", "lora_rank": "lora_rank",
+    "lora_alpha": "lora_alpha", "freeze_layers": "freeze_layers", "eval_dataset": "eval_dataset",
+    "template": "template", "save_every": "save_every", "seed": "seed", "nproc": "nproc", "name": "name",
+    "device": "device", "grad_accum": "grad_accum",
+}
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("train", help="fine-tune a model (prints the run folder)")
+    parser.add_argument("--model", required=True, help="default, a model folder, a cached model or a run")
+    parser.add_argument("--dataset", required=True, help="training data (path, or a name in datasets/)")
+    parser.add_argument("--method", required=True, choices=("lora", "full", "freeze", "dpo"))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (wins over --epochs)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: per method)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    parser.add_argument("--max-length", type=int, help="tokens per example (longer ones are cut)")
+    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--lora-alpha", type=float)
+    parser.add_argument("--freeze-layers", type=int, help="freeze: how many first layers (default: half)")
+    parser.add_argument("--eval-dataset", help="held-out data (default: a split of the training data)")
+    parser.add_argument("--template", choices=("alpaca", "chat"), help="default: the model's chat template")
+    parser.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only on stop)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--nproc", type=int, help="processes (GPUs); only 1 for now")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--name", help="run name (default: method-dataset-time)")
+    parser.add_argument("--detach", action="store_true", help="start the run in the background and return")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other setting, e.g. lora_targets=q_proj,v_proj or train_on_prompt=true")
+    parser.set_defaults(handler=run)
+
+
+def config_values(args) -> dict:
+    """The config fields the user gave, flags first, then ``--set`` pairs."""
+    from tui_ft.cli import UserError
+
+    values = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag, None) is not None}
+    for pair in args.settings:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE")
+        values[key.strip().replace("-", "_")] = value
+    return values
+
+
+def run(args) -> int:
+    from tui_ft.cli import UserError
+    from tui_ft.engine.config import ConfigError, TrainConfig
+    from tui_ft.engine.config_checks import find_dataset
+    from tui_ft.engine.data import load_dataset
+    from tui_ft.engine.runs import create_run, launch_run
+
+    values = config_values(args)
+    # Dataset problems are printed as PATH:LINE lines (exit 1) by cli.main, before anything else.
+    for key in ("dataset", "eval_dataset"):
+        if values.get(key):
+            load_dataset(find_dataset(values[key], args.home))
+    try:
+        config = TrainConfig.from_dict(values)
+        run_dir = create_run(config, args.home)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+    print(run_dir, flush=True)
+    launch_run(run_dir)
+    return 0 if args.detach else follow(run_dir)
+
+
+def follow(run_dir: Path) -> int:
+    """Show a run's progress until it ends; returns 0 for finished or stopped, 1 otherwise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tui_ft.engine.run_files import FINAL_STATES, LOG_FILE
+    from tui_ft.engine.runs import MetricsTail, metrics_path, read_status, stop_run
+
+    console = Console(stderr=True)
+    tail = MetricsTail(metrics_path(run_dir))
+    stopping = False
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=None, info="", eta="?")
+        while True:
+            try:
+                info = _show_records(progress, tail.read_new())
+                status = read_status(run_dir)
+                eta = status.get("eta_s")
+                changes = {"info": info} if info else {}
+                progress.update(task, description=status["state"], total=status.get("total_steps"),
+                                completed=status.get("step", 0), eta=_duration(eta) if eta is not None else "?",
+                                **changes)
+                if status["state"] in FINAL_STATES:
+                    break
+                time.sleep(0.3)
+            except KeyboardInterrupt:
+                if stopping:
+                    console.print(f"left running in the background: tui-ft runs stop {run_dir.name}")
+                    return 130
+                stopping = True
+                stop_run(run_dir)
+                console.print("stopping at the next step with a checkpoint (Ctrl+C again to leave it running)")
+    _show_records(progress, tail.read_new())
+    console.print(f"{run_dir.name}: {status['state']}: {status.get('message', '')}")
+    if status["state"] == "died":
+        log = (run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-8:]
+        console.print("\n".join(log), markup=False, highlight=False)
+    return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _show_records(progress, records: list[dict]) -> str:
+    """Print events and evaluations above the bar; return the latest training line."""
+    info = ""
+    for record in records:
+        if record.get("kind") == "train":
+            info = f"loss {record.get('loss', 0):.4f}  lr {record.get('lr', 0):.2e}  {record.get('tokens_per_s', 0):.0f} tok/s"
+            if "rewards_accuracy" in record:
+                info += f"  acc {record['rewards_accuracy']:.2f}"
+        elif record.get("kind") == "eval":
+            extra = f"  ppl {record['ppl']:.2f}" if record.get("ppl") is not None else ""
+            progress.console.print(f"step {record['step']}: eval loss {record.get('loss', 0):.4f}{extra}")
+        elif record.get("kind") == "event" and record.get("event") != "checkpoint":
+            progress.console.print(f"step {record.get('step', 0)}: {record.get('message', record.get('event'))}")
+    return info
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
