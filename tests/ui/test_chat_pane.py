@@ -272,3 +272,20 @@ async def test_model_picker_lists_default_and_runs_with_weights(chat_home, loade
         await settle(app, pilot)
         assert screen.model_ref == "lora-run" and screen.chat is loader.loaded["lora-run"]
         assert app.focused is screen.query_one("#prompt", Input)
+
+
+async def test_new_conversation_during_a_reply_stops_it(chat_home, loader):
+    loader.hold_after = 1
+    app = ChatFirstApp(chat_home, model_ref="lora-run")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_chat(app, pilot)
+        await ask(app, pilot, "Capital?")
+        await pilot.pause(0.1)
+        assert screen.streaming
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert not screen.streaming and screen.query_one(Conversation).exchanges == []
+        await ask(app, pilot, "Again")  # the pane takes a new prompt at once
+        loader.loaded["lora-run"].release.set()
+        await settle(app, pilot)
+        assert replies(screen)[0].text == FULL_TUNED

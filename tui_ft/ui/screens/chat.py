@@ -89,6 +89,7 @@ class ChatScreen(Screen):
         self.settings = ChatSettings(GenerationSettings())
         self.pending_prompt = ""  # typed while the model was loading; sent once it is ready
         self.models: list[dict] = []
+        self.active_replies: set[Reply] = set()  # replies still being generated (also after a new conversation)
         self.unpainted: set[Reply] = set()  # replies whose new text is not on screen yet
         self.generation_lock = threading.Lock()  # one stream at a time on a model (adapter on/off is model state)
 
@@ -231,9 +232,9 @@ class ChatScreen(Screen):
             reply.widget.show("(failed)" if message.error else "(stopped)" if stopped else "")
         if message.error:
             self.notify(message.error, severity="error", title="Generation")
+        self.active_replies.discard(reply)
+        self.streaming = bool(self.active_replies)
         exchange = self.last_exchange()
-        if exchange is not None and all(r.done for r in exchange.replies.values()):
-            self.streaming = False
         if exchange is not None and reply in exchange.replies.values():
             self.set_status(describe_replies(list(exchange.replies.values()), self.streaming))
 
@@ -243,7 +244,11 @@ class ChatScreen(Screen):
             error = event.worker.error
             self.notify(f"{event.worker.description}: {error}", severity="error", title="Chat")
             if event.worker.group == "chat-reply":
+                self.active_replies.clear()
                 self.streaming = False
+            elif event.worker.group == "chat-load":
+                self.pending_prompt = ""
+                self.set_status(Text(f"could not load {self.model_ref}: {error}", style="red"))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -299,6 +304,7 @@ class ChatScreen(Screen):
         settings = self.settings.generation
         exchange = Exchange(prompt, {label: reply for label, (reply, _) in replies.items()}, asdict(settings), system)
         conversation.add_exchange(exchange, titles)
+        self.active_replies.update(exchange.replies.values())
         self.streaming = True
         self.set_status(f"generating with {ref}… (Escape stops)")
         self.stream_replies(jobs, settings)
