@@ -39,9 +39,10 @@ DIALOG_CSS = """
     width: 70; max-width: 100%; height: auto; max-height: 100%;
     border: round $accent; background: $surface; padding: 0 1;
 }}
-{name} .row {{ height: 1; margin-bottom: 1; }}
+{name} .row {{ height: 1; }}
 {name} .row Label {{ width: 26; }}
-{name} Input {{ border: none; height: 1; padding: 0 1; width: 1fr; }}
+{name} Input, {name} Input:focus {{ border: none; height: 1; padding: 0 1; width: 1fr; background: $panel; }}
+{name} Input:focus {{ background: $primary 40%; }}
 {name} .dialog-error {{ color: $error; height: auto; }}
 {name} .dialog-hint {{ color: $text-muted; }}
 """
