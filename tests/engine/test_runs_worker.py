@@ -1,0 +1,65 @@
+"""The detached worker as a real process: it outlives its parent, stops with a checkpoint, resumes, dies.
+
+One long run on the tiny model goes through the whole life cycle, so the worker's start-up
+cost (importing torch and transformers) is paid twice, not once per check.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tui_ft.engine.config import TrainConfig
+from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, resume_run, stop_run
+
+LAUNCH = "import sys; from tui_ft.engine.runs import launch_run; print(launch_run(sys.argv[1]))"
+
+
+def wait_for(predicate, what: str, timeout: float = 180.0):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_worker_outlives_its_parent_stops_with_a_checkpoint_resumes_and_reads_died(workspace, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the tiny model needs one thread; the CPU is shared
+    config = TrainConfig(model=str(tiny_model_dir), dataset="datasets/seed_instructions.jsonl", method="lora",
+                         max_steps=100_000, batch_size=2, save_every=0, eval_split=0.0, name="life")
+    run_dir = create_run(config, workspace)
+
+    # A parent that starts the worker and exits at once, as the dashboard or a shell may.
+    parent = subprocess.run([sys.executable, "-c", LAUNCH, str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert parent.returncode == 0, parent.stderr
+    pid = int(parent.stdout)
+    assert os.getsid(pid) == pid != os.getsid(0)  # its own session: no terminal signal reaches it
+    status = wait_for(lambda: (s := read_status(run_dir))["step"] >= 2 and s, "training steps after the parent exited")
+    assert status["state"] == "running" and status["pid"] == pid and status["total_steps"] == 100_000
+
+    stop_run(run_dir)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("stopped", "failed", "died") and s, "the stop")
+    assert status["state"] == "stopped", status
+    stopped_at = status["step"]
+    assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{stopped_at}"]
+    assert read_metrics(run_dir)[-1]["event"] == "stopped"
+    assert "received SIGTERM" in (run_dir / "worker.log").read_text()
+
+    new_pid = resume_run(run_dir)
+    wait_for(lambda: read_status(run_dir)["step"] >= stopped_at + 2, "steps after the resume")
+    os.kill(new_pid, signal.SIGKILL)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] == "died" and s, "the dead worker to read died")
+    assert str(new_pid) in status["message"]
+    assert [r.state for r in list_runs(workspace)] == ["died"]
+    records = read_metrics(run_dir)
+    resumed = [r for r in records if r.get("event") == "resumed"]
+    assert [r["step"] for r in resumed] == [stopped_at]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == list(range(1, len(steps) + 1))  # one clean history across the resume
