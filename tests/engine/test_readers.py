@@ -131,6 +131,17 @@ def test_json_array_elements_report_their_first_line(tmp_path):
     assert [e.line for e in load_dataset(path, strict=False).records] == [2, 6]
 
 
+def test_json_big_array_loads_in_linear_time(tmp_path):
+    # 10,000 elements, 2.5 MB: counting lines from the file's start for each element took minutes.
+    element = json.dumps({"question": "q", "answer": "word " * 45})
+    path = write(tmp_path, "big.json", "[\n" + ",\n".join([element] * 10_000) + "\n]\n")
+    started = time.perf_counter()
+    dataset = load_dataset(path)
+    elapsed = time.perf_counter() - started
+    assert (len(dataset), dataset.records[-1].line) == (10_000, 10_001)
+    assert elapsed < 3.0, f"took {elapsed:.2f} s"
+
+
 def test_json_single_object_is_one_record(tmp_path):
     path = write(tmp_path, "a.json", '\n\n{"question": "q", "answer": "a"}\n')
     assert [e.line for e in load_dataset(path).records] == [3]
