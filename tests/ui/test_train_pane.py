@@ -1,0 +1,160 @@
+"""Pilot tests of the Train pane: inline errors from the engine's checks, and a real detached run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Select
+
+from fake_runs import app_on, fresh_workspace
+from tui_ft.engine.runs import read_status, stop_run
+from tui_ft.ui.screens.runs import RunsScreen
+from tui_ft.ui.screens.train import TrainScreen
+from tui_ft.ui.widgets.metric_plots import MetricPlot
+from tui_ft.ui.widgets.run_table import RunTable
+
+HOME = Path("/tmp/tui_ft_ui_train")
+
+
+@pytest.fixture
+def home() -> Path:
+    return fresh_workspace(HOME, datasets=("seed_instructions.jsonl", "seed_benchmark.jsonl"))
+
+
+async def ready(pilot) -> TrainScreen:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+    assert isinstance(pilot.app.screen, TrainScreen)
+    return pilot.app.screen
+
+
+def fill(screen: TrainScreen, **values: str) -> None:
+    for name, value in values.items():
+        screen.query_one(f"#field-{name}").value = value
+
+
+async def test_bad_values_show_inline_errors_and_launch_nothing(home, monkeypatch):
+    launched = []
+    monkeypatch.setattr("tui_ft.engine.runs.launch_run", lambda run_dir: launched.append(run_dir) or 1)
+    app = app_on("train", home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+        assert isinstance(app.focused, Select) and app.focused.id == "field-model"  # keyboard starts at the top
+
+        # Text that is not a number is refused before the engine is asked; tab reaches the field.
+        while app.focused.id != "field-lr":
+            await pilot.press("tab")
+        await pilot.press("ctrl+a", "ctrl+k", *"abc", "ctrl+s")
+        await ready(pilot)
+        assert form.errors_shown() == {"lr": "cannot read 'abc' as float"}
+
+        fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"), lr="-1", lora_rank="0",
+             batch_size="0", name="../x")
+        await pilot.press("ctrl+s")
+        await ready(pilot)
+        errors = form.errors_shown()
+        assert set(errors) == {"lr", "lora_rank", "batch_size", "name"}, errors
+        assert "must be a positive number" in errors["lr"]
+        assert "must be at least 1" in errors["lora_rank"] and "must be at least 1" in errors["batch_size"]
+        assert "not a safe run name" in errors["name"]
+        assert app.focused.id == "field-lr"  # the first field in error has the focus
+        assert not screen.launching and launched == []
+        assert list((home / "checkpoints").iterdir()) == []
+        assert app.current_mode == "train"
+
+
+async def test_method_shows_its_fields_defaults_and_dataset_check(home):
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+        visible = lambda name: not form.query_one(f"#row-{name}").has_class("-hidden")  # noqa: E731
+        assert visible("lora_rank") and not visible("freeze_layers") and not visible("beta")
+        assert form.value_of("lr") == "0.0002"
+        form.query_one("#field-method", Select).value = "full"
+        await pilot.pause()
+        assert form.value_of("lr") == "2e-05" and not visible("lora_rank")
+        form.query_one("#field-method", Select).value = "freeze"
+        await pilot.pause()
+        assert visible("freeze_layers") and form.value_of("lr") == "5e-05"
+        fill(screen, lr="0.001")  # a value the user chose survives a method change
+        form.query_one("#field-method", Select).value = "dpo"
+        await pilot.pause()
+        assert visible("beta") and visible("lora_rank") and form.value_of("lr") == "0.001"
+        fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"))
+        await pilot.press("ctrl+s")
+        await ready(pilot)
+        assert "DPO needs a preference dataset" in form.errors_shown()["dataset"]
+        assert list((home / "checkpoints").iterdir()) == []
+
+
+async def wait_for_state(pilot, screen: RunsScreen, name: str, states: tuple[str, ...], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        screen.poll_runs()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        row = screen.rows.get(name)
+        state = row.info.state if row else None
+        if state in states:
+            return state
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{name} stayed {state}")
+
+
+async def test_start_launches_a_detached_worker_and_shows_it_in_runs(home, tiny_model_dir):
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        fill(screen, model_path=str(tiny_model_dir), dataset=str(home / "datasets" / "seed_instructions.jsonl"),
+             max_steps="3", batch_size="2", save_every="0", name="pilot-run")
+        await pilot.press("ctrl+s")
+        run_dir = home / "checkpoints" / "pilot-run"
+        try:
+            await ready_runs(pilot)
+            runs = app.screen
+            assert app.current_mode == "runs" and isinstance(runs, RunsScreen)
+            assert runs.selected == "pilot-run"
+            assert (run_dir / "run.json").is_file()
+            state = await wait_for_state(pilot, runs, "pilot-run", ("finished", "failed"), timeout=120)
+            assert state == "finished", (run_dir / "worker.log").read_text()[-2000:]
+            await wait_for_plot(pilot, runs, 3)
+            table = runs.query_one(RunTable)
+            assert str(table.get_cell("pilot-run", "step")) == "3/3"
+            assert str(table.get_cell("pilot-run", "progress")) == "100%"
+            loss = next(p for p in runs.query(MetricPlot) if p.spec.title == "Loss")
+            assert [x for x, _ in dict(loss.lines)["train"]] == [1, 2, 3]
+            assert (run_dir / "adapter" / "adapter_config.json").is_file()
+        finally:
+            if run_dir.exists() and read_status(run_dir)["state"] in ("queued", "running"):
+                stop_run(run_dir)
+
+
+async def ready_runs(pilot, timeout: float = 90) -> None:
+    """Wait until the launch worker has created the run and the pane has switched to Runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pilot.app.current_mode != "runs":
+        await asyncio.sleep(0.2)
+        await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, RunsScreen), pilot.app.screen.form.errors_shown()
+    while time.monotonic() < deadline and screen.selected != "pilot-run":
+        screen.poll_runs()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def wait_for_plot(pilot, screen: RunsScreen, steps: int) -> None:
+    for _ in range(20):
+        loss = next(p for p in screen.query(MetricPlot) if p.spec and p.spec.title == "Loss")
+        if len(dict(loss.lines).get("train", [])) >= steps:
+            return
+        screen.poll_runs()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
