@@ -125,3 +125,15 @@ def test_candidate_columns_by_format(home):
     assert candidate_columns(home) == [
         Column("benchmark", "datasets/bench.jsonl"), Column("benchmark", "datasets/only_bench.jsonl"),
         Column("perplexity", "datasets/bench.jsonl"), Column("perplexity", "datasets/chat.jsonl")]
+
+
+def test_workspace_stamp_changes_with_checkpoints_and_results(home):
+    from tui_ft.engine.bench_table import workspace_stamp
+
+    before = workspace_stamp(home)
+    assert workspace_stamp(home) == before
+    (home / "checkpoints" / "run-a" / "ckpt" / "step-20").mkdir()
+    after_checkpoint = workspace_stamp(home)
+    assert after_checkpoint != before
+    write_result(home, home / "bench" / "default", "default", "default:/m", "2026-01-01", score=0.5, n=2)
+    assert workspace_stamp(home) != after_checkpoint

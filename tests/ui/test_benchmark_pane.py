@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -166,6 +167,38 @@ async def test_evaluate_marked_rows_starts_jobs(bench_home, monkeypatch):
         await app.workers.wait_for_complete()
         assert calls == [{"refs": ["run-a"], "benchmark": str(bench_home / BENCHMARK), "perplexity_path": None,
                           "checkpoint": "step-20"}]
+
+
+async def test_running_job_shows_progress_stops_and_reports(bench_home):
+    """A job started elsewhere (the CLI, a closed dashboard) shows its progress in its cell."""
+    worker = subprocess.Popen(["sleep", "60"])  # stands in for the job's worker process
+    job_dir = bench_home / "bench" / "jobs" / "20260101-000000-abcd"
+    job_dir.mkdir(parents=True)
+    eval_store.write_json_atomic(job_dir / "job.json", {
+        "id": job_dir.name, "refs": ["default", "run-a"], "checkpoint": None, "perplexity": [],
+        "benchmarks": [str(bench_home / "datasets" / "seed_heldout.jsonl")]})
+    shutil.copy(bench_home / BENCHMARK, bench_home / "datasets" / "seed_heldout.jsonl")
+    status = {"state": "running", "pid": worker.pid, "done": 3, "total": 10, "message": "", "results": []}
+    eval_store.write_json_atomic(job_dir / "status.json", status)
+    try:
+        app = BenchApp(bench_home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            grid = await open_pane(app, pilot)
+            assert headers(grid)[1:] == ["seed_benchmark %", "seed_heldout %", "seed_instructions ppl"]
+            assert [shown(grid)[name][1] for name in ("default", "run-a")] == ["running 3/5", "queued"]
+            assert "evaluating default on seed_heldout.jsonl: 3/5" in str(app.screen.query_one("#bench-status", Static).render())
+            grid.move_cursor(row=0, column=2)
+            await pilot.press("s")
+            assert (job_dir / "STOP").exists()
+            assert worker.wait(timeout=10) == -15  # SIGTERM reached the worker
+            eval_store.write_json_atomic(job_dir / "status.json", status | {"state": "stopped", "done": 3})
+            await pilot.pause(1.5)  # the next poll sees the job ended
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert [shown(grid)[name][1] for name in ("default", "run-a")] == ["", ""]
+            assert any("Stopped evaluating default, run-a on seed_heldout.jsonl" in n.message for n in app._notifications)
+    finally:
+        worker.kill()
 
 
 async def test_real_job_fills_the_cell(bench_home, tiny_model_dir):

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from tui_ft.engine.eval_store import load_results, write_json_atomic
+from tui_ft.engine.eval_store import load_results, result_files, write_json_atomic
 from tui_ft.engine.eval_worker import FINAL_STATES, jobs_dir, read_job_status
 from tui_ft.engine.evaluate import display_path
 
@@ -29,6 +29,7 @@ class Column:
 
     kind: str  # "benchmark" or "perplexity"
     path: str
+    file_format: str = field(default="", compare=False)  # the file's format, when read from datasets/
 
     @property
     def key(self) -> str:
@@ -83,11 +84,6 @@ class BenchTable:
         if record is None:
             return None
         return record.get("score") if column.kind == "benchmark" else record.get("perplexity")
-
-    def add_column(self, column: Column) -> None:
-        """Show ``column`` even while it is empty (the one evaluations are about to fill)."""
-        if column not in self.columns:
-            self.columns = sort_columns([*self.columns, column])
 
     def find_row(self, ref: str, checkpoint: str | None) -> Row | None:
         """The row a job's reference names (a run may be named by its folder path too)."""
@@ -234,9 +230,9 @@ def candidate_columns(home: Path) -> list[Column]:
             continue
         shown = display_path(path, home)
         if dataset.format in BENCHMARK_FORMATS:
-            found.append(Column("benchmark", shown))
+            found.append(Column("benchmark", shown, dataset.format))
         if dataset.format in PERPLEXITY_FORMATS:
-            found.append(Column("perplexity", shown))
+            found.append(Column("perplexity", shown, dataset.format))
     return sort_columns(found)
 
 
@@ -313,6 +309,22 @@ def read_jobs(home: Path, skip: set[str] = frozenset()) -> list[dict]:
     return [read_job_status(d) for d in dirs]
 
 
+def workspace_stamp(home: Path) -> tuple:
+    """Changes when a run gains weights or a checkpoint, or a result is written (cheap: names and times).
+
+    The pane polls it to refresh the table for work done elsewhere (training, ``tui-ft eval``).
+    """
+    home = Path(home)
+    runs = sorted(str(p) for pattern in ("*/ckpt/step-*", "*/adapter", "*/model") for p in (home / "checkpoints").glob(pattern))
+    results = []
+    for path in result_files(home):
+        try:
+            results.append((str(path), path.stat().st_mtime_ns))
+        except OSError:  # replaced while we looked
+            continue
+    return tuple(runs), tuple(sorted(results))
+
+
 # -- export -------------------------------------------------------------------------------
 
 
@@ -364,5 +376,5 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
 
 __all__ = [
     "BenchTable", "Column", "JobCell", "Row", "build_table", "candidate_columns", "cell_text", "column_of",
-    "export_table", "job_cells", "list_rows", "read_jobs", "sort_columns", "sort_rows", "task_size",
+    "export_table", "job_cells", "list_rows", "read_jobs", "sort_columns", "sort_rows", "task_size", "workspace_stamp",
 ]

@@ -12,22 +12,22 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Select, Static
+from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.bench_table import (
     BenchTable, Column, JobCell, Row, build_table, candidate_columns, export_table, job_cells, list_rows,
-    read_jobs, sort_columns, sort_rows,
+    read_jobs, sort_columns, sort_rows, workspace_stamp,
 )
 from tui_ft.engine.eval_worker import FINAL_STATES
 from tui_ft.engine.evaluate import display_path, start_eval_job, stop_eval_job
 from tui_ft.ui import keys
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_items import BenchItemsScreen
+from tui_ft.ui.widgets.bench_picker import ColumnPicker
 
 POLL_INTERVAL_S = 1.0  # job status files are rewritten at most twice a second
 EMPTY_HELP = (
@@ -37,21 +37,12 @@ EMPTY_HELP = (
 NO_DATASETS = "Nothing to evaluate on: put a benchmark (instruction + expected, or question + answer) in datasets/."
 
 
-def option_label(column: Column) -> str:
-    """How the column picker names a column."""
-    return f"{'score' if column.kind == 'benchmark' else 'ppl'} · {column.path}"
-
-
 class BenchmarkScreen(Screen):
     """Score models, runs and checkpoints on benchmarks and perplexity; drill in, sort, export."""
 
     BINDINGS = keys.BENCHMARK_BINDINGS
     AUTO_FOCUS = "#bench-table"
     DEFAULT_CSS = """
-    BenchmarkScreen #bench-controls { height: 3; }
-    BenchmarkScreen #bench-column-label { width: auto; padding: 1 1 0 1; }
-    BenchmarkScreen #bench-target { width: 48; }
-    BenchmarkScreen #bench-hint { width: 1fr; height: 3; padding: 1 1 0 1; color: $text-muted; }
     BenchmarkScreen #bench-empty { height: auto; }
     """
 
@@ -72,9 +63,9 @@ class BenchmarkScreen(Screen):
     class JobsPolled(Message):
         """Evaluation jobs' status files were read."""
 
-        def __init__(self, statuses: list[dict], cells: list[JobCell]):
+        def __init__(self, statuses: list[dict], cells: list[JobCell], stamp: tuple):
             super().__init__()
-            self.statuses, self.cells = statuses, cells
+            self.statuses, self.cells, self.stamp = statuses, cells, stamp
 
     class EvaluationStarted(Message):
         """Detached evaluation jobs were started."""
@@ -96,18 +87,16 @@ class BenchmarkScreen(Screen):
         self.candidates: list[Column] = []
         self.marked: set[str] = set()
         self.job_list: list[JobCell] = []
-        self.active_jobs: dict[str, dict] = {}  # id -> last status, for jobs seen queued or running
+        self.active_jobs: set[str] = set()  # ids of jobs seen queued or running (their end is reported)
         self.final_jobs: set[str] = set()  # ids of jobs that ended: never read again
         self.polling = False
         self.loaded = False
+        self.stamp: tuple | None = None  # runs' weights and stored results, as last seen
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("Benchmark", classes="pane-title")
-        with Horizontal(id="bench-controls"):
-            yield Static("Column", id="bench-column-label")
-            yield Select([], id="bench-target", prompt="nothing to evaluate", allow_blank=True)
-            yield Static("enter: a cell's items, or evaluate it", id="bench-hint")
+        yield ColumnPicker(id="bench-controls")
         yield BenchGrid(id="bench-table")
         yield Static("", id="bench-empty", classes="empty-state")
         yield Static("", id="bench-status", classes="status-line")
@@ -142,7 +131,7 @@ class BenchmarkScreen(Screen):
         home = self.app.home
         statuses = read_jobs(home, skip)
         cells = [cell for status in statuses for cell in job_cells(status, home)]
-        self.post_message(self.JobsPolled(statuses, cells))
+        self.post_message(self.JobsPolled(statuses, cells, workspace_stamp(home)))
 
     @work(thread=True, group="bench-start", exit_on_error=False, description="Starting an evaluation job")
     def start_evaluation(self, rows: list[Row], column: Column) -> None:
@@ -178,19 +167,12 @@ class BenchmarkScreen(Screen):
     def table_loaded(self, message: TableLoaded) -> None:
         self.bench, self.candidates = message.bench, message.candidates
         self.marked &= {row.key for row in self.bench.rows}
-        options = sort_columns([*self.candidates, *self.bench.columns])
+        options = self.column_options()
         if self.target not in {c.key for c in options}:
-            # A benchmark with results first, then any benchmark, then a perplexity dataset.
-            preferred = [*self.bench.columns, *self.candidates, *options]
+            # A benchmark with results, else a benchmark file, else anything scorable as one.
+            preferred = [*self.bench.columns, *(c for c in self.candidates if c.file_format == "benchmark"), *options]
             self.target = next((c.key for c in preferred if c.kind == "benchmark"), options[0].key if options else "")
-        self.show_jobs_columns()
-        if self.target_column() is not None:
-            self.bench.add_column(self.target_column())
-        select = self.query_one("#bench-target", Select)
-        with self.prevent(Select.Changed):
-            select.set_options([(option_label(c), c.key) for c in options])
-            if self.target:
-                select.value = self.target
+        self.sync_select()
         self.redraw()
         if not self.loaded:  # the first time, start on the column evaluations would go to
             self.loaded = True
@@ -199,21 +181,22 @@ class BenchmarkScreen(Screen):
     @on(JobsPolled)
     def jobs_polled(self, message: JobsPolled) -> None:
         self.polling = False
-        reload = False
+        # A result written (by a job, or `tui-ft eval`), a new checkpoint or finished run: read again.
+        reload = self.stamp is not None and message.stamp != self.stamp
+        self.stamp = message.stamp
         for status in message.statuses:
-            job_id, seen = status["id"], self.active_jobs.get(status["id"])
-            if status["state"] in FINAL_STATES:
-                self.final_jobs.add(job_id)
-                if job_id in self.active_jobs:
-                    self.active_jobs.pop(job_id)
-                    self.report_end(status)
-                    reload = True
+            if status["state"] not in FINAL_STATES:
+                self.active_jobs.add(status["id"])
                 continue
-            if seen is not None and len(seen.get("results", [])) != len(status.get("results", [])):
-                reload = True  # a result was written: show it now, not when the whole job ends
-            self.active_jobs[job_id] = status
+            self.final_jobs.add(status["id"])
+            if status["id"] in self.active_jobs:
+                self.active_jobs.discard(status["id"])
+                self.report_end(status)
+                reload = True
+        columns_before = self.visible_columns()
         self.job_list = message.cells
-        if self.show_jobs_columns():
+        if self.visible_columns() != columns_before:  # a job started elsewhere writes to a new column
+            self.sync_select()
             self.redraw()
         else:
             self.query_one(BenchGrid).set_jobs(self.job_overlay())
@@ -237,12 +220,18 @@ class BenchmarkScreen(Screen):
             self.notify(f"{models} on {what}: {status.get('message') or status['state']} (see {log})",
                         title=f"Evaluation {status['state']}", severity="error", timeout=10)
 
-    def show_jobs_columns(self) -> bool:
-        """Add the columns running jobs write to (a job started from the CLI); True when any was added."""
-        missing = {cell.column for cell in self.job_list} - set(self.bench.columns)
-        for column in missing:
-            self.bench.add_column(column)
-        return bool(missing)
+    def column_options(self) -> list[Column]:
+        """Every column the picker offers: scorable files in datasets/, and columns with results or jobs."""
+        return sort_columns([*self.candidates, *self.bench.columns, *(cell.column for cell in self.job_list)])
+
+    def sync_select(self) -> None:
+        """Show the current options and target in the column picker."""
+        self.query_one(ColumnPicker).show(self.column_options(), self.target)
+
+    def visible_columns(self) -> list[Column]:
+        """Columns with results, those running jobs write to, and the picked one (even empty)."""
+        picked = [self.target_column_from_key()] if self.target else []
+        return sort_columns([*self.bench.columns, *(cell.column for cell in self.job_list), *picked])
 
     def job_overlay(self) -> dict[tuple[str, str], JobCell]:
         """Job progress keyed by the table's row and column keys."""
@@ -265,7 +254,7 @@ class BenchmarkScreen(Screen):
 
     def ordered_rows(self) -> list[Row]:
         """The rows in display order: sorted by ``sort_key`` when set."""
-        column = next((c for c in self.bench.columns if c.key == self.sort_key), None)
+        column = next((c for c in self.visible_columns() if c.key == self.sort_key), None)
         if column is None:
             return list(self.bench.rows)
         return sort_rows(self.bench, self.bench.rows, column, self.sort_best_first)
@@ -274,13 +263,14 @@ class BenchmarkScreen(Screen):
         """Draw the table, the empty-state help and the status line."""
         grid = self.query_one(BenchGrid)
         grid.jobs = self.job_overlay()
-        grid.show(self.bench, self.ordered_rows())
-        empty = self.query_one("#bench-empty", Static)
-        empty.display = not self.bench.cells and not self.job_list
-        empty.update(EMPTY_HELP if self.candidates or self.bench.columns else NO_DATASETS)
+        grid.show(BenchTable(self.bench.rows, self.visible_columns(), self.bench.cells), self.ordered_rows())
         self.update_status()
 
     def update_status(self) -> None:
+        """The empty-state help (until something is stored or running) and the status line."""
+        empty = self.query_one("#bench-empty", Static)
+        empty.display = not self.bench.cells and not self.job_list
+        empty.update(EMPTY_HELP if self.candidates or self.bench.columns else NO_DATASETS)
         parts = []
         if self.marked:
             parts.append(f"{len(self.marked)} marked")
@@ -288,25 +278,21 @@ class BenchmarkScreen(Screen):
         if running:
             first = running[0]
             parts.append(f"evaluating {first.ref}{' · ' + first.checkpoint if first.checkpoint else ''} on "
-                         f"{first.column.label}: {first.done}/{first.total}")
+                         f"{Path(first.column.path).name}: {first.done}/{first.total}")
         queued = len(self.job_list) - len(running)
         if queued:
             parts.append(f"{queued} queued")
-        column = next((c for c in self.bench.columns if c.key == self.sort_key), None)
+        column = next((c for c in self.visible_columns() if c.key == self.sort_key), None)
         if column is not None:
             parts.append(f"sorted by {column.label}, {'best' if self.sort_best_first else 'worst'} first")
         self.query_one("#bench-status", Static).update(" · ".join(parts))
 
-    @on(Select.Changed, "#bench-target")
-    def column_picked(self, event: Select.Changed) -> None:
-        if event.value is Select.BLANK or event.value == self.target:
+    @on(ColumnPicker.ColumnPicked)
+    def column_picked(self, event: ColumnPicker.ColumnPicked) -> None:
+        if event.key == self.target:
             return
-        self.target = str(event.value)
-        column = self.target_column_from_key()
-        if column not in self.bench.columns:
-            self.bench.add_column(column)
-            self.redraw()
-        self.query_one(BenchGrid).move_to(column=column)
+        self.set_target(event.key)
+        self.query_one(BenchGrid).move_to(column=self.target_column_from_key())
         self.query_one(BenchGrid).focus()
 
     def target_column_from_key(self) -> Column:
@@ -314,14 +300,19 @@ class BenchmarkScreen(Screen):
         kind, path = self.target.split(":", 1)
         return Column(kind, path)
 
+    def set_target(self, key: str) -> None:
+        """Pick the column evaluations go to; an empty column picked before goes away."""
+        before = self.visible_columns()
+        self.target = key
+        if self.visible_columns() != before:
+            self.redraw()
+
     @on(DataTable.CellHighlighted, "#bench-table")
     def cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         column = self.query_one(BenchGrid).current_column()
         if column is not None and column.key != self.target:
-            self.target = column.key
-            select = self.query_one("#bench-target", Select)
-            with self.prevent(Select.Changed):
-                select.value = column.key
+            self.set_target(column.key)
+            self.sync_select()
 
     @on(DataTable.CellSelected, "#bench-table")
     def cell_selected(self, event: DataTable.CellSelected) -> None:
@@ -352,10 +343,10 @@ class BenchmarkScreen(Screen):
 
     @on(EvaluationStarted)
     def evaluation_started(self, message: EvaluationStarted) -> None:
-        for job_dir in message.job_dirs:
-            self.active_jobs.setdefault(Path(job_dir).name, {"results": []})
+        self.active_jobs |= {Path(job_dir).name for job_dir in message.job_dirs}
         names = ", ".join(row.label for row in message.rows)
-        self.notify(f"Evaluating {names} on {message.column.label} in the background.", title="Evaluation started")
+        what = f"{'perplexity of ' if message.column.kind == 'perplexity' else ''}{Path(message.column.path).name}"
+        self.notify(f"Evaluating {names} on {what} in the background.", title="Evaluation started")
         started = {row.key for row in message.rows}
         if self.marked & started:
             self.marked -= started
@@ -379,14 +370,14 @@ class BenchmarkScreen(Screen):
 
     def action_next_column(self) -> None:
         """Go to the next benchmark or dataset (adding its column when it is empty)."""
-        options = sort_columns([*self.candidates, *self.bench.columns])
+        options = self.column_options()
         if not options:
             self.notify(NO_DATASETS, severity="warning")
             return
         keys_ = [c.key for c in options]
         current = self.target_column()
         index = keys_.index(current.key) + 1 if current is not None and current.key in keys_ else 0
-        self.query_one("#bench-target", Select).value = keys_[index % len(keys_)]
+        self.query_one(ColumnPicker).pick(keys_[index % len(keys_)])
 
     def action_drill(self) -> None:
         """Show every item of the current cell."""

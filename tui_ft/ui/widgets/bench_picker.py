@@ -1,0 +1,65 @@
+"""The Benchmark pane's column picker: which benchmark or perplexity dataset evaluations go to."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Select, Static
+
+from tui_ft.engine.bench_table import Column
+
+
+def option_label(column: Column) -> str:
+    """How the picker names a column (files in ``datasets/`` by their name there)."""
+    path = column.path.removeprefix("datasets/")
+    return f"{'score' if column.kind == 'benchmark' else 'ppl'} · {path}"
+
+
+class ColumnPicker(Horizontal):
+    """A labelled Select of columns, and a one-line hint about enter."""
+
+    DEFAULT_CSS = """
+    ColumnPicker { height: 3; }
+    ColumnPicker #bench-column-label { width: auto; padding: 1 1 0 1; }
+    ColumnPicker #bench-target { width: 48; }
+    ColumnPicker #bench-hint { width: 1fr; height: 3; padding: 1 1 0 1; color: $text-muted; }
+    """
+
+    class ColumnPicked(Message):
+        """The user picked a column in the Select (``key`` is a ``Column.key``)."""
+
+        def __init__(self, key: str):
+            super().__init__()
+            self.key = key
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.options: list[tuple[str, str]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("Column", id="bench-column-label")
+        yield Select([], id="bench-target", prompt="nothing to evaluate", allow_blank=True)
+        yield Static("enter: a cell's items, or evaluate it", id="bench-hint")
+
+    def show(self, columns: list[Column], target: str) -> None:
+        """Offer ``columns`` and show ``target`` picked, without posting :class:`ColumnPicked`."""
+        select = self.query_one(Select)
+        options = [(option_label(c), c.key) for c in columns]
+        with self.prevent(Select.Changed):
+            if options != self.options:
+                select.set_options(options)
+                self.options = options
+            if target in {key for _, key in options}:
+                select.value = target
+
+    def pick(self, key: str) -> None:
+        """Pick ``key`` as if the user had chosen it (posts :class:`ColumnPicked`)."""
+        self.query_one(Select).value = key
+
+    @on(Select.Changed)
+    def select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.BLANK:
+            self.post_message(self.ColumnPicked(str(event.value)))
