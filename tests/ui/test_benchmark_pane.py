@@ -202,7 +202,12 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home):
 
 
 async def test_real_job_fills_the_cell(bench_home, tiny_model_dir):
-    """A detached job on a tiny run (full weights in model/, built by build_tiny_model) scores the seed benchmark."""
+    """A real detached job on a tiny run (full weights in model/, made by build_tiny_model) fills a cell.
+
+    It measures perplexity: the same job path as a benchmark, without generating replies.
+    """
+    from tui_ft.engine.bench_table import cell_text
+
     run_dir = make_run(bench_home, "tiny", final=False)
     config = json.loads((run_dir / "run.json").read_text()) | {"template": "alpaca", "method": "full"}
     (run_dir / "run.json").write_text(json.dumps(config))
@@ -210,16 +215,16 @@ async def test_real_job_fills_the_cell(bench_home, tiny_model_dir):
     app = BenchApp(bench_home)
     async with app.run_test(size=(120, 40)) as pilot:
         grid = await open_pane(app, pilot)
-        labels = list(shown(grid))
-        grid.move_cursor(row=labels.index("tiny"), column=1)
+        grid.move_cursor(row=list(shown(grid)).index("tiny"), column=2)  # seed_instructions ppl
         await pilot.press("e")
-        deadline, seen = time.monotonic() + 90, set()
-        while time.monotonic() < deadline and not shown(grid)["tiny"][0].endswith("%"):
-            seen.add(shown(grid)["tiny"][0].split(" ")[0])
+        deadline, seen = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and not any(ch.isdigit() for ch in shown(grid)["tiny"][1].split(" ")[0]):
+            seen.add(shown(grid)["tiny"][1].split(" ")[0])
             await pilot.pause(0.2)
         assert seen & {"queued", "running"}  # progress was shown while the job ran
-        assert shown(grid)["tiny"][0].endswith("%"), shown(grid)["tiny"]
         assert any("Evaluation finished" == n.title for n in app._notifications)
-    stored = [r for r in eval_store.load_results(bench_home) if r["model"] == "tiny"]
-    assert len(stored) == 1 and stored[0]["n"] == 5 and stored[0]["template"] == "alpaca"
-    assert shown(grid)["tiny"][0] == f"{100 * stored[0]['score']:.1f}%"
+        stored = [r for r in eval_store.load_results(bench_home) if r["model"] == "tiny"]
+        assert len(stored) == 1 and stored[0]["tokens"] > 0 and stored[0]["template"] == "alpaca"
+        assert shown(grid)["tiny"][1] == cell_text(stored[0])
+        await pilot.press("enter")  # a filled cell: its details
+        assert f"over {stored[0]['tokens']} scored tokens" in str(app.screen.query_one("#bench-items-summary", Static).render())
