@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
+from tui_ft.engine.run_monitor import downsample
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.metric_plots import MetricPlot
@@ -44,7 +45,8 @@ def plot(screen: RunsScreen, title: str) -> MetricPlot:
 
 
 def points(screen: RunsScreen, title: str, label: str) -> list[tuple[float, float]]:
-    return dict(plot(screen, title).lines).get(label, [])
+    series = dict(plot(screen, title).lines).get(label)
+    return series.points() if series else []
 
 
 async def test_tails_metrics_as_they_grow_and_skips_a_torn_line(home):
@@ -90,14 +92,14 @@ async def test_whole_history_is_downsampled_to_the_plot_width(home):
         screen = await polled(pilot)
         await polled(pilot)
         loss = plot(screen, "Loss")
-        assert len(loss.lines[0][1]) == 5000
+        series = dict(loss.lines)["train"]
+        assert len(series) == 5000
         budget = loss.point_budget()
         assert 20 < budget < 200  # the width, not the history, sets the point count
-        from tui_ft.engine.run_monitor import downsample
-
-        shown = downsample(loss.lines[0][1], budget)
+        shown = series.downsample(budget)
         assert len(shown) == budget
         assert shown[0][0] < 30 and shown[-1][0] > 4970  # first and last steps both drawn
+        assert [v for p in shown for v in p] == pytest.approx([v for p in downsample(series.points(), budget) for v in p])
 
 
 async def test_stop_resume_export_keys_call_the_engine(home, monkeypatch):
@@ -148,7 +150,7 @@ async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
         assert titles == ["DPO loss", "Rewards", "Reward accuracy", "Learning rate"]
         rewards = dict(plot(screen, "Rewards").lines)
         assert set(rewards) == {"chosen", "rejected", "margin"}
-        assert rewards["margin"][-1] == (12, pytest.approx(0.24))
+        assert rewards["margin"].points()[-1] == (12, pytest.approx(0.24))
 
         table = screen.query_one(RunTable)
         table.select_name("sft-b")
@@ -161,7 +163,7 @@ async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
         overlay = dict(plot(screen, "Loss").lines)
         assert set(overlay) == {"train", "eval", "sft-b"}
         assert len(overlay["train"]) == 30 and len(overlay["sft-b"]) == 20
-        assert overlay["sft-b"][0][1] == pytest.approx(train_record(1, offset=0.3)["loss"])
+        assert overlay["sft-b"].values[0] == pytest.approx(train_record(1, offset=0.3)["loss"])
 
         await pilot.press("l")
         (home / "checkpoints" / "sft-a" / "worker.log").write_text("loading\rstep 1\rstep 2\nfinished at step 30\n")

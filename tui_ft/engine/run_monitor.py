@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.run_files import LOG_FILE, METRICS_FILE, STATUS_FILE, read_json
+from tui_ft.engine.run_files import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail, read_json
 from tui_ft.engine.runs import RunInfo, list_runs
 
 TAIL_BYTES = 16384  # enough for the last records of metrics.jsonl or a screen of worker.log
@@ -93,8 +93,11 @@ def _tail_bytes(path: Path, count: int) -> bytes:
 
 def log_tail(run_dir: Path, max_lines: int = 200, tail_bytes: int = 4 * TAIL_BYTES) -> str:
     """The end of the run's ``worker.log``; carriage-return progress bars keep their last state."""
-    text = _tail_bytes(Path(run_dir) / LOG_FILE, tail_bytes).decode("utf-8", errors="replace")
-    lines = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r") for line in text.split("\n")]
+    raw = _tail_bytes(Path(run_dir) / LOG_FILE, tail_bytes)
+    lines = raw.decode("utf-8", errors="replace").rstrip("\n").split("\n")
+    if len(raw) >= tail_bytes:
+        lines = lines[1:]  # the first line is cut by the chunk's start
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines]
     return "\n".join(lines[-max_lines:])
 
 
@@ -128,6 +131,84 @@ def downsample(points: list[tuple[float, float]], count: int) -> list[tuple[floa
         chunk = points[start:end]
         reduced.append((sum(x for x, _ in chunk) / len(chunk), sum(y for _, y in chunk) / len(chunk)))
     return reduced
+
+
+class Series:
+    """One metric's ``(step, value)`` points with running sums, so downsampling costs O(points shown).
+
+    Append-only: a reader in another thread may keep a reference and downsample it while the
+    poll thread appends (it reads the length once); histories that must shrink build new
+    ``Series`` objects instead of changing this one.
+    """
+
+    __slots__ = ("steps", "values", "_step_sums", "_value_sums")
+
+    def __init__(self, points: list[tuple[float, float]] | None = None):
+        self.steps: list[float] = []
+        self.values: list[float] = []
+        self._step_sums = [0.0]
+        self._value_sums = [0.0]
+        for step, value in points or ():
+            self.append(step, value)
+
+    def append(self, step: float, value: float) -> None:
+        """Add a point (the sums last, so a reader that sees a sum sees its point)."""
+        self.steps.append(step)
+        self.values.append(value)
+        self._step_sums.append(self._step_sums[-1] + step)
+        self._value_sums.append(self._value_sums[-1] + value)
+
+    def __len__(self) -> int:
+        return len(self._value_sums) - 1
+
+    def points(self) -> list[tuple[float, float]]:
+        """Every point, oldest first."""
+        count = len(self)
+        return list(zip(self.steps[:count], self.values[:count]))
+
+    def downsample(self, count: int) -> list[tuple[float, float]]:
+        """The same reduction as :func:`downsample` (bucket means over the whole history), from the sums."""
+        total, count = len(self), max(1, int(count))
+        if total <= count:
+            return self.points()
+        reduced = []
+        for bucket in range(count):
+            start, end = bucket * total // count, (bucket + 1) * total // count
+            size = end - start
+            reduced.append(((self._step_sums[end] - self._step_sums[start]) / size,
+                            (self._value_sums[end] - self._value_sums[start]) / size))
+        return reduced
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class RunHistory:
+    """A run's metrics, read incrementally from ``metrics.jsonl`` and kept as one :class:`Series` a metric.
+
+    Only the numbers are kept (not the records), so a long run costs a few floats a step.
+    ``series`` maps ``(kind, key)``, e.g. ``("train", "loss")``, to its series.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.tail = MetricsTail(Path(run_dir) / METRICS_FILE)
+        self.series: dict[tuple[str, str], Series] = {}
+
+    def update(self) -> bool:
+        """Read what the worker appended since the last call; True when something was added."""
+        new = self.tail.read_new()
+        for record in new:
+            kind, step = record.get("kind"), record.get("step")
+            if kind == "event" and record.get("event") == "resumed" and _numeric(step):
+                # The rule of engine.run_files.merge_records, applied to the series: a resumed
+                # worker logs again the steps after its checkpoint, so drop them first.
+                self.series = {key: Series([p for p in s.points() if p[0] <= step]) for key, s in self.series.items()}
+            elif kind in ("train", "eval") and _numeric(step):
+                for key, value in record.items():
+                    if key not in ("step", "epoch", "time") and _numeric(value):
+                        self.series.setdefault((kind, key), Series()).append(float(step), float(value))
+        return bool(new)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -4,7 +4,7 @@ A timer asks a thread worker to poll about once a second: it reads the small sta
 of every run, tails ``metrics.jsonl`` of the watched runs (the selected one and the marked
 ones) from where it stopped, samples the worker's CPU, memory and GPU, and posts one
 :class:`RunsScreen.RunsPolled` message. Only one poll runs at a time, so the tails need no
-lock. Training itself runs in detached worker processes: closing this pane changes nothing.
+lock; the series they fill are append-only, so the plots read them without copies. Training itself runs in detached worker processes: closing this pane changes nothing.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from tui_ft.engine.run_files import LIVE_STATES, MetricsTail, merge_records
+from tui_ft.engine.run_files import LIVE_STATES
 from tui_ft.engine.run_monitor import (
+    RunHistory,
     RunRow,
+    Series,
     WorkerMonitor,
     WorkerUsage,
     format_bytes,
     log_tail,
     run_rows,
 )
-from tui_ft.engine.runs import RunError, metrics_path, resume_run, stop_run
+from tui_ft.engine.runs import RunError, resume_run, stop_run
 from tui_ft.ui import keys
 from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
@@ -84,8 +86,8 @@ class RunsScreen(Screen):
     class RunsPolled(Message):
         """The run folders were read: table rows, new histories, the worker's usage and log."""
 
-        def __init__(self, rows: list[RunRow], histories: dict[str, list[dict]], usage: WorkerUsage | None,
-                     log: str | None):
+        def __init__(self, rows: list[RunRow], histories: dict[str, dict[tuple[str, str], Series]],
+                     usage: WorkerUsage | None, log: str | None):
             super().__init__()
             self.rows, self.histories, self.usage, self.log = rows, histories, usage, log
 
@@ -99,9 +101,9 @@ class RunsScreen(Screen):
     def __init__(self):
         super().__init__()
         self.rows: dict[str, RunRow] = {}
-        self.histories: dict[str, list[dict]] = {}  # watched runs' merged records, replaced per poll
+        self.histories: dict[str, dict[tuple[str, str], Series]] = {}  # watched runs' series, by metric
         self.usage: WorkerUsage | None = None
-        self._tails: dict[str, tuple[MetricsTail, list[dict]]] = {}  # owned by the poll thread
+        self._tails: dict[str, RunHistory] = {}  # owned by the poll thread
         self._monitor = WorkerMonitor()  # owned by the poll thread
         self._polling = False
         self._poll_again = False
@@ -163,12 +165,12 @@ class RunsScreen(Screen):
             del self._tails[name]
         changed = {}
         for name in watched & set(by_name):
-            tail, history = self._tails.get(name) or (MetricsTail(metrics_path(by_name[name].info.path)), [])
-            new = tail.read_new()
-            if new or name in missing or name not in self._tails:
-                history = merge_records(history, new)
-                changed[name] = list(history)  # a copy: the UI thread keeps it while we append
-            self._tails[name] = (tail, history)
+            history = self._tails.get(name)
+            if history is None:
+                history = self._tails[name] = RunHistory(by_name[name].info.path)
+                missing = missing | {name}
+            if history.update() or name in missing:
+                changed[name] = dict(history.series)  # the series are shared; the dict may grow here
         row = by_name.get(selected)
         usage = self._monitor.usage(row.info.pid) if row and row.info.state in LIVE_STATES else None
         log = log_tail(row.info.path) if row and want_log else None
@@ -239,10 +241,10 @@ class RunsScreen(Screen):
     def draw_plots(self) -> None:
         """Redraw the four plots from the selected run's history and the marked runs' curves."""
         row = self.rows.get(self.selected or "")
-        records = self.histories.get(self.selected or "", [])
+        series = self.histories.get(self.selected or "", {})
         overlays = {n: h for n, h in sorted(self.histories.items()) if n != self.selected}
         for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora")):
-            plot.show(spec, records, overlays)
+            plot.show(spec, series, overlays)
 
     def show_info(self) -> None:
         info = self.query_one("#run-info", Static)

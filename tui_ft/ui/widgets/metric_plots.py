@@ -1,8 +1,8 @@
 """Plots of a run's metrics (textual-plotext), redrawn from the whole history at the plot's width.
 
-Each :class:`MetricPlot` keeps full-resolution series; at render time it downsamples them to
-the points its current width can show, so a resize redraws the whole history, never a
-truncated window.
+Each :class:`MetricPlot` keeps references to full-resolution series; at render time it
+downsamples them to the points its current width can show (a cost that depends on the
+width, not on the history), so a resize redraws the whole history, never a truncated window.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
 
-from tui_ft.engine.run_monitor import downsample, metric_series
+from tui_ft.engine.run_monitor import Series
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
 BRAILLE_POINTS_PER_CELL = 2  # the braille marker draws two points per column
@@ -68,16 +68,16 @@ class MetricPlot(PlotextPlot):
     def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, classes=classes)
         self.spec: PlotSpec | None = None
-        self.lines: list[tuple[str, list[tuple[float, float]]]] = []  # full resolution, for render and tests
+        self.lines: list[tuple[str, Series]] = []  # full resolution, for render and tests
 
-    def show(self, spec: PlotSpec, records: list[dict], overlays: dict[str, list[dict]] | None = None) -> None:
-        """Draw ``spec`` from the selected run's ``records``; ``overlays`` maps other runs to theirs."""
+    def show(self, spec: PlotSpec, series: dict[tuple[str, str], Series],
+             overlays: dict[str, dict[tuple[str, str], Series]] | None = None) -> None:
+        """Draw ``spec`` from the selected run's ``series``; ``overlays`` maps other runs to theirs."""
         self.spec = spec
-        lines = [(curve.label, metric_series(records, curve.kind, curve.key)) for curve in spec.curves]
+        lines = [(curve.label, series.get((curve.kind, curve.key))) for curve in spec.curves]
         if spec.overlay:
             first = spec.curves[0]
-            for name, other in (overlays or {}).items():
-                lines.append((name, metric_series(other, first.kind, first.key)))
+            lines += [(name, other.get((first.kind, first.key))) for name, other in (overlays or {}).items()]
         self.lines = [(label, points) for label, points in lines if points]
         self.refresh()
 
@@ -95,7 +95,7 @@ class MetricPlot(PlotextPlot):
         plt.title(title)
         budget = self.point_budget()
         for label, points in self.lines:
-            shown = downsample(points, budget)
+            shown = points.downsample(budget)
             plt.plot([x for x, _ in shown], [y for _, y in shown], label=label, marker="braille")
         if self.lines:
             plt.xlabel("step")

@@ -52,7 +52,7 @@ class RunTable(DataTable):
             else:
                 for column, value in cells.items():
                     if self.get_cell(name, column) != value:
-                        self.update_cell(name, column, value)
+                        self.update_cell(name, column, value, update_width=True)
             self.rows_by_name[name] = row
 
     def _cells(self, row: RunRow) -> dict[str, object]:
