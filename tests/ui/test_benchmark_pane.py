@@ -169,8 +169,12 @@ async def test_evaluate_marked_rows_starts_jobs(bench_home, monkeypatch):
                           "checkpoint": "step-20"}]
 
 
-async def test_running_job_shows_progress_stops_and_reports(bench_home):
+async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypatch):
     """A job started elsewhere (the CLI, a closed dashboard) shows its progress in its cell."""
+    import tui_ft.ui.screens.benchmark as pane
+
+    started = []
+    monkeypatch.setattr(pane, "start_eval_job", lambda *args, **kwargs: started.append(args))
     worker = subprocess.Popen(["sleep", "60"])  # stands in for the job's worker process
     job_dir = bench_home / "bench" / "jobs" / "20260101-000000-abcd"
     job_dir.mkdir(parents=True)
@@ -188,6 +192,8 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home):
             assert [shown(grid)[name][1] for name in ("default", "run-a")] == ["running 3/5", "queued"]
             assert "evaluating default on seed_heldout.jsonl: 3/5" in str(app.screen.query_one("#bench-status", Static).render())
             grid.move_cursor(row=0, column=2)
+            await pilot.press("e")  # already running there: no second job
+            assert started == [] and any("Already evaluating default" in n.message for n in app._notifications)
             await pilot.press("s")
             assert (job_dir / "STOP").exists()
             assert worker.wait(timeout=10) == -15  # SIGTERM reached the worker

@@ -104,11 +104,15 @@ class BenchmarkScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one(BenchGrid).marked = self.marked
-        self.set_interval(POLL_INTERVAL_S, self.request_poll)
+        self.poll_timer = self.set_interval(POLL_INTERVAL_S, self.request_poll)
 
     def on_screen_resume(self) -> None:
         self.load_table()  # runs may have finished or appeared while another pane was shown
         self.request_poll()
+        self.poll_timer.resume()
+
+    def on_screen_suspend(self) -> None:
+        self.poll_timer.pause()  # another pane is shown: no need to read jobs every second
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -336,10 +340,12 @@ class BenchmarkScreen(Screen):
             self.notify(NO_DATASETS, severity="warning")
             return
         rows = [row for row in self.bench.rows if row.key in self.marked] or [r for r in [grid.current_row()] if r]
-        if not rows:
-            self.notify("No model to evaluate.", severity="warning")
-            return
-        self.start_evaluation(rows, column)
+        running = [row for row in rows if (row.key, column.key) in grid.jobs]
+        if running:
+            self.notify(f"Already evaluating {', '.join(r.label for r in running)} on {column.label}.")
+        rows = [row for row in rows if row not in running]
+        if rows:
+            self.start_evaluation(rows, column)
 
     @on(EvaluationStarted)
     def evaluation_started(self, message: EvaluationStarted) -> None:
