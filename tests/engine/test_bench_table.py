@@ -10,9 +10,9 @@ import pytest
 
 from tui_ft.engine import eval_store
 from tui_ft.engine.bench_table import (
-    Column, Row, build_table, candidate_columns, cell_text, export_table, job_cells, list_rows, sort_rows,
+    BenchTable, Column, Row, build_table, candidate_columns, cell_text, export_table, job_cells, list_rows, sort_rows,
+    workspace_stamp,
 )
-from tui_ft.engine.models import ModelRef
 
 BENCH = Column("benchmark", "datasets/seed_benchmark.jsonl")
 PPL = Column("perplexity", "datasets/seed_instructions.jsonl")
@@ -70,8 +70,6 @@ def test_sorting_best_first_keeps_empty_cells_last():
              ("d@", BENCH.key): {"kind": "benchmark", "score": 0.1},
              ("a@", PPL.key): {"kind": "perplexity", "perplexity": 30.0},
              ("c@", PPL.key): {"kind": "perplexity", "perplexity": 3.0}}
-    from tui_ft.engine.bench_table import BenchTable
-
     table = BenchTable(rows, [BENCH, PPL], cells)
     assert [r.ref for r in sort_rows(table, rows, BENCH)] == ["b", "a", "d", "c"]
     assert [r.ref for r in sort_rows(table, rows, BENCH, best_first=False)] == ["d", "a", "b", "c"]
@@ -97,8 +95,6 @@ def test_job_progress_is_split_over_its_cells(home):
 
 def test_export_to_a_given_path(home):
     rows = [Row("default", "d", None, "model", "default"), Row("run-a", "r", "step-5", "checkpoint", "run-a · step-5")]
-    from tui_ft.engine.bench_table import BenchTable
-
     table = BenchTable(rows, [BENCH, PPL], {
         ("d@", BENCH.key): {"kind": "benchmark", "score": 2 / 3, "n": 3, "scorer": "exact", "items": [{}]},
         ("r@step-5", PPL.key): {"kind": "perplexity", "perplexity": 5.123456, "tokens": 40, "nll": 65.3}})
@@ -128,8 +124,6 @@ def test_candidate_columns_by_format(home):
 
 
 def test_workspace_stamp_changes_with_checkpoints_and_results(home):
-    from tui_ft.engine.bench_table import workspace_stamp
-
     before = workspace_stamp(home)
     assert workspace_stamp(home) == before
     (home / "checkpoints" / "run-a" / "ckpt" / "step-20").mkdir()
