@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 import tui_ft.ui.app
-from tui_ft.engine.generate import StreamStats
+from tui_ft.engine.streaming import StreamStats
 from tui_ft.ui.app import TuiFtApp
 
 CHAT_HOME = Path("/tmp/tui_ft_ui_chat")
@@ -56,7 +56,7 @@ class FakeChatModel:
 
 
 class FakeLoader:
-    """Stands in for ``generate.load_chat_model``: one cached fake per reference."""
+    """Stands in for ``chat_model.load_chat_model``: one cached fake per reference."""
 
     def __init__(self, hold_after: int | None = None):
         self.loaded: dict[str, FakeChatModel] = {}

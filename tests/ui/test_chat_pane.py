@@ -1,6 +1,6 @@
 """Pilot tests of the Chat pane: streaming, stop, compare, ratings, new conversation, export.
 
-A fake ChatModel (tests/ui/chat_fakes.py) replaces ``generate.load_chat_model`` so the pane's
+A fake ChatModel (tests/ui/chat_fakes.py) replaces ``chat_model.load_chat_model`` so the pane's
 behaviour is tested in milliseconds; one test streams a real reply from a tiny model folder.
 """
 
@@ -9,7 +9,8 @@ import pytest
 from chat_fakes import BASE_PIECES, TUNED_PIECES, ChatFirstApp, FakeLoader, make_chat_home
 from textual.widgets import Input, Static
 
-from tui_ft.engine import generate
+from tui_ft.engine import chat_model
+from tui_ft.engine.sampling import GenerationSettings
 from tui_ft.ui.widgets.chat_conversation import ChatMessage, Conversation
 
 FULL_TUNED = "".join(TUNED_PIECES)
@@ -24,7 +25,7 @@ def chat_home(default_model_path, tmp_path, monkeypatch):
 @pytest.fixture
 def loader(monkeypatch):
     fake = FakeLoader()
-    monkeypatch.setattr(generate, "load_chat_model", fake, raising=False)
+    monkeypatch.setattr(chat_model, "load_chat_model", fake)
     return fake
 
 
@@ -245,18 +246,23 @@ async def test_settings_dialog_validates_and_applies(chat_home, loader):
 
 
 async def test_real_tiny_model_streams_a_reply(chat_home, tiny_model_dir):
-    app = ChatFirstApp(chat_home, model_ref=str(tiny_model_dir))
+    app = ChatFirstApp(chat_home, model_ref="full-run")  # its weights file is empty: loading fails
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_chat(app, pilot)
-        assert screen.chat is not None, status(screen)
-        screen.settings.generation.max_new_tokens = 8
+        assert screen.chat is None and "full-run" in status(screen)
+        await ask(app, pilot, f"/model {tiny_model_dir}")  # pick a model folder by path
+        await settle(app, pilot)
+        assert screen.chat is not None and screen.chat.ref == str(tiny_model_dir), status(screen)
+        assert screen.query_one("#model").value == str(tiny_model_dir)
+        # Random weights answer greedily with newlines only: sample (seeded) to get visible text.
+        screen.settings.generation = GenerationSettings(max_new_tokens=6, temperature=1.0, seed=0)
         await ask(app, pilot, "Hi")
         await settle(app, pilot)
-        reply = replies(screen)[0]
-        assert reply.text.strip()  # random weights: some text, never the whole max_new_tokens silently lost
         stats = screen.last_exchange().replies["reply"].stats
-        assert stats.new_tokens >= 1 and stats.stopped_by in ("eos", "length")
-        assert f"{stats.new_tokens} tokens" in status(screen)
+        assert stats.new_tokens == 6 and stats.stopped_by == "length"
+        assert replies(screen)[0].text.strip()
+        assert replies(screen)[0].text == screen.last_exchange().replies["reply"].text
+        assert "6 tokens" in status(screen) and "stopped at max new tokens" in status(screen)
 
 
 async def test_model_picker_lists_default_and_runs_with_weights(chat_home, loader):

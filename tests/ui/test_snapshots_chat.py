@@ -4,13 +4,13 @@ import pytest
 from chat_fakes import ChatFirstApp, FakeLoader, make_chat_home
 from textual.widgets import Input
 
-from tui_ft.engine import generate
+from tui_ft.engine import chat_model
 
 
 @pytest.fixture
 def chat_home(default_model_path, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
-    monkeypatch.setattr(generate, "load_chat_model", FakeLoader(), raising=False)
+    monkeypatch.setattr(chat_model, "load_chat_model", FakeLoader())
     return make_chat_home(default_model_path)
 
 

@@ -1,14 +1,13 @@
 """The Chat pane: streaming replies from any model or run, base and tuned side by side, ratings.
 
 Loading a model and generating run in thread workers; the engine's ``ChatModel.stream`` does
-the generating, and the pane only shows the pieces it posts back. Pieces are collected as they
+the generating (:mod:`tui_ft.engine.chat_model`), and the pane only shows the pieces it posts back. Pieces are collected as they
 come and repainted every ~50 ms, so a fast model does not cost one repaint per token and a slow
 one shows each token without waiting for the next.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -91,7 +90,6 @@ class ChatScreen(Screen):
         self.models: list[dict] = []
         self.active_replies: set[Reply] = set()  # replies still being generated (also after a new conversation)
         self.unpainted: set[Reply] = set()  # replies whose new text is not on screen yet
-        self.generation_lock = threading.Lock()  # one stream at a time on a model (adapter on/off is model state)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,13 +119,13 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="chat-load", exclusive=True, exit_on_error=False, description="Loading the model")
     def load_models(self, ref: str, with_base: bool) -> None:
-        from tui_ft.engine import generate
+        from tui_ft.engine import chat_model
         from tui_ft.engine.models import ModelError
         from tui_ft.engine.run_files import read_run_config
 
         home = self.app.home
         try:
-            chat = generate.load_chat_model(ref, home)
+            chat = chat_model.load_chat_model(ref, home)
             run_dir = run_folder(ref, home)
             config = read_run_config(run_dir) if run_dir else {}
             base_ref = str(config.get("model") or config.get("model_path") or "")
@@ -135,10 +133,11 @@ class ChatScreen(Screen):
             # its base model loaded next to it.
             base_chat = None
             if with_base and base_ref and not chat.has_adapter:
-                base_chat = generate.load_chat_model(base_ref, home)
+                base_chat = chat_model.load_chat_model(base_ref, home)
             self.post_message(self.ModelLoaded(ref, chat, base_chat, base_ref))
         except (ModelError, OSError, ValueError) as error:
-            self.post_message(self.ModelLoaded(ref, error=str(error).splitlines()[0]))
+            line = (str(error).splitlines() or [type(error).__name__])[0]
+            self.post_message(self.ModelLoaded(ref, error=line if isinstance(error, ModelError) else f"could not load {ref}: {line}"))
 
     @work(thread=True, group="chat-reply", exclusive=True, exit_on_error=False, description="Generating a reply")
     def stream_replies(self, jobs: list[tuple[Reply, object, list[dict]]], settings: GenerationSettings) -> None:
@@ -147,14 +146,15 @@ class ChatScreen(Screen):
             if worker.is_cancelled:  # stopped during the first column: the second is not started
                 self.post_message(self.ReplyEnded(reply, notice="not started"))
                 continue
-            with self.generation_lock:
-                try:
-                    for piece in chat.stream(messages, settings, should_stop=lambda: worker.is_cancelled,
-                                             use_adapter=reply.use_adapter):
-                        self.post_message(self.ReplyStreamed(reply, piece))
-                except Exception as error:  # a failing model must end the reply, not leave it "streaming"
-                    self.post_message(self.ReplyEnded(reply, error=str(error).splitlines()[0] if str(error) else repr(error)))
-                    continue
+            # The engine runs one reply at a time per model, so a stopped reply that is still
+            # finishing its last token makes this one wait instead of racing it.
+            try:
+                for piece in chat.stream(messages, settings, should_stop=lambda: worker.is_cancelled,
+                                         use_adapter=reply.use_adapter):
+                    self.post_message(self.ReplyStreamed(reply, piece))
+            except Exception as error:  # a failing model must end the reply, not leave it "streaming"
+                self.post_message(self.ReplyEnded(reply, error=str(error).splitlines()[0] if str(error) else repr(error)))
+                continue
             self.post_message(self.ReplyEnded(reply, chat.last_stats, chat.last_notice or ""))
 
     # -- events --------------------------------------------------------------------------
