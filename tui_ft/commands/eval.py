@@ -75,7 +75,7 @@ def _run_detached(args) -> int:
                                  use_cache=not args.no_cache)
     except ValueError as error:
         raise UserError(str(error)) from None
-    print(job_dir)
+    print(orjson.dumps({"job": str(job_dir)}).decode() if args.json else job_dir)
     print(f"started; progress in {job_dir / 'status.json'}, log in {job_dir / 'worker.log'}", file=sys.stderr)
     return 0
 

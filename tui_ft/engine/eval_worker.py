@@ -88,8 +88,9 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
     job = {
         "id": job_id, "home": str(home), "refs": refs, "checkpoint": checkpoint, "template": template,
         "scorer": scorer, "max_new_tokens": max_new_tokens, "use_cache": use_cache, "created": _now(),
-        "benchmarks": [str(t.path) for t in tasks if t.kind == "benchmark"],
-        "perplexity": [str(t.path) for t in tasks if t.kind == "perplexity"],
+        # Absolute: the worker runs in the workspace, not in the caller's current folder.
+        "benchmarks": [str(t.path.resolve()) for t in tasks if t.kind == "benchmark"],
+        "perplexity": [str(t.path.resolve()) for t in tasks if t.kind == "perplexity"],
     }
     write_json_atomic(job_dir / "job.json", job)
     total = len(refs) * sum(len(t.records) for t in tasks)
@@ -198,9 +199,17 @@ def run_job(job_dir: Path) -> int:
     stop_requested = False
 
     def request_stop(_signum, _frame):
+        # Only a flag: writing the status here could interrupt a status write in progress.
         nonlocal stop_requested
         stop_requested = True
-        writer.write(state="stopping", message="stopping")
+
+    def should_stop() -> bool:
+        nonlocal stop_requested
+        if not stop_requested and (job_dir / STOP_FILE).exists():
+            stop_requested = True
+        if stop_requested and writer.status["state"] == "running":
+            writer.write(state="stopping", message="stopping")
+        return stop_requested
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -210,7 +219,7 @@ def run_job(job_dir: Path) -> int:
         evaluate_many(
             job["refs"], Path(job["home"]), job["benchmarks"], job["perplexity"], job.get("checkpoint"),
             job.get("template"), settings, job.get("scorer"), use_cache=job.get("use_cache", True),
-            progress=writer.progress, should_stop=lambda: stop_requested or (job_dir / STOP_FILE).exists(),
+            progress=writer.progress, should_stop=should_stop,
             on_result=writer.add_result,
         )
     except EvaluationStopped:

@@ -70,11 +70,13 @@ class EvalTask:
 
 
 def resolve_data_path(path: str | Path, home: Path) -> Path:
-    """Find a dataset file as training does: as given, else in the workspace, else in its ``datasets/``."""
+    """Find a dataset file as training does: as given, else in the workspace, else in its ``datasets/``.
+
+    The path keeps the user's spelling, so problems are reported as ``their/path:line``.
+    """
     from tui_ft.engine.config_checks import find_dataset
 
-    found = find_dataset(str(path), Path(home))
-    return found.resolve() if found.exists() else found
+    return find_dataset(str(path), Path(home))
 
 
 def display_path(path: Path, home: Path) -> str:
