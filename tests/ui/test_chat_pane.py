@@ -87,6 +87,10 @@ async def test_reply_streams_piece_by_piece_and_input_clears(chat_home, loader):
         await settle(app, pilot)
         messages, _ = loader.loaded["lora-run"].calls[1]
         assert [m["content"] for m in messages] == ["Capital of France?", FULL_TUNED, "And Spain?"]
+        assert "history truncated" not in status(screen)
+        await ask(app, pilot, "And Italy?")  # the fake drops a turn past 3 messages, as the engine would
+        await settle(app, pilot)
+        assert "history truncated: 1 turn dropped" in status(screen)
 
 
 async def test_escape_stops_mid_stream(chat_home, loader):
