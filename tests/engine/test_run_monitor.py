@@ -113,3 +113,20 @@ def test_worker_usage_of_a_live_and_a_gone_process():
     assert monitor.usage(child.pid) is None
     assert monitor.usage(None) is None
     assert WorkerMonitor().usage(os.getpid()).rss_bytes > 0
+
+
+def test_gpu_usage_from_nvidia_smi(tmp_path):
+    # A stand-in for the driver's tool, answering the two queries the monitor makes.
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\ncase "$1" in\n  --query-gpu=*) echo "87, 30000, 81559" ;;\n'
+                    '  --query-compute-apps=*) echo "111, 500"; echo "4242, 12000" ;;\nesac\n')
+    fake.chmod(0o755)
+    monitor = WorkerMonitor()
+    monitor._nvidia_smi = str(fake)
+    gpu = monitor.gpu_usage(4242)
+    mib = 1024 * 1024
+    assert (gpu.utilization, gpu.used_bytes, gpu.total_bytes, gpu.process_bytes) == (87.0, 30000 * mib, 81559 * mib,
+                                                                                       12000 * mib)
+    assert monitor.gpu_usage(999).process_bytes is None  # the worker holds no GPU memory
+    fake.write_text("#!/bin/sh\nexit 9\n")
+    assert monitor.gpu_usage(4242) is None and monitor._nvidia_smi is None  # failed once: not asked again

@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.run_files import LIVE_STATES
 from tui_ft.engine.run_monitor import (
@@ -155,7 +155,8 @@ class RunsScreen(Screen):
         watched = self.watched
         self._poll(self.app.home, watched, watched - set(self.histories), self.selected, self.show_log)
 
-    @work(thread=True, group="runs-poll", exit_on_error=False, description="Reading run folders")
+    # Not exclusive: poll_runs never starts a second poll while one runs (the tails are not shared).
+    @work(thread=True, group="runs-poll", exclusive=False, exit_on_error=False, description="Reading run folders")
     def _poll(self, home: Path, watched: frozenset[str], missing: frozenset[str], selected: str | None,
               want_log: bool) -> None:
         """Read every run's status and the watched runs' new metrics; ``missing`` ones are sent whole."""
@@ -174,7 +175,8 @@ class RunsScreen(Screen):
         row = by_name.get(selected)
         usage = self._monitor.usage(row.info.pid) if row and row.info.state in LIVE_STATES else None
         log = log_tail(row.info.path) if row and want_log else None
-        self.post_message(self.RunsPolled(rows, changed, usage, log))
+        if not get_current_worker().is_cancelled:  # the app is closing: nobody to tell
+            self.post_message(self.RunsPolled(rows, changed, usage, log))
 
     @on(RunsPolled)
     def show_poll(self, message: RunsPolled) -> None:
@@ -339,7 +341,8 @@ class RunsScreen(Screen):
 
         self.app.push_screen(ExportDialog(name, row.info.path / "merged"), export_to)
 
-    @work(thread=True, group="runs-export", exit_on_error=False, description="Exporting a merged model")
+    # Not exclusive: exports of two runs may go on side by side.
+    @work(thread=True, group="runs-export", exclusive=False, exit_on_error=False, description="Exporting a merged model")
     def export_run(self, name: str, out: Path) -> None:
         self.post_message(self.ExportFinished(name, out, export_merged_cli(self.app.home, name, out)))
 

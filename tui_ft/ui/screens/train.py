@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.config import ConfigError, TrainConfig
 from tui_ft.ui import keys
@@ -95,7 +95,9 @@ class TrainScreen(Screen):
     @work(thread=True, group="train-choices", exclusive=True, exit_on_error=False, description="Listing models and datasets")
     def load_choices(self) -> None:
         home = Path(self.app.home)
-        self.post_message(self.ChoicesLoaded(model_choices(home), dataset_choices(home)))
+        choices = self.ChoicesLoaded(model_choices(home), dataset_choices(home))
+        if not get_current_worker().is_cancelled:
+            self.post_message(choices)
 
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
     def launch(self, config: TrainConfig) -> None:
@@ -104,6 +106,8 @@ class TrainScreen(Screen):
 
         home = Path(self.app.home)
         errors = validate_config(config, home)
+        if get_current_worker().is_cancelled:
+            return  # the app is closing: create nothing
         if errors:
             self.post_message(self.RunRefused(errors))
             return
@@ -115,6 +119,7 @@ class TrainScreen(Screen):
         except Exception as error:  # noqa: BLE001 - e.g. a model that fails to convert: show it, never crash
             self.post_message(self.RunRefused([("", f"{type(error).__name__}: {error}")]))
             return
+        # Past this point the run exists: start it even if the app is closing, so it never stays queued.
         self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir)))
 
     # -- events --------------------------------------------------------------------------
