@@ -97,8 +97,8 @@ class TokenSampler:
         """Return the next token id as a ``(1, 1)`` tensor.
 
         Args:
-            seen_ids: ``(1, n)`` tensor of the prompt and reply tokens so far (used by the
-                repetition penalty).
+            seen_ids: ``(1, n)`` tensor of the prompt and reply tokens so far (only the
+                repetition penalty reads it).
             logits: ``(1, vocab)`` logits of the last position.
         """
         import torch

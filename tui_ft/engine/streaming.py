@@ -1,9 +1,7 @@
-"""Streaming generation: text pieces from a prompt, with stop rules and speed statistics.
+"""Streaming a reply: prompt tokens in, text pieces out, with stop rules and speed statistics.
 
-:func:`stream_reply` is the core: prompt text in, text pieces out, stopping at an EOS token,
-at a stop marker (the alpaca template's ``### Instruction:``, never shown), at the token
-limit, or when ``should_stop()`` says so. :func:`generate_reply` is the one-call form for
-evaluation code. Chat (history, templates, cached models) lives in :mod:`tui_ft.engine.chat`.
+A reply stops at an EOS token, at a stop marker (the alpaca template's ``### Instruction:``,
+never shown), at the token limit, or when ``should_stop()`` says so.
 """
 
 from __future__ import annotations
@@ -15,10 +13,7 @@ from dataclasses import dataclass
 from tui_ft.engine.detokenize import IncrementalDecoder, MarkerGuard
 from tui_ft.engine.sampling import GenerationSettings
 from tui_ft.engine.templates import encode_text
-from tui_ft.engine.token_loop import eos_token_ids, generate_token_ids
-
-__all__ = ["GenerationSettings", "StreamStats", "generate_reply", "stream_reply", "stream_reply_ids"]
-
+from tui_ft.engine.token_loop import StepContext, eos_token_ids, generate_token_ids
 
 @dataclass
 class StreamStats:
@@ -47,6 +42,7 @@ def stream_reply_ids(
     stop_markers: tuple[str, ...] | list[str] = (),
     should_stop: Callable[[], bool] | None = None,
     on_done: Callable[[StreamStats], None] | None = None,
+    step_context: StepContext | None = None,
 ) -> Iterator[str]:
     """Yield the reply to ``prompt_ids`` as text pieces; ``on_done`` receives the stats.
 
@@ -58,13 +54,14 @@ def stream_reply_ids(
         stop_markers: Texts that end the reply; they never appear in it.
         should_stop: Checked between tokens; True cancels the reply.
         on_done: Called once with the :class:`StreamStats` when the stream ends.
+        step_context: Entered around each forward pass (see ``generate_token_ids``).
     """
     eos_ids = eos_token_ids(model, tokenizer)
     decoder, guard = IncrementalDecoder(tokenizer), MarkerGuard(stop_markers)
     start = time.perf_counter()
     first_at, count, stopped_by = None, 0, "length"
     try:
-        tokens = generate_token_ids(model, prompt_ids, settings, eos_ids)
+        tokens = generate_token_ids(model, prompt_ids, settings, eos_ids, step_context)
         while True:
             # Checked before each forward pass, so a cancelled reply ends within one token.
             if should_stop is not None and should_stop():
@@ -118,22 +115,3 @@ def stream_reply(
     """Like :func:`stream_reply_ids`, from prompt text (tokenized with the default special tokens)."""
     prompt_ids = encode_text(tokenizer, prompt_text)
     return stream_reply_ids(model, tokenizer, prompt_ids, settings, stop_markers, should_stop, on_done)
-
-
-def generate_reply(
-    model, tokenizer, prompt_text: str, settings: GenerationSettings, stop_markers=()
-) -> str:
-    """Generate the whole reply to an already rendered prompt (greedy when temperature is 0).
-
-    Args:
-        model: A causal language model (transformers or peft), in eval mode.
-        tokenizer: Its tokenizer.
-        prompt_text: The prompt, already rendered with its template (``render_prompt``).
-        settings: Sampling and length settings.
-        stop_markers: Texts that end the reply (e.g. ``templates.ALPACA_END_MARKER``); they
-            are not part of the returned text.
-
-    Returns:
-        The reply text, without EOS, stop marker or trailing whitespace.
-    """
-    return "".join(stream_reply(model, tokenizer, prompt_text, settings, stop_markers))

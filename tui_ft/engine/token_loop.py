@@ -3,13 +3,21 @@
 The prompt is run once (prefill); every later step feeds only the newest token and reads
 the keys and values of earlier positions from the cache, so a step costs the same at
 token 10 and token 500 (the seed's loop recomputed the whole sequence every token).
+
+Llama-architecture models run through :class:`~tui_ft.engine.llama_decoder.LlamaDecoder`
+(the same arithmetic with less Python per token); others through transformers' forward
+with a ``DynamicCache``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 
+from tui_ft.engine.llama_decoder import LlamaDecoder, supports_lean_decoding
 from tui_ft.engine.sampling import GenerationSettings, TokenSampler
+
+StepContext = Callable[[], AbstractContextManager]
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -27,32 +35,57 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def _hf_forward(model):
+    """A step function over transformers' own forward and a ``DynamicCache``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+
+    def step(input_ids):
+        return model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+
+    return step
+
+
 def generate_token_ids(
     model,
     prompt_ids: list[int],
     settings: GenerationSettings,
     eos_ids: set[int],
+    step_context: StepContext | None = None,
+    lean: bool | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time; the EOS token that ends the reply is yielded too.
 
     The generator is lazy: the forward pass for a token runs when the caller asks for it,
     so the caller may stop (a marker, a cancel) between any two tokens at no cost.
+
+    Args:
+        model: A causal language model (transformers or peft), in eval mode.
+        prompt_ids: The prompt's token ids.
+        settings: Sampling and length settings.
+        eos_ids: Ids that end the reply.
+        step_context: Entered around each forward pass (a lock, peft's ``disable_adapter``),
+            so replies that share a model can interleave token by token.
+        lean: Force the lean Llama path on or off (None: use it when the model supports it).
     """
     import torch
-    from transformers import DynamicCache
 
     device = next(model.parameters()).device
     sampler = TokenSampler(settings, device)
+    enter = step_context or nullcontext
+    if lean is None:
+        lean = supports_lean_decoding(model)
+    step = LlamaDecoder(model, len(prompt_ids) + settings.max_new_tokens).forward if lean else _hf_forward(model)
     seen = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    cache = DynamicCache(config=model.config)
     step_input = seen
-    with torch.inference_mode():
-        for _ in range(settings.max_new_tokens):
-            out = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
-            token = sampler.next_token(seen, out.logits[:, -1, :])
-            token_id = int(token)
-            yield token_id
-            if token_id in eos_ids:
-                return
-            seen = torch.cat([seen, token], dim=-1)
-            step_input = token
+    for _ in range(settings.max_new_tokens):
+        with torch.inference_mode(), enter():
+            token = sampler.next_token(seen, step(step_input))
+            if settings.repetition_penalty != 1.0:
+                seen = torch.cat([seen, token], dim=-1)  # only the penalty reads past tokens
+        token_id = int(token)
+        yield token_id
+        if token_id in eos_ids:
+            return
+        step_input = token
