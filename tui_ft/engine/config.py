@@ -74,6 +74,7 @@ class TrainConfig:
     seed: int = 42
     nproc: int = 1
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0: torch's default (one per core)
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     beta: float = 0.1  # DPO temperature
     dpo_mode: str = "lora"  # DPO trains a LoRA adapter or the full model

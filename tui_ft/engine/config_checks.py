@@ -53,6 +53,7 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1")
     need(config.seed >= 0, "seed", "must be 0 or more")
     need(config.nproc >= 1, "nproc", "must be at least 1")
+    need(config.threads >= 0, "threads", "must be 0 (automatic) or more")
     if config.nproc > 1:
         errors.append(("nproc", "multi-GPU training (nproc > 1) is not supported yet; use nproc 1"))
     need(config.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")

@@ -62,6 +62,8 @@ class Trainer:
 
         hf_logging.disable_progress_bar()  # the log is a file: bars would fill it with carriage returns
         config = self.config
+        if config.threads:
+            torch.set_num_threads(config.threads)
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
