@@ -235,7 +235,7 @@ class RunsScreen(Screen):
     def refresh_bindings_if_changed(self) -> None:
         """Redraw the footer only when the selected run's state changed (it rebuilds every key)."""
         row = self.selected_row()
-        key = (self.selected, row.info.state if row else None)
+        key = (row.info.name, row.info.state) if row else (None, None)
         if key != self._footer_state:
             self._footer_state = key
             self.refresh_bindings()
@@ -244,7 +244,8 @@ class RunsScreen(Screen):
         """Redraw the four plots from the selected run's history and the marked runs' curves."""
         row = self.rows.get(self.selected or "")
         series = self.histories.get(self.selected or "", {})
-        overlays = {n: h for n, h in sorted(self.histories.items()) if n != self.selected}
+        marked = self.query_one(RunTable).marked  # a run seen before but no longer marked is not drawn
+        overlays = {n: h for n, h in sorted(self.histories.items()) if n in marked and n != self.selected}
         for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora")):
             plot.show(spec, series, overlays)
 
@@ -278,8 +279,12 @@ class RunsScreen(Screen):
             self.poll_runs()
 
     def selected_row(self) -> RunRow | None:
-        """The selected run's row, if any."""
-        return self.rows.get(self.selected or "")
+        """The row under the table's cursor, which keys act on.
+
+        Read from the cursor, not from ``selected``: a key pressed right after an arrow key runs
+        before the table's highlight message has updated ``selected``.
+        """
+        return self.rows.get(self.query_one(RunTable).selected_name or "")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.selected_row()
@@ -294,9 +299,10 @@ class RunsScreen(Screen):
         return True if allowed else None  # None: shown dimmed in the footer
 
     def action_toggle_mark(self) -> None:
-        if self.selected:
-            marked = self.query_one(RunTable).toggle_mark(self.selected)
-            self.notify(f"{self.selected} {'marked: its loss is overlaid' if marked else 'unmarked'}", timeout=2)
+        row = self.selected_row()
+        if row:
+            marked = self.query_one(RunTable).toggle_mark(row.info.name)
+            self.notify(f"{row.info.name} {'marked: its loss is overlaid' if marked else 'unmarked'}", timeout=2)
             self.draw_plots()
             self.poll_runs()
 
