@@ -87,12 +87,14 @@ def run_stop(args) -> int:
 def run_resume(args) -> int:
     from tui_ft.cli import UserError
     from tui_ft.commands.train import follow
-    from tui_ft.engine.runs import RunError, resume_run
+    from tui_ft.engine.runs import RunError, metrics_path, resume_run
 
     run_dir = _run_dir(args)
+    history = metrics_path(run_dir)
+    offset = history.stat().st_size if history.is_file() else 0
     try:
         resume_run(run_dir)
     except RunError as error:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
-    return 0 if args.detach else follow(run_dir)
+    return 0 if args.detach else follow(run_dir, offset)

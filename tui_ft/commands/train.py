@@ -84,8 +84,14 @@ def run(args) -> int:
     return 0 if args.detach else follow(run_dir)
 
 
-def follow(run_dir: Path) -> int:
-    """Show a run's progress until it ends; returns 0 for finished or stopped, 1 otherwise."""
+def follow(run_dir: Path, offset: int = 0) -> int:
+    """Show a run's progress until it ends; returns 0 for finished or stopped, 1 otherwise.
+
+    Args:
+        run_dir: The run folder.
+        offset: Where to start reading ``metrics.jsonl`` (its size before a resume: the
+            earlier history was seen already).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -94,6 +100,7 @@ def follow(run_dir: Path) -> int:
 
     console = Console(stderr=True)
     tail = MetricsTail(metrics_path(run_dir))
+    tail.offset = offset
     stopping = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"))

@@ -53,7 +53,11 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False) -
 
 def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool) -> str:
     """Save merged weights into ``staging``; returns what they came from."""
+    from transformers.utils import logging as hf_logging
+
     from tui_ft.engine.model_setup import build_model, load_base
+
+    hf_logging.disable_progress_bar()  # the caller shows its own progress
 
     if not from_checkpoint and is_model_folder(run_dir / "model"):
         shutil.copytree(run_dir / "model", staging)
