@@ -1,0 +1,192 @@
+"""Generation on a tiny random Llama: exactness against transformers, stops, sampling, cancelling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tui_ft.engine.generate import GenerationSettings, generate_reply, stream_reply
+from tui_ft.engine.llama_decoder import LlamaDecoder, supports_lean_decoding
+from tui_ft.engine.models import load_model, resolve_model
+from tui_ft.engine.templates import encode_text, render_prompt
+from tui_ft.engine.token_loop import eos_token_ids, generate_token_ids
+
+QUESTION = [{"role": "user", "content": "Name three colours of the rainbow, please."}]
+
+
+def with_random_head(model, seed: int = 0):
+    """A copy of ``model`` with an untied random output layer.
+
+    The tiny model's tied embeddings make it repeat its last token forever; a random head
+    makes varied replies, so comparisons between generators can fail.
+    """
+    varied = copy.deepcopy(model)
+    head = torch.nn.Linear(varied.config.hidden_size, varied.config.vocab_size, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(seed)))
+    varied.lm_head = head
+    return varied
+
+
+@pytest.fixture(scope="module")
+def repetitive(tiny_model_dir):
+    """The tiny model as built (fp32; it repeats itself), and its tokenizer."""
+    return load_model(resolve_model(str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="module")
+def tiny(repetitive):
+    """A tiny model (fp32) that makes varied replies, and its tokenizer."""
+    return with_random_head(repetitive[0]), repetitive[1]
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny):
+    return render_prompt(QUESTION, tiny[1], "chat")
+
+
+def hf_greedy(model, prompt_ids, max_new_tokens, **options) -> list[int]:
+    """transformers' own greedy ``generate()``: the reference."""
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False, **options)
+    return out[0, len(prompt_ids) :].tolist()
+
+
+def stats_of(model, tokenizer, prompt_text, settings, **options):
+    """Run a stream to its end; return its text and its StreamStats."""
+    found = []
+    text = "".join(stream_reply(model, tokenizer, prompt_text, settings, on_done=found.append, **options))
+    return text, found[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lean_decoder_logits_are_bit_identical_to_transformers(tiny, prompt, dtype):
+    model = copy.deepcopy(tiny[0]).to(dtype)
+    assert supports_lean_decoding(model)
+    ids = torch.tensor([encode_text(tiny[1], prompt)])
+    from transformers import DynamicCache
+
+    cache, decoder = DynamicCache(config=model.config), LlamaDecoder(model, ids.shape[1] + 8)
+    step = ids
+    with torch.inference_mode():
+        for _ in range(6):  # the prompt, then single tokens
+            expected = model(input_ids=step, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            got = decoder.forward(step)
+            assert torch.equal(got, expected)
+            step = expected.argmax(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_equals_transformers_generate(tiny, prompt, dtype):
+    model = copy.deepcopy(tiny[0]).to(dtype)
+    ids = encode_text(tiny[1], prompt)
+    ours = list(generate_token_ids(model, ids, GenerationSettings(max_new_tokens=20), eos_token_ids(model, tiny[1])))
+    assert ours == hf_greedy(model, ids, 20)
+    assert len(set(ours)) > 5
+
+
+def test_repetition_penalty_matches_transformers(repetitive, prompt):
+    model, tokenizer = repetitive
+    ids = encode_text(tokenizer, prompt)
+    settings = GenerationSettings(max_new_tokens=16, repetition_penalty=1.5)
+    ours = list(generate_token_ids(model, ids, settings, eos_token_ids(model, tokenizer)))
+    plain = list(generate_token_ids(model, ids, GenerationSettings(max_new_tokens=16), eos_token_ids(model, tokenizer)))
+    assert ours == hf_greedy(model, ids, 16, repetition_penalty=1.5)
+    assert ours != plain  # the penalty changed something, so the comparison means something
+
+
+def test_streaming_equals_whole_reply(tiny, prompt):
+    model, tokenizer = tiny
+    settings = GenerationSettings(max_new_tokens=24)
+    pieces = list(stream_reply(model, tokenizer, prompt, settings))
+    assert len(pieces) > 3
+    assert "".join(pieces) == generate_reply(model, tokenizer, prompt, settings)
+
+
+def forced_model(model, token_id: int):
+    """A copy of ``model`` whose output layer always picks ``token_id``."""
+    forced = copy.deepcopy(model)
+    head = torch.nn.Linear(forced.config.hidden_size, forced.config.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[token_id] = 10.0
+    forced.lm_head = head
+    return forced
+
+
+def test_eos_stops_the_reply(tiny, prompt):
+    model, tokenizer = tiny
+    text, stats = stats_of(forced_model(model, tokenizer.eos_token_id), tokenizer, prompt, GenerationSettings(max_new_tokens=10))
+    assert (text, stats.stopped_by, stats.new_tokens) == ("", "eos", 1)
+
+
+def test_every_eos_id_of_generation_config_stops(tiny, prompt):
+    model, tokenizer = tiny
+    other = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert other != tokenizer.eos_token_id
+    forced = forced_model(model, other)
+    _, stats = stats_of(forced, tokenizer, prompt, GenerationSettings(max_new_tokens=5))
+    assert stats.stopped_by == "length" and stats.new_tokens == 5  # not an EOS id yet
+    forced.generation_config.eos_token_id = [tokenizer.eos_token_id, other]
+    _, stats = stats_of(forced, tokenizer, prompt, GenerationSettings(max_new_tokens=5))
+    assert stats.stopped_by == "eos" and stats.new_tokens == 1
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny, prompt):
+    model, tokenizer = tiny
+
+    def sample(seed, **options):
+        settings = GenerationSettings(max_new_tokens=12, temperature=1.0, seed=seed, **options)
+        return generate_reply(model, tokenizer, prompt, settings)
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+    greedy = generate_reply(model, tokenizer, prompt, GenerationSettings(max_new_tokens=12))
+    assert sample(3, top_k=1) == greedy  # top-k 1 leaves only the most likely token
+    assert sample(3, top_p=1e-6) == greedy  # so does a tiny nucleus
+
+
+def test_should_stop_cancels_between_tokens(tiny, prompt):
+    model, tokenizer = tiny
+    calls = []
+
+    def third_call_stops() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    text, stats = stats_of(model, tokenizer, prompt, GenerationSettings(max_new_tokens=50), should_stop=third_call_stops)
+    assert (stats.stopped_by, stats.new_tokens) == ("cancelled", 2)
+    two = generate_reply(model, tokenizer, prompt, GenerationSettings(max_new_tokens=2))
+    assert text == two
+    text, stats = stats_of(model, tokenizer, prompt, GenerationSettings(max_new_tokens=50), should_stop=lambda: True)
+    assert (text, stats.new_tokens, stats.stopped_by) == ("", 0, "cancelled")
+
+
+def test_stats_count_tokens(tiny, prompt):
+    model, tokenizer = tiny
+    _, stats = stats_of(model, tokenizer, prompt, GenerationSettings(max_new_tokens=6))
+    assert stats.prompt_tokens == len(encode_text(tokenizer, prompt))
+    assert stats.new_tokens <= 6
+    assert stats.time_to_first_token > 0 and stats.tokens_per_s > 0
+
+
+@pytest.mark.parametrize(
+    ("values", "word"),
+    [
+        ({"max_new_tokens": 0}, "max new tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0.0}, "top-p"),
+        ({"top_p": 1.5}, "top-p"),
+        ({"top_k": -1}, "top-k"),
+        ({"repetition_penalty": 0.0}, "repetition penalty"),
+    ],
+)
+def test_bad_settings_are_refused(values, word):
+    settings = GenerationSettings(**values)
+    assert word in settings.problems()[0]
+    with pytest.raises(ValueError, match=word):
+        settings.check()
+    assert GenerationSettings().problems() == []

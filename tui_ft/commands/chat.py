@@ -1,0 +1,129 @@
+"""``tui-ft chat REF``: talk to a model or a run, as a REPL or one reply to ``--prompt``."""
+
+from __future__ import annotations
+
+import sys
+
+ORDER = 40
+HELP_LINE = "type a message; /reset starts a new conversation, /quit (or Ctrl+D) leaves"
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("chat", help="chat with a model or run (a REPL, or one reply to --prompt)")
+    parser.add_argument("ref", metavar="REF", help="default, a model folder, a cached model, or a run name")
+    parser.add_argument("--prompt", help="answer this one message on stdout and exit")
+    parser.add_argument("--system", help="a system message that starts the conversation")
+    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 is greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="0 keeps every token")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="X")
+    parser.add_argument("--seed", type=int, help="seed for sampling (reproducible replies)")
+    parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="weights for inference (auto: bf16 on CUDA and AMX CPUs, else float32)")
+    parser.add_argument("--base", action="store_true", help="a run with an adapter answers with the adapter off")
+    parser.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
+    parser.set_defaults(handler=run)
+
+
+def _settings(args):
+    from tui_ft.cli import UserError
+    from tui_ft.engine.sampling import GenerationSettings
+
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    problems = settings.problems()
+    if problems:
+        raise UserError(problems[0])
+    return settings
+
+
+def _say(chat, messages, settings, args) -> str:
+    """Stream one reply to stdout; Ctrl+C stops the reply (not the program) in the REPL."""
+    pieces: list[str] = []
+    try:
+        for piece in chat.stream(messages, settings, use_adapter=not args.base, template=args.template):
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        if args.prompt is not None:
+            raise
+        sys.stdout.write(" [stopped]")
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if chat.last_notice:
+        print(f"tui-ft: {chat.last_notice}", file=sys.stderr)
+    if args.stats and chat.last_stats is not None:
+        s = chat.last_stats
+        print(
+            f"{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s, first token {s.time_to_first_token:.3f} s "
+            f"(prompt {s.prompt_tokens} tokens, stopped by {s.stopped_by})",
+            file=sys.stderr,
+        )
+    return "".join(pieces)
+
+
+def _typed_lines():
+    """Lines typed at a ``> `` prompt (with line editing), until Ctrl+D."""
+    try:
+        import readline  # noqa: F401  (importing it gives input() history and editing)
+    except ImportError:
+        pass
+    while True:
+        try:
+            yield input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+
+
+def run(args) -> int:
+    from tui_ft.cli import UserError
+
+    try:
+        return _chat(args)
+    except ValueError as error:  # a template this tokenizer cannot render, a bad conversation
+        raise UserError(str(error).splitlines()[0] if str(error) else "invalid input") from None
+
+
+def _chat(args) -> int:
+    from tui_ft.cli import UserError
+    from tui_ft.engine.chat_model import load_chat_model
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr carries only our notices and --stats
+    settings = _settings(args)
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt is empty")
+    chat = load_chat_model(args.ref, args.home, args.dtype)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    if args.prompt is not None:
+        _say(chat, history + [{"role": "user", "content": args.prompt}], settings, args)
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        dtype = str(next(chat.model.parameters()).dtype).replace("torch.", "")
+        print(f"{args.ref} ({chat.template} template, {dtype}): {HELP_LINE}", file=sys.stderr)
+    messages = list(history)
+    for line in _typed_lines() if interactive else sys.stdin:
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            messages = list(history)
+            print("(new conversation)", file=sys.stderr)
+            continue
+        if not text:
+            continue
+        messages.append({"role": "user", "content": text})
+        messages.append({"role": "assistant", "content": _say(chat, messages, settings, args)})
+    return 0
