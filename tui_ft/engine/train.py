@@ -206,8 +206,8 @@ class Trainer:
 
     def _stop(self) -> str:
         self._status(state="stopping", message="saving a checkpoint")
-        if self.step > 0:
-            self._checkpoint()
+        if self.step > 0 and not (self.run_dir / "ckpt" / f"step-{self.step}").is_dir():
+            self._checkpoint()  # a run stopped right after resuming already has this one
         self._event("stopped", f"stopped at step {self.step}")
         self._status(state="stopped", message=f"stopped at step {self.step}; resume to continue")
         return "stopped"
