@@ -72,3 +72,15 @@ def workspace(tmp_path) -> Path:
     shutil.copytree(REPO / "datasets", tmp_path / "datasets")
     (tmp_path / "checkpoints").mkdir()
     return tmp_path
+
+
+UI_HOME = Path("/tmp/tui_ft_ui_workspace")
+
+
+@pytest.fixture
+def ui_home(default_model_path) -> Path:
+    """A fresh workspace with the shipped datasets, always at the same path (snapshots show it)."""
+    shutil.rmtree(UI_HOME, ignore_errors=True)
+    shutil.copytree(REPO / "datasets", UI_HOME / "datasets")
+    (UI_HOME / "checkpoints").mkdir()
+    return UI_HOME

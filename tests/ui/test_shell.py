@@ -11,6 +11,10 @@ async def test_digits_switch_panes(ui_home):
     async with app.run_test(size=(100, 30)) as pilot:
         assert app.current_mode == "datasets"
         for key, mode in (("2", "train"), ("3", "runs"), ("4", "chat"), ("5", "benchmark"), ("1", "datasets")):
+            if app.current_mode == "chat":
+                await pilot.press("4")  # the prompt has focus: the digit is typed, not a pane switch
+                assert app.current_mode == "chat"
+                await pilot.press("escape")  # leave the prompt
             await pilot.press(key)
             assert app.current_mode == mode
 
@@ -45,3 +49,15 @@ async def test_q_quits_outside_inputs(ui_home):
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+async def test_q_does_not_quit_from_a_select(ui_home):
+    from textual.widgets import Select
+
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")  # the Train form
+        app.screen.query(Select).first().focus()
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running

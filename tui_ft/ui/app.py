@@ -37,6 +37,15 @@ class TuiFtApp(App):
         self.model_ref = model_ref  # the model panes start on
         self.sub_title = str(self.home)
 
+    def action_quit_outside_fields(self) -> None:
+        """Quit on ``q`` unless a form field has focus, where ``q`` is easy to hit by accident."""
+        from textual.widgets import Input, Select, TextArea
+
+        focused = self.focused
+        if focused is not None and any(isinstance(w, (Input, Select, TextArea)) for w in focused.ancestors_with_self):
+            return
+        self.exit()
+
     def action_help(self) -> None:
         """Show every key of every pane."""
         if not isinstance(self.screen, HelpScreen):

@@ -22,7 +22,7 @@ APP_BINDINGS = [
         for key, mode, label in PANES
     ),
     Binding("question_mark,f1", "help", "Help", id="app.help", key_display="?", tooltip="List every key"),
-    Binding("q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit (training runs keep going)"),
+    Binding("q", "quit_outside_fields", "Quit", id="app.quit", show=False, tooltip="Quit (training runs keep going)"),
     Binding("ctrl+q", "quit", "Quit", id="app.quit_anywhere", tooltip="Quit (training runs keep going)", priority=True),
 ]
 
@@ -38,7 +38,7 @@ DATASET_BINDINGS = [
 # ctrl keys, because the prompt input has focus; ctrl+e is a priority binding since the input
 # would otherwise take it (end of line, which the End key still does).
 CHAT_BINDINGS = [
-    Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated"),
+    Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated; when idle, leave the prompt so 1-5 switch panes"),
     Binding("ctrl+b", "toggle_compare", "Compare", id="chat.compare", tooltip="Answer with the base model and the tuned run side by side"),
     Binding("ctrl+r", "rate", "Rate", id="chat.rate", tooltip="Rate the last reply: helpfulness, accuracy, clarity (1–5)"),
     Binding("ctrl+n", "new_conversation", "New", id="chat.new", tooltip="Start a new conversation"),

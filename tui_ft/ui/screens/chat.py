@@ -335,6 +335,9 @@ class ChatScreen(Screen):
         if self.streaming:
             self.workers.cancel_group(self, "chat-reply")
             self.set_status("stopping…")
+        else:
+            # Idle: leave the prompt so digits switch panes again (tab comes back to it).
+            self.set_focus(None)
 
     def action_toggle_compare(self) -> None:
         if not self.compare and run_folder(self.model_ref, self.app.home) is None:
