@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.e2e
 def test_default_model_scores_the_seed_benchmark(workspace, default_model_path):
     command = [sys.executable, "-m", "tui_ft", "--home", str(workspace), "eval", "default",
-               "--benchmark", "datasets/seed_benchmark.jsonl", "--max-new-tokens", "24", "--json"]
+               "--benchmark", "datasets/seed_benchmark.jsonl", "--max-new-tokens", "16", "--json"]
     done = subprocess.run(command, cwd=workspace, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     [record] = orjson.loads(done.stdout)["results"]

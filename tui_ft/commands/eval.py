@@ -103,7 +103,9 @@ def _print_table(results: list[dict], show_items: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table("model", "benchmark / dataset", "scorer", "score / perplexity", "n / tokens", "")
+    table = Table("model", "benchmark or dataset", "scorer", "score/ppl", "n/tokens", "")
+    for column in table.columns[:2]:
+        column.overflow = "fold"  # a path cut to "datasets/see…" names nothing
     for record in results:
         model = record["model"] + (f" @ {record['checkpoint']}" if record.get("checkpoint") else "")
         stored = "stored" if record.get("cached") else f"{record.get('seconds', 0):.1f} s"
