@@ -69,6 +69,8 @@ def test_lean_decoder_logits_are_bit_identical_to_transformers(tiny, prompt, dty
     from transformers import DynamicCache
 
     cache, decoder = DynamicCache(config=model.config), LlamaDecoder(model, ids.shape[1] + 8)
+    if dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert len(decoder.packed) == 1 + 7 * model.config.num_hidden_layers  # oneDNN-laid-out weights
     step = ids
     with torch.inference_mode():
         for _ in range(6):  # the prompt, then single tokens

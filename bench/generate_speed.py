@@ -1,0 +1,154 @@
+"""Chat speed: decode tokens/s and time to first token, tui_ft against transformers, side by side.
+
+Run: ``.venv/bin/python bench/generate_speed.py [--new-tokens 128] [--repeats 3]``.
+
+Every contender gets the same 300-token prompt (text of the seed chapter) and generates
+128 tokens greedily with EOS ignored, in one process, round-robin, so a noisy shared machine
+slows them all alike; the table shows medians and the ratio to ``generate()`` fp32. The last
+lines say whether tui_ft's greedy tokens equal ``generate()``'s for the same weights and dtype.
+
+Contenders:
+- tui_ft at its default dtype (``auto``: bf16 on AMX CPUs and CUDA) and at fp32: the token
+  loop of ``tui-ft chat`` (lean KV-cache decoder, sampler, incremental detokenizer);
+- transformers ``model.generate()`` at fp32 (the baseline) and bf16, batch 1;
+- the seed chapter's loop (no KV cache: the whole sequence again for every token), fp32,
+  fewer tokens since each costs a full forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tui_ft.engine.chat_model import resolve_dtype  # noqa: E402
+from tui_ft.engine.detokenize import IncrementalDecoder  # noqa: E402
+from tui_ft.engine.models import load_model, resolve_model  # noqa: E402
+from tui_ft.engine.sampling import GenerationSettings  # noqa: E402
+from tui_ft.engine.token_loop import generate_token_ids  # noqa: E402
+
+SEED_TEXT = Path("/work/shared/seed/fine-tuning-chapter.txt")
+
+
+def prompt_ids(tokenizer, length: int, offset: int = 0) -> list[int]:
+    """``length`` tokens of real prose (the seed chapter, else this file)."""
+    source = SEED_TEXT if SEED_TEXT.is_file() else Path(__file__)
+    ids = tokenizer(source.read_text())["input_ids"]
+    while len(ids) < offset + length:
+        ids = ids + ids
+    return ids[offset : offset + length]
+
+
+def run_tui_ft(model, tokenizer, ids, new_tokens):
+    """tui_ft's decode loop with its detokenizer; returns (ttft, decode tokens/s, tokens)."""
+    decoder, tokens = IncrementalDecoder(tokenizer), []
+    start = time.perf_counter()
+    first = None
+    for token in generate_token_ids(model, ids, GenerationSettings(max_new_tokens=new_tokens), eos_ids=set()):
+        decoder.push(token)
+        tokens.append(token)
+        first = first or time.perf_counter()
+    end = time.perf_counter()
+    return first - start, (len(tokens) - 1) / (end - first), tokens
+
+
+def run_generate(model, tokenizer, ids, new_tokens):
+    """transformers' ``generate()``, greedy, batch 1; TTFT is a 1-token ``generate()``."""
+    x = torch.tensor([ids])
+    model.generation_config.eos_token_id = None  # ignore EOS: always new_tokens tokens
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        ttft = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(x, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        total = time.perf_counter() - start
+    return ttft, (new_tokens - 1) / (total - ttft), out[0, len(ids) :].tolist()
+
+
+def run_no_cache(model, tokenizer, ids, new_tokens):
+    """The seed chapter's loop, greedy: the whole sequence through the model for every token."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        start = time.perf_counter()
+        first = None
+        for _ in range(new_tokens):
+            token = model(x).logits[:, -1, :].argmax(-1, keepdim=True)
+            x = torch.cat([x, token], dim=1)
+            first = first or time.perf_counter()
+        end = time.perf_counter()
+    return first - start, (new_tokens - 1) / (end - first), x[0, len(ids) :].tolist()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--prompt-tokens", type=int, default=300)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--no-cache-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    resolved = resolve_model(args.model, ROOT)
+    auto = resolve_dtype("auto")
+    fp32, tokenizer = load_model(resolved, dtype=torch.float32)
+    auto_model = fp32 if auto == torch.float32 else load_model(resolved, dtype=auto)[0]
+    auto_name = str(auto).replace("torch.", "").replace("bfloat16", "bf16").replace("float32", "fp32")
+    contenders = [
+        (f"tui_ft ({auto_name}, default)", run_tui_ft, auto_model, args.new_tokens),
+        ("tui_ft (fp32)", run_tui_ft, fp32, args.new_tokens),
+        ("transformers generate() fp32", run_generate, fp32, args.new_tokens),
+        (f"transformers generate() {auto_name}", run_generate, auto_model, args.new_tokens),
+        ("seed loop, no KV cache, fp32", run_no_cache, fp32, args.no_cache_tokens),
+    ]
+    if auto == torch.float32:
+        contenders = [c for i, c in enumerate(contenders) if i not in (0, 3)]
+    print(f"model {args.model} ({resolved.path.name}), prompt {args.prompt_tokens} tokens, greedy, EOS ignored; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    warm = prompt_ids(tokenizer, 64, offset=1000)
+    for _, run, model, _ in contenders:
+        run(model, tokenizer, warm, 4)  # first-call costs (kernel selection) are not the steady state
+    results = {name: [] for name, *_ in contenders}
+    tokens = {}
+    ids = prompt_ids(tokenizer, args.prompt_tokens)
+    for repeat in range(args.repeats):
+        for name, run, model, count in contenders:
+            if run is run_no_cache and repeat > 0:
+                continue  # seconds per token: once is enough to see the difference
+            ttft, rate, out = run(model, tokenizer, ids, count)
+            results[name].append((ttft, rate))
+            tokens[name] = out
+    baseline = statistics.median(r for _, r in results["transformers generate() fp32"])
+    print(f"\n{'':34} {'decode tok/s':>12} {'TTFT s':>8} {'vs generate() fp32':>19}")
+    for name, runs in results.items():
+        rate = statistics.median(r for _, r in runs)
+        ttft = statistics.median(t for t, _ in runs)
+        count = next(c for n, _, _, c in contenders if n == name)
+        note = f"  ({count} new tokens)" if count != args.new_tokens else ""
+        print(f"{name:34} {rate:12.1f} {ttft:8.3f} {rate / baseline:18.2f}x{note}")
+    print()
+    pairs = [("tui_ft (fp32)", "transformers generate() fp32")]
+    if auto != torch.float32:
+        pairs.append((f"tui_ft ({auto_name}, default)", f"transformers generate() {auto_name}"))
+    for ours, theirs in pairs:
+        same = tokens[ours] == tokens[theirs]
+        print(f"greedy output {ours} == {theirs}: {'yes' if same else 'NO'} ({len(tokens[ours])} tokens)")
+    seed_same = tokens["seed loop, no KV cache, fp32"] == tokens["tui_ft (fp32)"][: args.no_cache_tokens]
+    print(f"greedy output seed loop == tui_ft (fp32), first {args.no_cache_tokens} tokens: {'yes' if seed_same else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
