@@ -41,7 +41,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
     folder.mkdir(exist_ok=True)
     target = folder / f"step-{position['step']}"
     staging = folder / f".tmp-step-{position['step']}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_staging(run_dir)
     staging.mkdir()
     save_file(trainable_state(model), staging / WEIGHTS_FILE)
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
@@ -56,6 +56,18 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
     os.replace(staging, target)
     _prune(folder, keep)
     return target
+
+
+def remove_staging(run_dir: Path) -> None:
+    """Delete unfinished checkpoint folders (``ckpt/.tmp-step-*``).
+
+    A worker killed (or out of disk space) while writing a checkpoint leaves its staging folder
+    behind, named after its pid, so no later save would reuse it: each would hold as much disk as
+    a checkpoint (gigabytes for full fine-tuning) forever. Only one worker writes a run's
+    checkpoints, so any staging folder present before it writes is a leftover.
+    """
+    for leftover in (Path(run_dir) / "ckpt").glob(".tmp-step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _prune(folder: Path, keep: int) -> None:
