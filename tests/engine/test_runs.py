@@ -38,7 +38,7 @@ def test_validation_names_each_bad_field_without_loading_weights(workspace, tiny
     good = TrainConfig(model=str(tiny_model_dir), dataset="datasets/seed_instructions.jsonl")
     assert validate_config(good, workspace) == []
     bad = TrainConfig(model=str(tiny_model_dir), dataset="datasets/seed_instructions.jsonl", lr=-1.0, lora_rank=0,
-                      batch_size=0, name="../x", max_length=4096, nproc=2)
+                      batch_size=0, name="../x", max_length=4096, nproc=0)
     assert fields(validate_config(bad, workspace)) == {"lr", "lora_rank", "batch_size", "name", "max_length", "nproc"}
     assert "512" in dict(validate_config(bad, workspace))["max_length"]  # the tiny model's limit is named
     checks = [

@@ -16,6 +16,7 @@ import orjson
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trainable.safetensors"
+RANK_RNG_FILE = "rng_ranks.pt"  # every rank's generators, for runs of several processes
 
 
 def trainable_state(model) -> dict:
@@ -23,7 +24,8 @@ def trainable_state(model) -> dict:
     return {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, keep: int) -> Path:
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, keep: int,
+                    rank_rngs: list | None = None) -> Path:
     """Write ``ckpt/step-N`` atomically and keep only the ``keep`` latest checkpoints.
 
     Args:
@@ -33,6 +35,8 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
         scheduler: Its learning-rate scheduler.
         position: The data position and counters (``step``, ``epoch``, ``batch_index``, ...).
         keep: How many checkpoints to keep.
+        rank_rngs: With several processes, every rank's :func:`rng_state` (rank order); each
+            rank restores its own on resume (dropout masks differ between ranks).
     """
     import torch
     from safetensors.torch import save_file
@@ -46,10 +50,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
     save_file(trainable_state(model), staging / WEIGHTS_FILE)
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, staging / "rng.pt")
+    save_rng(staging, rank_rngs)
     (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
     if target.exists():
         shutil.rmtree(target)
@@ -97,19 +98,53 @@ def _no_grad():
     return torch.no_grad()
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and random generators; returns the data position."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore weights, optimizer, scheduler and random generators; returns the data position.
+
+    Args:
+        rank: This process's rank: it restores its own random generators when the checkpoint
+            has them (a run of several processes), else rank 0's.
+    """
     import torch
 
     load_trainable(model, folder)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    load_rng(folder, rank)
+    return orjson.loads((folder / STATE_FILE).read_bytes())
+
+
+def rng_state() -> dict:
+    """This process's random generators (Python, torch CPU, and CUDA when present)."""
+    import torch
+
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_rng(folder: Path, rank_rngs: list | None = None) -> None:
+    """Write ``rng.pt`` (this process's generators) and, for several processes, ``rng_ranks.pt``."""
+    import torch
+
+    torch.save(rank_rngs[0] if rank_rngs else rng_state(), folder / "rng.pt")
+    if rank_rngs and len(rank_rngs) > 1:
+        torch.save(rank_rngs, folder / RANK_RNG_FILE)
+
+
+def load_rng(folder: Path, rank: int = 0) -> None:
+    """Restore the generators saved for ``rank`` (rank 0's when there is no state for it)."""
+    import torch
+
     rng = torch.load(folder / "rng.pt", weights_only=True)
+    if rank and (folder / RANK_RNG_FILE).is_file():
+        ranks = torch.load(folder / RANK_RNG_FILE, weights_only=True)
+        rng = ranks[rank] if rank < len(ranks) else rng
     random.setstate(_as_tuple(rng["python"]))
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return orjson.loads((folder / STATE_FILE).read_bytes())
 
 
 def _as_tuple(state):

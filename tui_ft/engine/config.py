@@ -72,7 +72,8 @@ class TrainConfig:
     save_every: int = 100  # 0: checkpoints only on stop
     keep_checkpoints: int = 2
     seed: int = 42
-    nproc: int = 1
+    nproc: int = 1  # processes under torchrun (GPUs); batch_size stays the global batch
+    fsdp: bool = False  # full method, nproc > 1: shard weights, gradients and optimizer state (FSDP2)
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (one per core)
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere

@@ -54,12 +54,36 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.seed >= 0, "seed", "must be 0 or more")
     need(config.nproc >= 1, "nproc", "must be at least 1")
     need(config.threads >= 0, "threads", "must be 0 (automatic) or more")
-    if config.nproc > 1:
-        errors.append(("nproc", "multi-GPU training (nproc > 1) is not supported yet; use nproc 1"))
+    errors += _check_processes(config)
     need(config.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     need(is_finite_positive(config.beta), "beta", "must be a positive number")
     need(config.dpo_mode in DPO_MODES, "dpo_mode", "must be lora or full")
     errors += _check_device(config.device)
+    return errors
+
+
+def _check_processes(config: TrainConfig) -> Errors:
+    """Several processes: the global batch splits evenly, and there are enough GPUs for them."""
+    errors: Errors = []
+    if config.fsdp and config.method != "full":
+        errors.append(("fsdp", f"FSDP shards full fine-tuning only (method full), got method {config.method}"))
+    if config.fsdp and config.nproc < 2:
+        errors.append(("fsdp", "FSDP shards the model across processes: set nproc to 2 or more"))
+    if config.nproc <= 1:
+        return errors
+    if config.batch_size % config.nproc:
+        errors.append(("batch_size", f"the batch size is the global batch: it must be a multiple of nproc "
+                                     f"({config.nproc}), got {config.batch_size}"))
+    kind = config.device.split(":")[0]
+    if ":" in config.device or kind == "mps":
+        errors.append(("device", f"with nproc {config.nproc} each process takes its own GPU: use auto, cuda or cpu, "
+                                 f"got {config.device!r}"))
+    elif kind in ("auto", "cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count and config.nproc > count:
+            errors.append(("nproc", f"this machine has {count} CUDA device(s), got nproc {config.nproc}"))
     return errors
 
 

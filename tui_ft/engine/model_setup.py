@@ -123,12 +123,15 @@ def build_model(config: dict, device: str):
     return model.to(device)
 
 
-def save_final(model, tokenizer, run_dir: Path, uses_lora: bool) -> Path:
-    """Write ``adapter/`` (PEFT format) or ``model/`` (Hugging Face format with the tokenizer), atomically."""
+def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dict | None = None) -> Path:
+    """Write ``adapter/`` (PEFT format) or ``model/`` (Hugging Face format with the tokenizer), atomically.
+
+    ``state_dict`` replaces the model's own weights (FSDP: the gathered full weights).
+    """
     target = Path(run_dir) / ("adapter" if uses_lora else "model")
     staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     if not uses_lora:
         model.config.use_cache = True
         model.config.save_pretrained(staging)

@@ -142,14 +142,29 @@ def _initial_status() -> dict:
             "message": "waiting for the worker", "started": None, "updated": now}
 
 
+def worker_command(run_dir: Path) -> list[str]:
+    """The command that trains the run: the worker, or torchrun over ``nproc`` workers.
+
+    Several processes start under :mod:`tui_ft.engine.group_launcher`, which runs torchrun
+    (``torch.distributed.run --standalone --nproc-per-node N -m tui_ft.engine.worker RUN_DIR``)
+    in-process and names a failed rank in ``status.json``.
+    """
+    nproc = int(read_run_config(run_dir).get("nproc") or 1)
+    module = "tui_ft.engine.group_launcher" if nproc > 1 else "tui_ft.engine.worker"
+    return [sys.executable, "-m", module, str(run_dir)]
+
+
 def launch_run(run_dir: Path) -> int:
     """Start the run's worker detached (own session, stdin /dev/null, output to ``worker.log``).
 
     Returns:
-        The worker's pid.
+        The worker's pid (for several processes, torchrun's: the parent of every rank).
     """
     run_dir = Path(run_dir).resolve()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # torchrun gives the ranks this long to stop after SIGTERM before killing them (default
+    # 30 s): a stop writes a checkpoint first, which takes longer for a big model.
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     # OpenMP threads that spin while waiting slow training several-fold when the CPU is shared
     # (the dashboard, other runs, other users); sleeping threads cost little when it is not.
     # Measured here on 2 shared cores: 11-20 s per LoRA step spinning, 3-6 s passive.
@@ -158,7 +173,7 @@ def launch_run(run_dir: Path) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with open(run_dir / LOG_FILE, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tui_ft.engine.worker", str(run_dir)],
+            worker_command(run_dir),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

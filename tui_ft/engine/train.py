@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tui_ft.engine.checkpoint import load_checkpoint, save_checkpoint
+from tui_ft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from tui_ft.engine.config import TrainConfig
+from tui_ft.engine.distributed import Group, agree, barrier, broadcast_object, gather_objects, reduce_stats, shard
 from tui_ft.engine.model_setup import autocast_for, build_model, count_params, pick_device, save_final
 from tui_ft.engine.run_files import METRICS_FILE, STOP_FILE, MetricsWriter, read_run_config, update_status
 from tui_ft.engine.runs import list_checkpoints
-from tui_ft.engine.train_data import epoch_batches, steps_per_epoch
+from tui_ft.engine.train_data import StepOutput, epoch_batches, steps_per_epoch
 
 OOM_ADVICE = "out of memory: try a smaller --batch-size, a shorter --max-length, or --method lora"
 
@@ -35,9 +36,12 @@ class Trainer:
         run_dir: The run folder.
         stop_requested: Polled at every step boundary (besides the ``STOP`` file); when true the
             trainer checkpoints and ends as ``stopped``.
+        group: This process's place among several (see :mod:`tui_ft.engine.distributed`);
+            only rank 0 writes status, metrics and checkpoints.
     """
 
-    def __init__(self, run_dir: Path, stop_requested: Callable[[], bool] | None = None):
+    def __init__(self, run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None):
+        self.group = group or Group()
         self.run_dir = Path(run_dir)
         self.raw_config = read_run_config(self.run_dir)
         fields = TrainConfig.__dataclass_fields__
@@ -66,7 +70,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.device = pick_device(config.device)
+        self.device = self.group.device or pick_device(config.device)
         self.autocast = lambda: autocast_for(self.device, config.precision)
         self._status(message="loading the data")
         self.tokenizer = load_tokenizer(Path(self.raw_config["model_path"]))
@@ -76,25 +80,36 @@ class Trainer:
         if not self.train_data.items:
             raise TrainingFailed("no example fits: every trained token is beyond max_length")
         self._status(message="loading the model")
-        self.model = build_model(self.raw_config, self.device)
+        from tui_ft.engine.parallel_model import wrap_for_training
+
+        # FSDP moves each shard to the device itself: the whole model never sits on one GPU.
+        self.model = build_model(self.raw_config, "cpu" if config.fsdp else self.device)
         self.counts = count_params(self.model)
-        print(self.counts.describe(), flush=True)
+        if self.group.is_main:
+            print(self.counts.describe(), flush=True)
         self.steps_per_epoch = steps_per_epoch(len(self.train_data.items), config.batch_size, config.grad_accum)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        if not self.group.is_main:
+            barrier(self.group)  # rank 0 prepares first (DPO caches its reference); the others read its cache
+        self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data)
+        if self.group.is_main:
+            barrier(self.group)
+        self.step_model = wrap_for_training(self.model, self.group, config.fsdp)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.metrics = MetricsWriter(self.run_dir / METRICS_FILE)
+        self.metrics = MetricsWriter(self.run_dir / METRICS_FILE) if self.group.is_main else None
         checkpoints = list_checkpoints(self.run_dir)
-        self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data)
-        if checkpoints:
-            position = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.scheduler)
+        latest = broadcast_object(str(checkpoints[-1]) if checkpoints else None, self.group)
+        if latest:
+            position = self._load_checkpoint(Path(latest))
             self.step, self.epoch, self.batch_index = position["step"], position["epoch"], position["batch_index"]
-            self._event("resumed", f"resumed from {checkpoints[-1].name}")
+            self._event("resumed", f"resumed from {Path(latest).name}")
         else:
             self._event("started", self.counts.describe(), total=self.counts.total, trainable=self.counts.trainable,
                         frozen=self.counts.frozen, trainable_pct=round(self.counts.trainable_pct, 4),
                         examples=len(self.train_data.items), eval_examples=len(self.eval_data.items) if self.eval_data else 0,
-                        dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device)
+                        dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device,
+                        nproc=self.group.world)
         self._status(state="running", total_steps=self.total_steps, message="training")
 
     def _optimizer(self):
@@ -102,6 +117,8 @@ class Trainer:
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         kwargs = {"lr": self.config.lr, "weight_decay": self.config.weight_decay}
+        if self.config.fsdp:
+            return torch.optim.AdamW(params, **kwargs)  # sharded (DTensor) parameters: the default kernel
         try:
             return torch.optim.AdamW(params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):  # fused needs a device and dtype torch supports
@@ -129,7 +146,7 @@ class Trainer:
                 self.evaluate()
             if config.save_every and self.step % config.save_every == 0 and self.step < self.total_steps:
                 self._checkpoint()
-        save_final(self.model, self.tokenizer, self.run_dir, config.uses_lora)
+        self._save_final()
         self._event("finished", f"finished after {self.step} steps")
         self._status(state="finished", message=f"finished after {self.step} steps")
         return "finished"
@@ -148,24 +165,28 @@ class Trainer:
         import torch
 
         started = time.perf_counter()
+        from tui_ft.engine.parallel_model import as_float, gradient_sync
+
         self.model.train()
         micro = self._next_batches()
         weight = sum(self.train_data.weight(indices) for indices in micro)
+        # Divide by the whole step's weight (trained tokens, or pairs for DPO): the summed
+        # gradient is then the one a single batch of every micro-batch would give. DDP and FSDP
+        # average gradients over the processes, hence the process count (1 for one process).
+        scale = self.group.world / max(1, weight)
         stats = []
-        for indices in micro:
-            batch = self.train_data.collate(indices, self.device)
-            with self.autocast():
-                output = self.train_data.forward(self.model, batch)
-            # Divide by the whole step's weight (trained tokens, or pairs for DPO): the summed
-            # gradient is then the one a single batch of every micro-batch would give.
-            (output.loss_sum / max(1, weight)).backward()
+        for number, indices in enumerate(micro):
+            with gradient_sync(self.step_model, number == len(micro) - 1):
+                output, real = self._forward(self.train_data, indices)
+                (output.loss_sum * (scale if real else 0.0)).backward()
             stats.append(output.stats)
+        stats = reduce_stats(stats, self.group)  # sums over every process: the global batch's values
         values = self.train_data.summarize(stats)
         step = self.step + 1
         if not math.isfinite(values["loss"]):
             raise TrainingFailed(f"the loss became {values['loss']} at step {step}; {self._last_good()}")
         clip = self.config.max_grad_norm or math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip))
+        grad_norm = as_float(torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip))
         if not math.isfinite(grad_norm):
             raise TrainingFailed(f"the gradient norm became {grad_norm} at step {step}; {self._last_good()}")
         lr = self.scheduler.get_last_lr()[0]
@@ -177,12 +198,34 @@ class Trainer:
         self.step = step
         elapsed = time.perf_counter() - started
         tokens = sum(s["tokens"] for s in stats)
-        record = self.metrics.log(
-            "train", self.step, self._epoch_float(), **values, lr=lr, grad_norm=grad_norm, tokens=tokens,
+        record = self._log(
+            "train", **values, lr=lr, grad_norm=grad_norm, tokens=tokens,
             padding=sum(s["padding"] for s in stats), step_time=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9),
         )
         self._step_times.append(elapsed)
         return record
+
+    def _forward(self, objective, indices: list[int]) -> tuple[StepOutput, bool]:
+        """This process's share of a global micro-batch through the step model.
+
+        Returns:
+            The output, and False when the share was empty: the last, short batch of an epoch
+            may leave a process nothing, and it then runs the batch's first example with zeroed
+            statistics (DDP and FSDP need every process in every forward and backward).
+        """
+        mine = shard(indices, self.group)
+        batch = objective.collate(mine or indices[:1], self.device)
+        with self.autocast():
+            output = self.step_model(objective, batch)
+        if not mine:
+            output = StepOutput(output.loss_sum, {key: type(value)() for key, value in output.stats.items()})
+        return output, bool(mine)
+
+    def _log(self, kind: str, **values) -> dict:
+        """Append a metrics record (rank 0 only) and return it."""
+        if self.metrics is None:
+            return {"kind": kind, "step": self.step, **values}
+        return self.metrics.log(kind, self.step, self._epoch_float(), **values)
 
     def evaluate(self) -> dict:
         """Evaluate on the held-out set and log an ``eval`` record (loss and perplexity, or DPO rewards)."""
@@ -192,32 +235,61 @@ class Trainer:
         stats = []
         with torch.no_grad():
             for indices in self.eval_data.eval_batches(self.config.batch_size):
-                batch = self.eval_data.collate(indices, self.device)
-                with self.autocast():
-                    stats.append(self.eval_data.forward(self.model, batch).stats)
+                stats.append(self._forward(self.eval_data, indices)[0].stats)
         self.model.train()
-        values = self.eval_data.summarize(stats)
-        return self.metrics.log("eval", self.step, self._epoch_float(), **values)
+        values = self.eval_data.summarize(reduce_stats(stats, self.group))
+        return self._log("eval", **values)
 
     # ----- stop, checkpoints, status -----------------------------------------------------
 
     def _should_stop(self) -> bool:
-        return self.stop_requested() or (self.run_dir / STOP_FILE).exists()
+        """A signal to any process, or the ``STOP`` file (rank 0 reads it), stops every process at this step."""
+        asked = self.stop_requested() or (self.group.is_main and (self.run_dir / STOP_FILE).exists())
+        return agree(asked, self.group)
 
     def _stop(self) -> str:
         self._status(state="stopping", message="saving a checkpoint")
-        if self.step > 0 and not (self.run_dir / "ckpt" / f"step-{self.step}").is_dir():
+        saved = broadcast_object((self.run_dir / "ckpt" / f"step-{self.step}").is_dir(), self.group)
+        if self.step > 0 and not saved:
             self._checkpoint()  # a run stopped right after resuming already has this one
         self._event("stopped", f"stopped at step {self.step}")
         self._status(state="stopped", message=f"stopped at step {self.step}; resume to continue")
         return "stopped"
 
     def _checkpoint(self) -> None:
+        from tui_ft.engine.parallel_model import is_sharded
+        from tui_ft.engine.sharded_checkpoint import save_sharded
+
         position = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index}
-        path = save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, position,
-                               self.config.keep_checkpoints)
+        keep = self.config.keep_checkpoints
+        if is_sharded(self.step_model):
+            path = save_sharded(self.run_dir, self.step_model, self.optimizer, self.scheduler, position, keep, self.group)
+        else:
+            # DDP keeps identical weights and optimizer state on every rank: rank 0 writes them,
+            # with every rank's random generators (each rank draws its own dropout masks).
+            rngs = gather_objects(rng_state(), self.group) if self.group.active else None
+            path = Path(self.run_dir) / "ckpt" / f"step-{self.step}"
+            if self.group.is_main:
+                path = save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, position, keep, rngs)
+            barrier(self.group)
         self._event("checkpoint", f"saved {path.name}", path=str(path))
         self._status(checkpoint=self.step)
+
+    def _load_checkpoint(self, folder: Path) -> dict:
+        from tui_ft.engine.sharded_checkpoint import is_sharded_checkpoint, load_sharded
+
+        if is_sharded_checkpoint(folder):
+            return load_sharded(folder, self.step_model, self.optimizer, self.scheduler, self.group)
+        return load_checkpoint(folder, self.model, self.optimizer, self.scheduler, rank=self.group.rank)
+
+    def _save_final(self) -> None:
+        """Write ``adapter/`` or ``model/`` from rank 0 (FSDP gathers the full weights first)."""
+        from tui_ft.engine.parallel_model import full_state_dict, is_sharded
+
+        state = full_state_dict(self.step_model, self.group) if is_sharded(self.step_model) else None
+        if self.group.is_main:
+            save_final(self.model, self.tokenizer, self.run_dir, self.config.uses_lora, state_dict=state)
+        barrier(self.group)
 
     def _last_good(self) -> str:
         checkpoints = list_checkpoints(self.run_dir)
@@ -230,11 +302,15 @@ class Trainer:
         return self.epoch + min(1.0, self.batch_index / batches)
 
     def _event(self, event: str, message: str, **values) -> None:
+        if not self.group.is_main:
+            return
         print(f"[step {self.step}] {message}", flush=True)
         if self.metrics is not None:
             self.metrics.log("event", self.step, self._epoch_float(), event=event, message=message, **values)
 
     def _status(self, **changes) -> None:
+        if not self.group.is_main:
+            return
         if self._step_times and self.total_steps:
             recent = self._step_times[-20:]
             changes["eta_s"] = round(sum(recent) / len(recent) * (self.total_steps - self.step), 1)
@@ -265,8 +341,10 @@ def build_objectives(raw_config: dict, config: TrainConfig, tokenizer):
     return build([records[i] for i in train_idx]), eval_data
 
 
-def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None) -> str:
+def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None) -> str:
     """Set up and train the run in ``run_dir``; returns ``finished`` or ``stopped``.
+
+    With ``group`` (a process of a torchrun group), every process of the group calls this.
 
     Raises:
         TrainingFailed: For a non-finite loss or an out-of-memory error (the caller marks the
@@ -274,7 +352,7 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None) -
     """
     import torch
 
-    trainer = Trainer(run_dir, stop_requested)
+    trainer = Trainer(run_dir, stop_requested, group)
     try:
         trainer.setup()
         return trainer.train()

@@ -4,6 +4,11 @@ Started by :func:`tui_ft.engine.runs.launch_run` in its own session with output 
 ``worker.log``. SIGTERM and SIGINT ask for a stop (checkpoint at the next step boundary, then
 ``stopped``); SIGHUP is ignored, so an SSH hangup never ends training. Every ending is
 written to ``status.json``: ``finished``, ``stopped`` or ``failed`` with the reason.
+
+Under torchrun (``nproc`` > 1, see :mod:`tui_ft.engine.group_launcher`) every process runs
+this module; each joins the process group and logs one line (rank, world size, device,
+backend); only rank 0 writes the run's files, and its ``pid`` is torchrun's, the parent of
+every rank.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import time
 import traceback
 from pathlib import Path
 
-from tui_ft.engine.run_files import METRICS_FILE, MetricsWriter, read_json, update_status, STATUS_FILE
+from tui_ft.engine.run_files import METRICS_FILE, MetricsWriter, read_json, read_run_config, update_status, STATUS_FILE
+
+# Exit status of a rank that failed because another one went away (a symptom, not the cause).
+PEER_LOST_EXIT = 3
 
 
 class StopFlag:
@@ -32,19 +40,20 @@ class StopFlag:
         print(f"received {signal.Signals(signum).name}: stopping at the next step boundary", flush=True)
 
 
-def _process_start_time() -> float | None:
+def _process_start_time(pid: int) -> float | None:
     try:
         import psutil
 
-        return psutil.Process().create_time()
+        return psutil.Process(pid).create_time()
     except Exception:  # noqa: BLE001 - the start time only guards against pid reuse
         return None
 
 
-def mark_running(run_dir: Path) -> None:
-    """Claim the run: our pid, its start time (against pid reuse) and the first start time."""
+def mark_running(run_dir: Path, pid: int | None = None) -> None:
+    """Claim the run: the run's pid (ours, or torchrun's), its start time (against pid reuse) and the first start time."""
+    pid = pid or os.getpid()
     started = read_json(run_dir / STATUS_FILE).get("started") or time.time()
-    update_status(run_dir, state="running", pid=os.getpid(), pid_started=_process_start_time(), started=started,
+    update_status(run_dir, state="running", pid=pid, pid_started=_process_start_time(pid), started=started,
                   message="starting")
 
 
@@ -57,23 +66,50 @@ def fail(run_dir: Path, message: str) -> None:
     writer.close()
 
 
-def run_worker(run_dir: Path, stop: StopFlag | None = None) -> int:
-    """Train the run; returns the exit status (0 finished or stopped, 1 failed)."""
+def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None) -> int:
+    """Train the run; returns the exit status (0 finished or stopped, 1 failed).
+
+    Args:
+        group: This process's :class:`~tui_ft.engine.distributed.Group` under torchrun;
+            ``None`` for a single process.
+    """
+    from tui_ft.engine.distributed import Group
     from tui_ft.engine.train import TrainingFailed, train_run
 
+    group = group or Group()
     run_dir = Path(run_dir).resolve()
-    mark_running(run_dir)
+    if group.is_main:
+        mark_running(run_dir, os.getppid() if group.active else None)
     try:
-        state = train_run(run_dir, stop or StopFlag())
+        state = train_run(run_dir, stop or StopFlag(), group)
     except TrainingFailed as error:
-        fail(run_dir, str(error))
-        return 1
+        # Every rank sees the same reduced loss and raises together: rank 0 reports for all.
+        if group.is_main:
+            fail(run_dir, str(error))
+        return 1 if group.is_main else 0
     except Exception as error:  # noqa: BLE001 - any crash must end as a readable `failed`
         traceback.print_exc()
-        fail(run_dir, f"{type(error).__name__}: {error} (details in worker.log)")
+        if group.active and peer_lost(error):
+            message = f"rank {group.rank} lost contact with another rank: {str(error).splitlines()[0][:200]}"
+            print(message, flush=True)
+            if group.is_main:
+                fail(run_dir, f"{message} (details in worker.log)")
+            return PEER_LOST_EXIT
+        if group.is_main:
+            fail(run_dir, f"{type(error).__name__}: {error} (details in worker.log)")
         return 1
-    print(f"{state} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    if group.is_main:
+        print(f"{state} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     return 0
+
+
+def peer_lost(error: BaseException) -> bool:
+    """True for a communication error: a collective failed because another rank went away."""
+    import torch.distributed as dist
+
+    text = str(error).lower()
+    return isinstance(error, getattr(dist, "DistError", ())) or any(
+        clue in text for clue in ("connection closed by peer", "connection reset by peer", "remote worker", "broken pipe"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop.handle)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    print(f"worker pid {os.getpid()} for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-    return run_worker(Path(argv[0]), stop)
+    from tui_ft.engine.distributed import join_group, launched_by_torchrun, leave_group
+
+    if not launched_by_torchrun():
+        print(f"worker pid {os.getpid()} for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        return run_worker(Path(argv[0]), stop)
+    group = join_group(read_run_config(Path(argv[0])).get("device", "auto"))
+    print(f"worker pid {os.getpid()}: {group.describe()}, for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+          flush=True)
+    try:
+        return run_worker(Path(argv[0]), stop, group)
+    finally:
+        leave_group(group)
 
 
 if __name__ == "__main__":
