@@ -8,13 +8,14 @@ never prints progress bars (the worker's output is a log file).
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tui_ft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from tui_ft.engine.checkpoint import load_checkpoint, remove_staging, rng_state, save_checkpoint
 from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.distributed import Group, agree, barrier, broadcast_object, gather_objects, reduce_stats, shard
 from tui_ft.engine.model_setup import autocast_for, build_model, count_params, pick_device, save_final
@@ -23,6 +24,9 @@ from tui_ft.engine.runs import list_checkpoints
 from tui_ft.engine.train_data import StepOutput, epoch_batches, steps_per_epoch
 
 OOM_ADVICE = "out of memory: try a smaller --batch-size, a shorter --max-length, or --method lora"
+# torch's CPU allocator says "can't allocate memory" (a RuntimeError, not torch.OutOfMemoryError).
+OOM_CLUES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TrainingFailed(Exception):
@@ -356,12 +360,25 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
     try:
         trainer.setup()
         return trainer.train()
-    except torch.OutOfMemoryError as error:
-        raise TrainingFailed(OOM_ADVICE) from error
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        raise TrainingFailed(f"{OOM_ADVICE} ({_where(trainer)})") from error
     except RuntimeError as error:
-        if "out of memory" in str(error).lower():
-            raise TrainingFailed(OOM_ADVICE) from error
+        if any(clue in str(error).lower() for clue in OOM_CLUES):
+            raise TrainingFailed(f"{OOM_ADVICE} ({_where(trainer)})") from error
+        raise
+    except OSError as error:
+        remove_staging(run_dir)  # a half-written checkpoint holds disk space the user must free
+        if error.errno in DISK_FULL:
+            raise TrainingFailed(f"out of disk space ({error.strerror}) at step {trainer.step}: free some space, "
+                                 f"then resume; {trainer._last_good()}") from error
         raise
     finally:
         if trainer.metrics is not None:
             trainer.metrics.close()
+
+
+def _where(trainer: Trainer) -> str:
+    """Where a failure happened: the step being trained, and the checkpoint to resume from."""
+    if trainer.total_steps is None:
+        return f"while loading; {trainer._last_good()}"
+    return f"at step {trainer.step + 1}; {trainer._last_good()}"
