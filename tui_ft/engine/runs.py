@@ -201,8 +201,8 @@ def _pid_alive(pid: int | None, started: float | None = None) -> bool:
             return False
         # A recycled pid belongs to a process that started later than our worker.
         return started is None or abs(process.create_time() - started) < 2.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+    except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError, ValueError):
+        return False  # TypeError, ValueError: a damaged status.json whose pid is not a positive integer
 
 
 def read_status(run_dir: Path) -> dict:
@@ -229,13 +229,23 @@ def list_runs(home: Path) -> list[RunInfo]:
         if not config:
             continue
         status = read_status(run_dir)
-        runs.append((config.get("created", 0.0), RunInfo(
-            name=run_dir.name, path=run_dir, state=status.get("state", "queued"), step=status.get("step", 0),
-            total_steps=status.get("total_steps"), method=config.get("method", "?"), model=config.get("model", "?"),
-            dataset=config.get("dataset", "?"), started=status.get("started"), updated=status.get("updated"),
-            message=status.get("message", ""), pid=status.get("pid"),
+        runs.append((_typed(config.get("created"), (int, float), 0.0), RunInfo(
+            name=run_dir.name, path=run_dir, state=str(status.get("state", "queued")),
+            step=_typed(status.get("step"), int, 0), total_steps=_typed(status.get("total_steps"), int, None),
+            method=config.get("method", "?"), model=config.get("model", "?"), dataset=config.get("dataset", "?"),
+            started=_typed(status.get("started"), (int, float), None), updated=_typed(status.get("updated"), (int, float), None),
+            message=str(status.get("message", "")), pid=_typed(status.get("pid"), int, None),
         )))
     return [info for _, info in sorted(runs, key=lambda pair: (pair[0], pair[1].name))]
+
+
+def _typed(value, kinds, default):
+    """``value`` when it has the expected type, else ``default``.
+
+    A damaged or hand-edited ``status.json`` can hold valid JSON of the wrong types; the run
+    list (the CLI table, the Runs pane's progress and ages) must still show every run.
+    """
+    return value if isinstance(value, kinds) and not isinstance(value, bool) else default
 
 
 def stop_run(run_dir: Path) -> bool:
