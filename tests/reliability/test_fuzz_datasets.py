@@ -275,20 +275,14 @@ def write_report(tally: dict[tuple[str, str], Counter], files: int) -> None:
 
 
 def replace_section(path: Path, section: str) -> None:
-    """Put ``section`` between the markers in ``path``, keeping every other section as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else (
-        "# Reliability\n\nFaults and bad inputs tried by the test suite; each section is written by the tests named in it.\n"
-    )
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    """Put ``section`` between its markers in ``path`` (the shared helper in ``report.py``).
+
+    Imported here, not at the top: the fuzz runs this file as a script, and Hypothesis draws
+    constants from every local module imported, so a new import would change the files tried.
+    """
+    from report import replace_section as replace
+
+    replace(path, section)
 
 
 def test_replace_section_keeps_other_sections(tmp_path):
