@@ -90,7 +90,8 @@ def as_float(value) -> float:
 def full_state_dict(step_model, group: Group) -> dict | None:
     """The whole model's weights on rank 0's CPU (a collective: every rank calls it); ``None`` elsewhere.
 
-    Keys are the model's own (without the wrapper's ``model.`` prefix).
+    Keys are the model's own (without the wrapper's ``model.`` prefix); a tied weight (the
+    output head sharing the embeddings) appears once, under the name ``save_pretrained`` keeps.
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -98,4 +99,7 @@ def full_state_dict(step_model, group: Group) -> dict | None:
     state = get_model_state_dict(step_model, options=options)
     if not group.is_main:
         return None
-    return {key.removeprefix("model."): value for key, value in state.items()}
+    model = step_model.model
+    aliases = set(dict(model.named_parameters(remove_duplicate=False))) - set(dict(model.named_parameters()))
+    state = {key.removeprefix("model."): value for key, value in state.items()}
+    return {key: value for key, value in state.items() if key not in aliases}

@@ -93,7 +93,9 @@ def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None) -> int:
             message = f"rank {group.rank} lost contact with another rank: {str(error).splitlines()[0][:200]}"
             print(message, flush=True)
             if group.is_main:
-                fail(run_dir, f"{message} (details in worker.log)")
+                # Not `failed` yet: torchrun's launcher names the rank that went away (it may be
+                # that one's own failure that is worth reading); a bare torchrun's exit reads `died`.
+                update_status(run_dir, message=f"{message} (details in worker.log)")
             return PEER_LOST_EXIT
         if group.is_main:
             fail(run_dir, f"{type(error).__name__}: {error} (details in worker.log)")
@@ -112,6 +114,22 @@ def peer_lost(error: BaseException) -> bool:
         clue in text for clue in ("connection closed by peer", "connection reset by peer", "remote worker", "broken pipe"))
 
 
+def end_with_parent() -> None:
+    """Ask Linux for SIGTERM when torchrun (our parent) dies, so no rank trains on as an orphan.
+
+    torchrun does not do this for its ranks; a killed torchrun would leave them holding GPUs.
+    SIGTERM is a stop request: the ranks agree, checkpoint and end as ``stopped``.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not (Path(argv[0]) / "run.json").is_file():
@@ -127,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not launched_by_torchrun():
         print(f"worker pid {os.getpid()} for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
         return run_worker(Path(argv[0]), stop)
+    end_with_parent()
     group = join_group(read_run_config(Path(argv[0])).get("device", "auto"))
     print(f"worker pid {os.getpid()}: {group.describe()}, for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
           flush=True)

@@ -1,0 +1,201 @@
+"""Training with several processes under torchrun, on this CPU with gloo and two processes.
+
+The 2-process runs are real detached runs (torchrun, two workers) on the tiny model; each is
+compared with one in-process run of the same global batch: the loss curve must match to float
+tolerance, through a stop, a resume, and a rank that is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from tui_ft.engine.config import TrainConfig, validate_config
+from tui_ft.engine.distributed import Group, shard
+from tui_ft.engine.group_launcher import failure_message
+from tui_ft.engine.runs import create_run, launch_run, list_checkpoints, read_metrics, read_status, resume_run, stop_run
+from tui_ft.engine.train import train_run
+
+# Full fine-tuning (every weight moves, so a wrong gradient shows) without dropout; the global
+# batch of 4 splits into 2 + 2. 40 steps at about 0.1 s leave time to stop mid-run.
+COMMON = dict(dataset="datasets/seed_instructions.jsonl", method="full", lr=1e-3, max_steps=40, batch_size=4,
+              eval_split=0.0, save_every=0, seed=7, warmup_ratio=0.0)
+RANK_LINE = re.compile(r"worker pid (\d+): rank (\d+) of (\d+) \(local rank \d+\) on (\w+) with (\w+)")
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def rank_lines(run_dir: Path) -> list[tuple[int, int, int, str, str]]:
+    """(pid, rank, world, device, backend) of every rank start logged in worker.log, in order."""
+    text = (run_dir / "worker.log").read_text()
+    return [(int(p), int(r), int(w), d, b) for p, r, w, d, b in RANK_LINE.findall(text)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir):
+    """One process, the same global batch, 40 steps: the curve every 2-process run must follow."""
+    import shutil
+
+    import torch
+
+    from conftest import REPO
+
+    home = tmp_path_factory.mktemp("reference")
+    shutil.copytree(REPO / "datasets", home / "datasets")
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="one", **COMMON), home)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train_run(run_dir) == "finished"
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
+
+
+def test_shards_cover_each_global_batch_once_in_order():
+    for size in range(0, 11):
+        indices = list(range(100, 100 + size))
+        for world in (1, 2, 3, 4):
+            parts = [shard(indices, Group(rank, world)) for rank in range(world)]
+            assert sum(parts, []) == indices
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert shard([5, 6, 7, 8, 9, 10], Group(1, 2)) == [8, 9, 10]
+
+
+def test_multi_process_settings_are_checked(workspace, tiny_model_dir):
+    def problems(**values):
+        config = TrainConfig(model=str(tiny_model_dir), dataset="datasets/seed_instructions.jsonl", **values)
+        found = {}
+        for field, message in validate_config(config, workspace):
+            found[field] = f"{found.get(field, '')} {message}".strip()
+        return found
+
+    assert problems(nproc=2, batch_size=4) == {}
+    assert "multiple of nproc (2)" in problems(nproc=2, batch_size=3)["batch_size"]
+    assert "own GPU" in problems(nproc=2, batch_size=4, device="cuda:1")["device"]
+    assert "method full" in problems(nproc=2, batch_size=4, fsdp=True)["fsdp"]
+    assert "2 or more" in problems(method="full", fsdp=True)["fsdp"]
+    assert problems(method="full", nproc=2, batch_size=4, fsdp=True) == {}
+
+
+def failure(exitcode: int, timestamp: int = 100, signal_name: str = ""):
+    return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, signal_name=lambda: signal_name)
+
+
+def test_the_failed_rank_is_named_not_the_ranks_that_lost_contact_with_it():
+    running, failed = {"state": "running"}, {"state": "failed", "message": "the loss became nan at step 3"}
+    # Rank 1 was killed; rank 0 then lost contact (exit 3) in the same second, or gloo aborted it.
+    assert failure_message({0: failure(3), 1: failure(-9, signal_name="SIGKILL")}, failed).startswith(
+        "rank 1 died: killed by SIGKILL")
+    assert failure_message({0: failure(-6, signal_name="SIGABRT"), 1: failure(-9, signal_name="SIGKILL")},
+                           failed).startswith("rank 1 died")
+    # Rank 2 raised first; rank 0's message was only the symptom.
+    assert failure_message({0: failure(3, 101), 2: failure(1, 100)}, failed).startswith("rank 2 failed with exit code 1")
+    # Rank 0 failed on its own (non-finite loss) and said why: its message stands.
+    assert failure_message({0: failure(1)}, failed) is None
+    assert failure_message({0: failure(1)}, running).startswith("rank 0 failed with exit code 1")
+
+
+def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_killed_rank(
+        workspace, tiny_model_dir, reference, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="two", nproc=2, **COMMON), workspace)
+    torchrun_pid = launch_run(run_dir)
+    wait_for(lambda: read_status(run_dir)["step"] >= 3, "steps of the 2-process run")
+    status = read_status(run_dir)
+    # The run's pid is torchrun's, the parent of both ranks: `died` is judged on it.
+    assert status["pid"] == torchrun_pid
+    started = rank_lines(run_dir)
+    assert sorted((r, w, d, b) for _, r, w, d, b in started) == [(0, 2, "cpu", "gloo"), (1, 2, "cpu", "gloo")]
+    assert all(psutil.Process(pid).ppid() == torchrun_pid for pid, *_ in started)
+
+    stop_run(run_dir)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("stopped", "failed", "died") and s, "the stop")
+    assert status["state"] == "stopped", status
+    stopped_at = status["step"]
+    assert 3 <= stopped_at < 40
+    assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{stopped_at}"]
+    wait_for(lambda: not psutil.pid_exists(torchrun_pid) or psutil.Process(torchrun_pid).status() == psutil.STATUS_ZOMBIE,
+             "torchrun to exit after the stop", timeout=30)
+
+    resume_run(run_dir)
+    wait_for(lambda: read_status(run_dir)["step"] >= stopped_at + 3, "steps after the resume")
+    rank1 = [pid for pid, rank, *_ in rank_lines(run_dir) if rank == 1][-1]
+    os.kill(rank1, signal.SIGKILL)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("failed", "died") and s, "the failure")
+    assert status["state"] == "failed" and status["message"].startswith("rank 1 died: killed by SIGKILL"), status
+
+    assert len(rank_lines(run_dir)) == 4  # two starts of two ranks
+    raw = [r for r in _raw_records(run_dir) if r["kind"] == "train"]
+    steps = [r["step"] for r in raw]
+    assert steps == list(range(1, len(steps) + 1))  # one stream: no step logged twice, none missing
+    assert len(steps) >= stopped_at + 3
+    expected = {r["step"]: r for r in train_records(reference)}
+    for record in raw:
+        assert record["loss"] == pytest.approx(expected[record["step"]]["loss"], rel=1e-5), record["step"]
+        assert record["tokens"] == expected[record["step"]]["tokens"]  # both ranks' tokens, summed
+    assert len({round(r["loss"], 4) for r in raw}) > 3  # the curve moves: the comparison means something
+    events = [r["event"] for r in read_metrics(run_dir) if r["kind"] == "event"]
+    assert events[:3] == ["started", "checkpoint", "stopped"] and events[3:5] == ["resumed", "failed"]
+
+
+def _raw_records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl as written, without the de-duplication readers apply after a resume."""
+    import orjson
+
+    return [orjson.loads(line) for line in (run_dir / "metrics.jsonl").read_bytes().splitlines() if line.strip()]
+
+
+@pytest.mark.e2e  # two more 2-process launches (about 30 s here)
+def test_fsdp_run_resumes_from_sharded_checkpoints_and_saves_the_full_weights(
+        workspace, tiny_model_dir, reference, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="sharded", nproc=2, fsdp=True, **COMMON),
+                         workspace)
+    launch_run(run_dir)
+    wait_for(lambda: read_status(run_dir)["step"] >= 3, "steps of the FSDP run")
+    stop_run(run_dir)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("stopped", "failed", "died") and s, "the stop")
+    assert status["state"] == "stopped", status
+    checkpoint = list_checkpoints(run_dir)[-1]
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "rng_ranks.pt"} <= {p.name for p in checkpoint.iterdir()}
+    assert not (checkpoint / "trainable.safetensors").exists()  # each rank wrote its own shard, none the whole
+
+    wait_for(lambda: read_status(run_dir)["state"] != "stopping" and _torchrun_gone(run_dir), "torchrun to exit")
+    resume_run(run_dir)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("finished", "failed", "died") and s,
+                      "the resumed run to finish")
+    assert status["state"] == "finished", status
+    got, expected = train_records(run_dir), train_records(reference)
+    assert [r["step"] for r in got] == list(range(1, 41))
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in expected], rel=1e-5)
+    mine, theirs = load_file(run_dir / "model" / "model.safetensors"), load_file(reference / "model" / "model.safetensors")
+    assert set(mine) == set(theirs)  # the tied head is saved once, as one process saves it
+    assert max(float((mine[k] - theirs[k]).abs().max()) for k in theirs) < 1e-5
+
+
+def _torchrun_gone(run_dir: Path) -> bool:
+    pid = read_status(run_dir).get("pid")
+    return not pid or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
