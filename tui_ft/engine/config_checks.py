@@ -126,6 +126,7 @@ def check_files(config: TrainConfig, home: Path, skip: set[str]) -> Errors:
         return errors
     if adapter is not None and config.uses_lora:
         errors.append(("model", f"{config.model} is a LoRA run: export it merged (tui-ft export) and train on that folder"))
+    errors += _check_model_code_and_modules(config, model_path, skip)
     model_config = _read_json(model_path / "config.json")
     limit = model_config.get("max_position_embeddings")
     if "max_length" not in skip and isinstance(limit, int) and config.max_length > limit:
@@ -136,6 +137,24 @@ def check_files(config: TrainConfig, home: Path, skip: set[str]) -> Errors:
             errors.append(("freeze_layers", f"the model has {layers} layers, got {config.freeze_layers}"))
     if config.template == "chat" and not _has_chat_template(model_path):
         errors.append(("template", "this model's tokenizer has no chat template; use alpaca"))
+    return errors
+
+
+def _check_model_code_and_modules(config: TrainConfig, model_path: Path, skip: set[str]) -> Errors:
+    """A model that needs its own code (unless trusted); LoRA targets the model has (else peft fails in the worker)."""
+    from tui_ft.engine.models import remote_code_problem, weight_names
+
+    errors: Errors = []
+    problem = None if config.trust_remote_code else remote_code_problem(model_path)
+    if problem:
+        errors.append(("model", problem))
+    names = weight_names(model_path) if config.uses_lora and "lora_targets" not in skip else []
+    # peft matches a target against the end of a module name; a weight is MODULE.weight.
+    modules = {name.rsplit(".", 1)[0] for name in names}
+    missing = [t for t in config.lora_targets if not any(m == t or m.endswith("." + t) for m in modules)]
+    if names and missing:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in modules if not m.rsplit(".", 1)[-1].isdigit()})
+        errors.append(("lora_targets", f"this model has no module {missing[0]!r} (its modules: {', '.join(leaves)})"))
     return errors
 
 

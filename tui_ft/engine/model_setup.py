@@ -78,6 +78,7 @@ def load_base(config: dict):
     model = AutoModelForCausalLM.from_pretrained(
         config["model_path"], dtype=torch.float32, local_files_only=True,
         trust_remote_code=bool(config.get("trust_remote_code")),
+        use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
     )
     if config.get("base_adapter"):
         from peft import PeftModel

@@ -183,11 +183,15 @@ def list_models(home: Path | None = None) -> list[dict]:
     return models
 
 
-def load_tokenizer(path: Path):
-    """Load a tokenizer from a local folder; it gets a pad token when it has none."""
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """Load a tokenizer from a local folder; it gets a pad token when it has none.
+
+    ``trust_remote_code`` is passed explicitly: left unset, transformers asks on stdin whether to
+    run a model's own code (a prompt that hangs a dashboard or a detached worker).
+    """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -198,12 +202,58 @@ def load_model(resolved: ModelRef, dtype=None, device: str = "cpu", trust_remote
     import torch
     from transformers import AutoModelForCausalLM
 
+    problem = None if trust_remote_code else remote_code_problem(resolved.path)
+    if problem:
+        raise ModelError(problem)
     tokenizer = load_tokenizer(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(
-        resolved.path, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=trust_remote_code
+        resolved.path, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
     )
     if resolved.adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, resolved.adapter)
     return model.to(device).eval(), tokenizer
+
+
+def remote_code_problem(path: Path) -> str | None:
+    """One line refusing a model folder that needs its own Python code, or ``None``.
+
+    Such a folder's ``config.json`` maps the Auto classes to modules it ships (``auto_map``) for a
+    model type transformers does not know; loading it runs that code. A known model type with a
+    leftover ``auto_map`` loads with transformers' own classes and is fine.
+    """
+    try:
+        config = orjson.loads((Path(path) / "config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return None
+    # Imported only for such folders: it loads much of transformers (seconds).
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None
+    return (f"{path}: this model ships its own Python code (auto_map in config.json), which tui-ft does not run "
+            "unless you trust it (train: --set trust_remote_code=true)")
+
+
+def weight_names(path: Path) -> list[str]:
+    """The weight names of a model folder, from its safetensors headers (no tensor is read).
+
+    Hand-written (the format is an 8-byte header length, then a JSON header) because
+    ``safetensors.safe_open`` needs torch, and validating a form must stay light. Returns an
+    empty list when the headers cannot be read.
+    """
+    path = Path(path)
+    try:
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            return sorted(orjson.loads(index.read_bytes()).get("weight_map", {}))
+        with open(path / "model.safetensors", "rb") as file:
+            size = int.from_bytes(file.read(8), "little")
+            header = orjson.loads(file.read(min(size, 100_000_000)))
+        return sorted(name for name in header if name != "__metadata__")
+    except (OSError, ValueError, AttributeError, orjson.JSONDecodeError):
+        return []
