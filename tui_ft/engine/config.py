@@ -183,7 +183,8 @@ def validate_config(config: TrainConfig, home: Path) -> list[tuple[str, str]]:
     config = config.resolved()
     errors = check_values(config)
     if config.name is not None:
-        if not RUN_NAME_PATTERN.match(config.name) or ".." in config.name:
+        # fullmatch: with match, "$" also matches before a final newline ("run\n" passed).
+        if not RUN_NAME_PATTERN.fullmatch(config.name) or ".." in config.name:
             errors.append(("name", f"{config.name!r} is not a safe run name (letters, digits, '.', '_', '-'; 64 at most)"))
         elif (Path(home) / "checkpoints" / config.name).exists():
             errors.append(("name", f"a run named {config.name!r} already exists"))
