@@ -99,6 +99,10 @@ class Trainer:
         if self.group.is_main:
             barrier(self.group)
         self.step_model = wrap_for_training(self.model, self.group, config.fsdp)
+        if self.group.active:
+            # The weights are initialised (the same on every rank); from here each rank draws its
+            # own dropout masks, as one process would for the whole batch.
+            torch.manual_seed(config.seed + self.group.rank)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.metrics = MetricsWriter(self.run_dir / METRICS_FILE) if self.group.is_main else None
