@@ -65,6 +65,7 @@ FIELDS = (
     Field("seed", "Seed", "42"),
     Field("template", "Template"),
     Field("device", "Device"),
+    Field("nproc", "Processes", "1; N: torchrun, one per GPU (batch size stays global)"),
     Field("name", "Run name", "automatic: method-dataset-time"),
 )
 SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES}
