@@ -199,3 +199,21 @@ def test_fsdp_run_resumes_from_sharded_checkpoints_and_saves_the_full_weights(
 def _torchrun_gone(run_dir: Path) -> bool:
     pid = read_status(run_dir).get("pid")
     return not pid or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_create_only_makes_a_run_for_torchrun_without_starting_it(workspace, tiny_model_dir, capsys):
+    from tui_ft.cli import main
+
+    code = main(["--home", str(workspace), "train", "--model", str(tiny_model_dir), "--dataset",
+                 "datasets/seed_instructions.jsonl", "--method", "lora", "--nproc", "2", "--batch-size", "4",
+                 "--name", "later", "--create-only"])
+    assert code == 0
+    out, err = capsys.readouterr()
+    run_dir = Path(out.strip())
+    assert run_dir == workspace / "checkpoints" / "later"
+    assert f"-m tui_ft.engine.worker {run_dir}" in err
+    assert read_status(run_dir)["state"] == "queued" and read_status(run_dir)["pid"] is None
+    assert not (run_dir / "worker.log").exists()
+    assert main(["--home", str(workspace), "train", "--model", str(tiny_model_dir), "--dataset",
+                 "datasets/seed_instructions.jsonl", "--method", "lora", "--nproc", "2", "--batch-size", "3"]) == 2
+    assert "multiple of nproc (2)" in capsys.readouterr().err

@@ -7,6 +7,7 @@ boundary with a checkpoint; a second Ctrl+C leaves it running in the background.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--name", help="run name (default: method-dataset-time)")
     parser.add_argument("--detach", action="store_true", help="start the run in the background and return")
+    parser.add_argument("--create-only", action="store_true",
+                        help="create the run folder without starting it (start it yourself, e.g. with torchrun "
+                             "across servers: see README)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any other setting, e.g. lora_targets=q_proj,v_proj or train_on_prompt=true")
     parser.set_defaults(handler=run)
@@ -82,6 +86,10 @@ def run(args) -> int:
     except ConfigError as error:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
+    if args.create_only:
+        print(f"not started; on each server: torchrun --nnodes N --node-rank K --nproc-per-node G "
+              f"--master-addr HOST0 --master-port 29500 -m tui_ft.engine.worker {run_dir}", file=sys.stderr)
+        return 0
     launch_run(run_dir)
     return 0 if args.detach else follow(run_dir)
 
