@@ -6,8 +6,12 @@ session: engine tests run in seconds on the CPU and need no download.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+# As the CLI does: OpenMP threads that spin crawl when tests and workers share the CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

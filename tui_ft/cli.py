@@ -46,6 +46,9 @@ def workspace(home: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used by ``python -m tui_ft``)."""
+    # Before torch loads OpenMP: spinning threads crawl when the CPU is shared with a training
+    # run or the dashboard (see launch_run, which measured it); the user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.readers import DatasetError
 
