@@ -192,3 +192,59 @@ def test_bad_settings_are_refused(values, word):
     with pytest.raises(ValueError, match=word):
         settings.check()
     assert GenerationSettings().problems() == []
+
+
+@pytest.fixture(scope="module")
+def wide(tokenizer):
+    """A small bf16 Llama with the widths of real models (multiples of 64), which oneDNN
+    computes row by row alike, so several positions can be checked at once."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).to(torch.bfloat16).eval()
+
+
+def needs_exact_rows(decoder):
+    if not decoder.exact_rows:
+        pytest.skip("oneDNN bf16 rows are not computed alike here: several positions at once are not used")
+
+
+def test_a_toy_width_never_checks_several_positions(tiny):
+    model = copy.deepcopy(tiny[0]).to(torch.bfloat16)
+    assert not LlamaDecoder(model, 64).exact_rows  # 32 wide: measured to round differently
+
+
+def test_several_positions_at_once_are_bit_identical_in_bf16(wide, tokenizer, prompt):
+    ids = encode_text(tokenizer, prompt)
+    one, many = LlamaDecoder(wide, len(ids) + 8), LlamaDecoder(wide, len(ids) + 8)
+    needs_exact_rows(many)
+    follow = [11, 2000, 345, 7, 9000]
+    with torch.inference_mode():
+        one.forward(torch.tensor([ids]))
+        singles = torch.cat([one.forward(torch.tensor([[t]])) for t in follow])
+        many.forward(torch.tensor([ids]))
+        assert torch.equal(many.forward(torch.tensor([follow]), every_position=True), singles)
+        many.rewind(len(ids) + 2)  # drop the last three, then redo them one at a time
+        redo = torch.cat([many.forward(torch.tensor([[t]])) for t in follow[2:]])
+    assert torch.equal(redo, singles[2:])
+
+
+def test_prompt_lookup_keeps_greedy_output_and_saves_passes(wide, tokenizer, prompt):
+    from contextlib import nullcontext
+
+    from tui_ft.engine.lookahead import greedy_with_lookup, guess_next_tokens
+
+    assert guess_next_tokens([5, 6, 7, 1, 5, 6], 2) == [7, 1]  # what followed "5 6" before
+    assert guess_next_tokens([1, 2, 3], 4) == []
+    ids = encode_text(tokenizer, prompt)
+    varied = with_random_head(wide).to(torch.bfloat16)  # guesses mostly wrong: rewinds
+    for model, most_passes in ((wide, 20), (varied, 40)):
+        decoder = LlamaDecoder(model, len(ids) + 40)
+        needs_exact_rows(decoder)
+        counters = {}
+        ours = list(greedy_with_lookup(decoder, ids, 40, set(), nullcontext, counters))
+        assert ours == hf_greedy(model, ids, 40, eos_token_id=None)
+        assert counters["tokens"] == 40 and counters["forward_passes"] <= most_passes

@@ -20,8 +20,12 @@ position (checked by the tests), and measured 3x faster than fp32 on an AMX CPU.
 
 from __future__ import annotations
 
+import weakref
+
 SUPPORTED_TYPES = ("llama",)
-PACKED_ATTRIBUTE = "_tui_ft_decode_weight"  # (weight version, data pointer, packed weight)
+_PACKED: dict[int, tuple] = {}  # id(module) -> (weight version, data pointer, packed weight)
+MAX_ROWS = 9  # the most positions checked at once after the prompt (1 token + 8 guesses)
+_ROWS_PROBED: dict[tuple, bool] = {}  # (out, in features) -> rows computed independently
 
 
 def _plain_linear(module) -> bool:
@@ -47,7 +51,8 @@ def _can_pack(module) -> bool:
 def packed_decode_weight(module):
     """The module's bf16 weight laid out for oneDNN at batch size 1 (None where that does not apply).
 
-    The packed copy is cached on the module and redone when the weight changed (its tensor
+    The packed copy is cached for the module's lifetime (in a side table, so the module
+    still deep-copies and saves as before) and redone when the weight changed (its tensor
     version counts in-place updates, e.g. an optimizer step) or was replaced.
     """
     import torch
@@ -56,13 +61,36 @@ def packed_decode_weight(module):
         return None
     weight = module.weight
     stamp = (weight._version, weight.data_ptr())
-    cached = getattr(module, PACKED_ATTRIBUTE, None)
+    cached = _PACKED.get(id(module))
     if cached is None or cached[:2] != stamp:
         with torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
-        cached = (*stamp, packed)
-        object.__setattr__(module, PACKED_ATTRIBUTE, cached)  # a cache, not a parameter or buffer
+        if cached is None:
+            weakref.finalize(module, _PACKED.pop, id(module), None)
+        cached = _PACKED[id(module)] = (*stamp, packed)
     return cached[2]
+
+
+def rows_are_independent(packed, in_features: int, out_features: int) -> bool:
+    """True when oneDNN computes each row of a matmul alike for 1 to ``MAX_ROWS`` rows.
+
+    oneDNN picks its kernel by shape: for the shapes of real models (checked: SmolLM2) each
+    row comes out bit for bit as alone, but not for every shape (a 32-wide toy model differs
+    in the last bit). So it is measured once per shape rather than assumed.
+    """
+    import torch
+
+    key = (out_features, in_features)
+    if key not in _ROWS_PROBED:
+        rows = torch.randn(1, MAX_ROWS, in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+
+        def matmul(x):
+            return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+        with torch.inference_mode():
+            alone = torch.cat([matmul(rows[:, i : i + 1]) for i in range(MAX_ROWS)], dim=1)
+            _ROWS_PROBED[key] = all(torch.equal(matmul(rows[:, :m]), alone[:, :m]) for m in range(2, MAX_ROWS + 1))
+    return _ROWS_PROBED[key]
 
 
 def unwrap_causal_lm(model):
@@ -122,12 +150,26 @@ class LlamaDecoder:
             attn, mlp = layer.self_attn, layer.mlp
             modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         self.packed = {id(m): w for m in modules if (w := packed_decode_weight(m)) is not None}
+        self.exact_rows = len(self.packed) == len(modules) and self._rows_exact(modules, config)
 
-    def _linear(self, module, x):
+    def _rows_exact(self, modules, config) -> bool:
+        """True when several positions at once give the same logits as one at a time.
+
+        Needs every matmul on laid-out bf16 weights with rows computed independently (fp32
+        MKL and LoRA layers are not), and widths that fill whole vector registers (a partial
+        register takes a scalar path that can round differently).
+        """
+        widths = (config.hidden_size, config.intermediate_size, self.head_dim)
+        if any(width % 32 for width in widths):
+            return False
+        shapes = {(m.in_features, m.out_features): self.packed[id(m)] for m in modules}
+        return all(rows_are_independent(packed, i, o) for (i, o), packed in shapes.items())
+
+    def _linear(self, module, x, prompt: bool):
         import torch
         import torch.nn.functional as F
 
-        if x.shape[1] == 1 and (packed := self.packed.get(id(module))) is not None:
+        if not prompt and (packed := self.packed.get(id(module))) is not None:
             return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
         # A plain Linear skips nn.Module.__call__ (hooks, dispatch): the same kernel, less Python.
         return F.linear(x, module.weight, module.bias) if _plain_linear(module) else module(x)
@@ -151,47 +193,69 @@ class LlamaDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return (x * cos) + (rotated * sin)
 
-    def forward(self, input_ids):
-        """Run ``input_ids`` (``(1, n)``) at the next ``n`` positions; return the last position's logits."""
+    def _attend(self, index: int, q, start: int, end: int, prompt: bool):
+        import torch
+        import torch.nn.functional as F
+
+        keys, values = self.keys[index], self.values[index]
+
+        def attend(query, stop, causal):
+            return F.scaled_dot_product_attention(
+                query, keys[:, :, :stop], values[:, :, :stop], scale=self.scaling, is_causal=causal, enable_gqa=self.gqa
+            )
+
+        if prompt or end - start == 1:
+            return attend(q, end, end - start > 1)
+        # Positions after the prompt attend one at a time, exactly as single-token decoding does.
+        return torch.cat([attend(q[:, :, i : i + 1], start + i + 1, False) for i in range(end - start)], dim=2)
+
+    def forward(self, input_ids, every_position: bool = False):
+        """Run ``input_ids`` (``(1, n)``) at the next ``n`` positions and return logits.
+
+        The first call is the prompt. Later calls take one position, or several when
+        :attr:`exact_rows` (to check draft tokens); :meth:`rewind` drops positions again.
+
+        Returns:
+            ``(1, vocab)`` logits of the last position, or ``(n, vocab)`` for every position.
+        """
         import torch
         import torch.nn.functional as F
 
         count = input_ids.shape[1]
         start, end = self.length, self.length + count
+        prompt = start == 0
         if end > self.max_length:
             raise ValueError(f"the decoder holds {self.max_length} positions; {end} asked")
-        if count > 1 and start > 0:
-            raise ValueError("several positions at once only for the prompt, at the start")
+        if count > 1 and not prompt and not self.exact_rows:
+            raise ValueError("several positions after the prompt need exact_rows")
         hidden = self.body.embed_tokens(input_ids)
         positions = torch.arange(start, end, device=self.device).unsqueeze(0)
         cos, sin = self.rotary(hidden, position_ids=positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        causal = count > 1
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             residual = hidden
             x = self._rms_norm(layer.input_layernorm, hidden)
-            q = self._linear(attn.q_proj, x).view(1, count, -1, self.head_dim).transpose(1, 2)
-            k = self._linear(attn.k_proj, x).view(1, count, -1, self.head_dim).transpose(1, 2)
-            v = self._linear(attn.v_proj, x).view(1, count, -1, self.head_dim).transpose(1, 2)
+            q = self._linear(attn.q_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
+            k = self._linear(attn.k_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
+            v = self._linear(attn.v_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
             q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             self.keys[index][:, :, start:end] = k
             self.values[index][:, :, start:end] = v
-            out = F.scaled_dot_product_attention(
-                q,
-                self.keys[index][:, :, :end],
-                self.values[index][:, :, :end],
-                scale=self.scaling,
-                is_causal=causal,
-                enable_gqa=self.gqa,
-            )
+            out = self._attend(index, q, start, end, prompt)
             out = out.transpose(1, 2).reshape(1, count, -1).contiguous()
-            hidden = residual + self._linear(attn.o_proj, out)
+            hidden = residual + self._linear(attn.o_proj, out, prompt)
             residual = hidden
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
             mlp = layer.mlp
-            x = self._linear(mlp.down_proj, F.silu(self._linear(mlp.gate_proj, x)) * self._linear(mlp.up_proj, x))
-            hidden = residual + x
+            gate, up = self._linear(mlp.gate_proj, x, prompt), self._linear(mlp.up_proj, x, prompt)
+            hidden = residual + self._linear(mlp.down_proj, F.silu(gate) * up, prompt)
         self.length = end
-        hidden = self._rms_norm(self.body.norm, hidden[:, -1:, :])
-        return self._linear(self.lm_head, hidden)[:, -1, :]
+        hidden = self._rms_norm(self.body.norm, hidden if every_position else hidden[:, -1:, :])
+        return self._linear(self.lm_head, hidden, prompt)[0]
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from ``length`` on (rejected draft tokens)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot rewind to {length} from {self.length}")
+        self.length = length

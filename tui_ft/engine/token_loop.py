@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 from tui_ft.engine.llama_decoder import LlamaDecoder, supports_lean_decoding
+from tui_ft.engine.lookahead import greedy_with_lookup
 from tui_ft.engine.sampling import GenerationSettings, TokenSampler
 
 StepContext = Callable[[], AbstractContextManager]
@@ -54,6 +55,7 @@ def generate_token_ids(
     eos_ids: set[int],
     step_context: StepContext | None = None,
     lean: bool | None = None,
+    lookup: bool = True,
 ) -> Iterator[int]:
     """Yield new token ids one at a time; the EOS token that ends the reply is yielded too.
 
@@ -68,6 +70,8 @@ def generate_token_ids(
         step_context: Entered around each forward pass (a lock, peft's ``disable_adapter``),
             so replies that share a model can interleave token by token.
         lean: Force the lean Llama path on or off (None: use it when the model supports it).
+        lookup: Allow prompt-lookup decoding (greedy only, where it is exact; see
+            :mod:`~tui_ft.engine.lookahead`).
     """
     import torch
 
@@ -76,7 +80,11 @@ def generate_token_ids(
     enter = step_context or nullcontext
     if lean is None:
         lean = supports_lean_decoding(model)
-    step = LlamaDecoder(model, len(prompt_ids) + settings.max_new_tokens).forward if lean else _hf_forward(model)
+    decoder = LlamaDecoder(model, len(prompt_ids) + settings.max_new_tokens) if lean else None
+    if lookup and decoder is not None and decoder.exact_rows and settings.greedy and settings.repetition_penalty == 1.0:
+        yield from greedy_with_lookup(decoder, prompt_ids, settings.max_new_tokens, eos_ids, enter)
+        return
+    step = decoder.forward if decoder is not None else _hf_forward(model)
     seen = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     step_input = seen
     for _ in range(settings.max_new_tokens):
