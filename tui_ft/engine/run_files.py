@@ -86,9 +86,12 @@ def merge_records(history: list[dict], new: list[dict]) -> list[dict]:
     the resumed worker logs them again, so on a ``{"kind": "event", "event": "resumed",
     "step": N}`` record the train and eval records after step N are dropped. The dashboard
     feeds :meth:`MetricsTail.read_new` output through this to keep one clean history.
+
+    A worker that died before its first checkpoint is started again from step 0 and logs
+    ``started`` again: the same rule, at step 0, drops the dead worker's steps.
     """
     for record in new:
-        if record.get("kind") == "event" and record.get("event") == "resumed":
+        if record.get("kind") == "event" and record.get("event") in ("resumed", "started"):
             step = record.get("step", 0)
             history = [r for r in history if r.get("kind") == "event" or r.get("step", 0) <= step]
         history.append(record)

@@ -200,7 +200,7 @@ class RunHistory:
         new = self.tail.read_new()
         for record in new:
             kind, step = record.get("kind"), record.get("step")
-            if kind == "event" and record.get("event") == "resumed" and _numeric(step):
+            if kind == "event" and record.get("event") in ("resumed", "started") and _numeric(step):
                 # The rule of engine.run_files.merge_records, applied to the series: a resumed
                 # worker logs again the steps after its checkpoint, so drop them first.
                 self.series = {key: Series([p for p in s.points() if p[0] <= step]) for key, s in self.series.items()}
