@@ -60,14 +60,15 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
 
 
 def remove_staging(run_dir: Path) -> None:
-    """Delete unfinished checkpoint folders (``ckpt/.tmp-step-*``).
+    """Delete unfinished checkpoint folders (``ckpt/.tmp-*``: half written, or half deleted).
 
     A worker killed (or out of disk space) while writing a checkpoint leaves its staging folder
     behind, named after its pid, so no later save would reuse it: each would hold as much disk as
-    a checkpoint (gigabytes for full fine-tuning) forever. Only one worker writes a run's
-    checkpoints, so any staging folder present before it writes is a leftover.
+    a checkpoint (gigabytes for full fine-tuning) forever. The same goes for an old checkpoint
+    whose deletion was cut short. Only one worker writes a run's checkpoints, so any such folder
+    present before it writes is a leftover.
     """
-    for leftover in (Path(run_dir) / "ckpt").glob(".tmp-step-*"):
+    for leftover in (Path(run_dir) / "ckpt").glob(".tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -75,7 +76,12 @@ def _prune(folder: Path, keep: int) -> None:
     from tui_ft.engine.runs import list_checkpoints
 
     for old in list_checkpoints(folder.parent)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed out of the list first: a kill mid-delete must not leave a step-N that looks
+        # complete and is missing files (resume, eval --checkpoint or export would load it).
+        hidden = old.with_name(f".tmp-pruned-{old.name}")
+        shutil.rmtree(hidden, ignore_errors=True)  # an earlier, interrupted deletion of the same step
+        os.replace(old, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
 
 
 def load_trainable(model, folder: Path) -> None:
