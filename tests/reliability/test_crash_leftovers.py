@@ -9,6 +9,7 @@ A run folder made by the engine gets one damaged file at a time; then the engine
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,16 +63,23 @@ def dead_pid() -> int:
     return gone.pid
 
 
-def died_run(home: Path, model: Path) -> Path:
-    """A run folder as a worker killed after ``STEPS`` steps leaves it."""
-    run_dir = new_run(home, model, name="crashed", max_steps=10)
+@pytest.fixture(scope="module")
+def crashed_template(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run folder as a worker killed after ``STEPS`` steps leaves it (copied by each test)."""
+    home = tmp_path_factory.mktemp("crashed")
+    run_dir = new_run(home, tiny_model_dir, name="crashed", max_steps=10)
     writer = MetricsWriter(run_dir / "metrics.jsonl")
     writer.log("event", 0, 0.0, event="started", message="started")
     for step in range(1, STEPS + 1):
         writer.log("train", step, step / 4, loss=3.0 - step / 10, lr=1e-3, tokens=100, step_time=0.1)
     writer.close()
-    update_status(run_dir, state="running", pid=dead_pid(), step=STEPS, total_steps=10, message="loss 2.5")
+    update_status(run_dir, state="running", pid=dead_pid(), pid_started=1.0, step=STEPS, total_steps=10,
+                  message="loss 2.5")  # pid_started: a reused pid is not this worker
     return run_dir
+
+
+def died_run(home: Path, template: Path, name: str = "crashed") -> Path:
+    return Path(shutil.copytree(template, home / "checkpoints" / name))
 
 
 def damage(run_dir: Path, kind: str) -> None:
@@ -104,8 +112,8 @@ def damage(run_dir: Path, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
-def test_readers_recover_from_a_damaged_file(workspace, tiny_model_dir, monkeypatch, capsys, kind):
-    run_dir = died_run(workspace, tiny_model_dir)
+def test_readers_recover_from_a_damaged_file(workspace, crashed_template, monkeypatch, capsys, kind):
+    run_dir = died_run(workspace, crashed_template)
     assert read_status(run_dir)["state"] == "died"
     damage(run_dir, kind)
 
@@ -152,12 +160,10 @@ def test_readers_recover_from_a_damaged_file(workspace, tiny_model_dir, monkeypa
     SECTION.add(kind, DAMAGE[kind][0], 1, outcome + "; `runs resume` accepts it; no exception")
 
 
-def test_runs_json_in_a_fresh_process_with_every_damage(workspace, tiny_model_dir):
+def test_runs_json_in_a_fresh_process_with_every_damage(workspace, crashed_template):
     """The CLI as a user runs it, on a workspace holding each damaged run at once."""
     for kind in DAMAGE:
-        run_dir = died_run(workspace, tiny_model_dir)
-        damage(run_dir, kind)
-        run_dir.rename(run_dir.with_name(kind))
+        damage(died_run(workspace, crashed_template, kind), kind)
     result = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "runs", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

@@ -43,7 +43,7 @@ SECTION = Section(
         "second import of torch); `tests/engine/test_runs_worker.py` kills a `launch_run` worker the same way.",
     ],
     ["fault", "method", "trials", "outcome"],
-    [f"{check}-{method}" for method in METHODS for check in ("kill", "resume")],
+    [f"{check}-{method}" for method in METHODS for check in ("kill", "resume")] + ["restart-lora", "prune-full"],
 )
 
 
@@ -106,7 +106,9 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
         assert status["state"] == "died", status
         assert [r.state for r in list_runs(workspace) if r.name == "killed"] == ["died"]
         checkpoints = list_checkpoints(run_dir)
-        assert checkpoints, "a kill after a trained step leaves at least one checkpoint"
+        # Only the first kill may come before the first checkpoint (a step is logged, then saved):
+        # that resume starts again from step 0.
+        assert checkpoints or trial == 0, "later kills always find a checkpoint"
         for folder in checkpoints:
             checkpoint_contents(folder)  # every checkpoint on disk loads
             loaded += 1
@@ -125,7 +127,8 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
     assert got == pytest.approx(expected, abs=1e-5)
     weights_diff = max_difference(final_weights(run_dir), final_weights(reference))
     assert weights_diff <= 1e-5
-    assert [r["event"] for r in read_metrics(run_dir) if r["kind"] == "event"].count("resumed") == KILLS
+    events = [r["event"] for r in read_metrics(run_dir) if r["kind"] == "event"]
+    assert events.count("resumed") + events.count("started") == KILLS + 1  # one start, then one resume a kill
     assert not [p.name for p in (run_dir / "ckpt").iterdir() if p.name.startswith(".tmp")]  # no staging left over
 
     SECTION.add(f"kill-{method}", "kill -9 of the worker mid-run", method, KILLS,
@@ -134,3 +137,62 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
     SECTION.add(f"resume-{method}", "resume after the kills", method, KILLS,
                 f"`finished`; {STEPS} train losses and the final weights equal the uninterrupted run's within 1e-5; "
                 "no staging folder left")
+
+
+def test_kill_9_before_the_first_checkpoint_restarts_with_one_clean_history(workspace, tiny_model_dir, forked,
+                                                                             one_thread, monkeypatch):
+    from tui_ft.engine.run_monitor import RunHistory
+
+    common = METHODS["lora"] | {"max_steps": 6, "save_every": 0}  # no checkpoint before the end
+    reference = new_run(workspace, tiny_model_dir, name="reference", **common)
+    assert train_run(reference) == "finished"
+    run_dir = new_run(workspace, tiny_model_dir, name="early", **common)
+    progress = Progress(run_dir)
+    pid = forked.launch(run_dir)
+    kill_when(progress, 1, 2, run_dir, 0.0)
+    forked.kill(pid)
+    assert read_status(run_dir)["state"] == "died" and list_checkpoints(run_dir) == []
+    monkeypatch.setattr(runs, "launch_run", forked.launch)
+    assert forked.reap(resume_run(run_dir)) == 0  # starts again from step 0
+    assert read_status(run_dir)["state"] == "finished"
+    assert train_steps(run_dir) == list(range(1, 7))  # the dead worker's steps are not shown twice
+    assert train_losses(run_dir) == pytest.approx(train_losses(reference), abs=1e-5)
+    history = RunHistory(run_dir)  # the Runs pane's reader applies the same rule
+    history.update()
+    assert [step for step, _ in history.series[("train", "loss")].points()] == list(range(1, 7))
+    SECTION.add("restart-lora", "kill -9 before the first checkpoint", "lora", 1,
+                "`died`, no checkpoint; resume starts again from step 0; the history shows steps 1-6 once, "
+                "losses equal the uninterrupted run's")
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL inside this process: nothing after it runs (no ``except Exception`` catches it)."""
+
+
+def test_killed_while_deleting_an_old_checkpoint_leaves_only_loadable_ones(workspace, tiny_model_dir, one_thread,
+                                                                            monkeypatch):
+    import shutil
+
+    run_dir = new_run(workspace, tiny_model_dir, method="full", lr=1e-3, max_steps=5, keep_checkpoints=2)
+    real_rmtree = shutil.rmtree
+
+    def rmtree_then_die(path, *args, **kwargs):
+        files = sorted(Path(path).glob("*.pt"))
+        if "step-1" in Path(path).name and files:  # pruning step-1 after step-3 is saved
+            files[0].unlink()  # the first file is gone when the kill lands
+            raise Killed
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_then_die)
+    with pytest.raises(Killed):
+        train_run(run_dir)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    listed = list_checkpoints(run_dir)
+    assert [p.name for p in listed][-1] == "step-3"
+    for folder in listed:
+        checkpoint_contents(folder)  # a half-deleted checkpoint is never listed
+    assert train_run(run_dir) == "finished"
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step-3", "step-4"]  # the leftover is gone
+    SECTION.add("prune-full", "killed while deleting an old checkpoint", "full", 1,
+                "the half-deleted checkpoint is never listed; every listed one loads; the resumed run finishes and "
+                "the leftover is removed")
