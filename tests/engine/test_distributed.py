@@ -23,10 +23,13 @@ from tui_ft.engine.group_launcher import failure_message
 from tui_ft.engine.runs import create_run, launch_run, list_checkpoints, read_metrics, read_status, resume_run, stop_run
 from tui_ft.engine.train import train_run
 
-# Full fine-tuning (every weight moves, so a wrong gradient shows) without dropout; the global
-# batch of 4 splits into 2 + 2. 40 steps at about 0.1 s leave time to stop mid-run.
-COMMON = dict(dataset="datasets/seed_instructions.jsonl", method="full", lr=1e-3, max_steps=40, batch_size=4,
-              eval_split=0.0, save_every=0, seed=7, warmup_ratio=0.0)
+# Full fine-tuning (every weight moves, so a wrong gradient shows) without dropout. The global
+# batch of 4 splits into 2 + 2; 17 training examples leave a last batch of one, so once an
+# epoch rank 1 has nothing and runs a zero-weighted example; two micro-batches a step exercise
+# accumulation without communication; the 3 held-out examples split 2 + 1. 30 steps at about
+# 0.2 s leave time to stop mid-run.
+COMMON = dict(dataset="datasets/seed_instructions_20.jsonl", method="full", lr=1e-3, max_steps=30, batch_size=4,
+              grad_accum=2, eval_split=0.15, eval_every=10, save_every=0, seed=7, warmup_ratio=0.0)
 RANK_LINE = re.compile(r"worker pid (\d+): rank (\d+) of (\d+) \(local rank \d+\) on (\w+) with (\w+)")
 
 
@@ -53,7 +56,7 @@ def rank_lines(run_dir: Path) -> list[tuple[int, int, int, str, str]]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_model_dir):
-    """One process, the same global batch, 40 steps: the curve every 2-process run must follow."""
+    """One process, the same global batch, 30 steps: the curve every 2-process run must follow."""
     import shutil
 
     import torch
@@ -133,13 +136,14 @@ def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_ki
     status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("stopped", "failed", "died") and s, "the stop")
     assert status["state"] == "stopped", status
     stopped_at = status["step"]
-    assert 3 <= stopped_at < 40
+    assert 3 <= stopped_at < 30
     assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{stopped_at}"]
     wait_for(lambda: not psutil.pid_exists(torchrun_pid) or psutil.Process(torchrun_pid).status() == psutil.STATUS_ZOMBIE,
              "torchrun to exit after the stop", timeout=30)
 
     resume_run(run_dir)
-    wait_for(lambda: read_status(run_dir)["step"] >= stopped_at + 3, "steps after the resume")
+    # Past the evaluation at step 10 (held-out batch split 2 + 1) before the kill.
+    wait_for(lambda: read_status(run_dir)["step"] >= max(stopped_at + 3, 11), "steps after the resume")
     rank1 = [pid for pid, rank, *_ in rank_lines(run_dir) if rank == 1][-1]
     os.kill(rank1, signal.SIGKILL)
     status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("failed", "died") and s, "the failure")
@@ -155,8 +159,18 @@ def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_ki
         assert record["loss"] == pytest.approx(expected[record["step"]]["loss"], rel=1e-5), record["step"]
         assert record["tokens"] == expected[record["step"]]["tokens"]  # both ranks' tokens, summed
     assert len({round(r["loss"], 4) for r in raw}) > 3  # the curve moves: the comparison means something
+    assert reference_epochs_end_with_a_single_example(reference)
+    evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+    expected_evals = {r["step"]: r["loss"] for r in read_metrics(reference) if r["kind"] == "eval"}
+    assert evals and all(r["loss"] == pytest.approx(expected_evals[r["step"]], rel=1e-5) for r in evals)
     events = [r["event"] for r in read_metrics(run_dir) if r["kind"] == "event"]
     assert events[:3] == ["started", "checkpoint", "stopped"] and events[3:5] == ["resumed", "failed"]
+
+
+def reference_epochs_end_with_a_single_example(run_dir: Path) -> bool:
+    """True when the run trained on 17 examples (batches of 4, 4, 4, 4, 1)."""
+    started = next(r for r in read_metrics(run_dir) if r.get("event") == "started")
+    return started["examples"] == 17 and started["examples"] % 4 == 1
 
 
 def _raw_records(run_dir: Path) -> list[dict]:
@@ -189,7 +203,7 @@ def test_fsdp_run_resumes_from_sharded_checkpoints_and_saves_the_full_weights(
                       "the resumed run to finish")
     assert status["state"] == "finished", status
     got, expected = train_records(run_dir), train_records(reference)
-    assert [r["step"] for r in got] == list(range(1, 41))
+    assert [r["step"] for r in got] == list(range(1, 31))
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in expected], rel=1e-5)
     mine, theirs = load_file(run_dir / "model" / "model.safetensors"), load_file(reference / "model" / "model.safetensors")
     assert set(mine) == set(theirs)  # the tied head is saved once, as one process saves it
