@@ -131,7 +131,10 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
     """
     target = Path(run_dir) / ("adapter" if uses_lora else "model")
     staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    # Every staging folder, not only ours: a worker killed mid-save left one named after its pid
+    # (a whole model's worth of disk for full fine-tuning). One worker writes a run at a time.
+    for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     if not uses_lora:
         model.config.use_cache = True
