@@ -43,7 +43,7 @@ SECTION = Section(
         "second import of torch); `tests/engine/test_runs_worker.py` kills a `launch_run` worker the same way.",
     ],
     ["fault", "method", "trials", "outcome"],
-    [f"{check}-{method}" for method in METHODS for check in ("kill", "resume")] + ["restart-lora", "prune-full"],
+    [f"{check}-{method}" for method in METHODS for check in ("kill", "resume")] + ["restart-lora", "prune-full", "final-full"],
 )
 
 
@@ -196,3 +196,28 @@ def test_killed_while_deleting_an_old_checkpoint_leaves_only_loadable_ones(works
     SECTION.add("prune-full", "killed while deleting an old checkpoint", "full", 1,
                 "the half-deleted checkpoint is never listed; every listed one loads; the resumed run finishes and "
                 "the leftover is removed")
+
+
+def test_killed_while_writing_the_final_weights_leaves_no_staging_behind(workspace, tiny_model_dir, forked, one_thread):
+    from transformers import PreTrainedTokenizerBase
+
+    run_dir = new_run(workspace, tiny_model_dir, method="full", lr=1e-3, max_steps=3)
+    real_save = PreTrainedTokenizerBase.save_pretrained
+
+    def die_while_saving(self, *args, **kwargs):
+        raise Killed  # the weights are in the staging folder, the tokenizer never gets there
+
+    PreTrainedTokenizerBase.save_pretrained = die_while_saving
+    try:
+        with pytest.raises(Killed):
+            train_run(run_dir)
+    finally:
+        PreTrainedTokenizerBase.save_pretrained = real_save
+    assert [p.name for p in run_dir.glob(".tmp-model-*")] and not (run_dir / "model").exists()
+    pid = forked.launch(run_dir)  # another worker (another pid) resumes the run
+    assert forked.reap(pid) == 0
+    assert read_status(run_dir)["state"] == "finished" and (run_dir / "model" / "model.safetensors").is_file()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".tmp")) == []
+    SECTION.add("final-full", "killed while writing the final weights", "full", 1,
+                "no `model/` until it is complete; the next worker finishes the run and removes the half-written "
+                "staging folder")
