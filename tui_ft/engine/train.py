@@ -87,7 +87,8 @@ class Trainer:
         from tui_ft.engine.parallel_model import wrap_for_training
 
         # FSDP moves each shard to the device itself: the whole model never sits on one GPU.
-        self.model = build_model(self.raw_config, "cpu" if config.fsdp else self.device)
+        sharded = config.fsdp and self.group.active
+        self.model = build_model(self.raw_config, "cpu" if sharded else self.device)
         self.counts = count_params(self.model)
         if self.group.is_main:
             print(self.counts.describe(), flush=True)
@@ -98,7 +99,7 @@ class Trainer:
         self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data)
         if self.group.is_main:
             barrier(self.group)
-        self.step_model = wrap_for_training(self.model, self.group, config.fsdp)
+        self.step_model = wrap_for_training(self.model, self.group, sharded)
         if self.group.active:
             # The weights are initialised (the same on every rank); from here each rank draws its
             # own dropout masks, as one process would for the whole batch.
@@ -125,7 +126,7 @@ class Trainer:
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         kwargs = {"lr": self.config.lr, "weight_decay": self.config.weight_decay}
-        if self.config.fsdp:
+        if self.config.fsdp and self.group.active:
             return torch.optim.AdamW(params, **kwargs)  # sharded (DTensor) parameters: the default kernel
         try:
             return torch.optim.AdamW(params, fused=True, **kwargs)
