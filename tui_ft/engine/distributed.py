@@ -17,7 +17,6 @@ CUDA, gloo on CPU). The rules that keep a run's meaning independent of the proce
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
