@@ -24,6 +24,13 @@ class UserError(Exception):
         self.status = status
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line (argparse prints the whole usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _command_modules() -> list:
     modules = [importlib.import_module(f"tui_ft.commands.{m.name}") for m in pkgutil.iter_modules(tui_ft.commands.__path__)]
     return sorted((m for m in modules if hasattr(m, "add_parser")), key=lambda m: getattr(m, "ORDER", 50))
@@ -31,7 +38,7 @@ def _command_modules() -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every discovered subcommand."""
-    parser = argparse.ArgumentParser(prog="tui-ft", description="Fine-tune language models from a terminal.")
+    parser = OneLineParser(prog="tui-ft", description="Fine-tune language models from a terminal.")
     parser.add_argument("--home", type=Path, help="the workspace holding datasets/ and checkpoints/ (default: $TUI_FT_HOME or .)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
