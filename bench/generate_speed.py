@@ -2,14 +2,15 @@
 
 Run: ``.venv/bin/python bench/generate_speed.py [--new-tokens 128] [--repeats 3]``.
 
-Every contender gets the same 300-token prompt (text of the seed chapter) and generates
-128 tokens greedily with EOS ignored, in one process, round-robin, so a noisy shared machine
+Every contender gets the same 300-token chat prompt (an excerpt of the seed chapter to
+summarize, in the model's chat template) and generates 128 tokens greedily with EOS ignored, in one process, round-robin, so a noisy shared machine
 slows them all alike; the table shows medians and the ratio to ``generate()`` fp32. The last
 lines say whether tui_ft's greedy tokens equal ``generate()``'s for the same weights and dtype.
 
 Contenders:
-- tui_ft at its default dtype (``auto``: bf16 on AMX CPUs and CUDA) and at fp32: the token
-  loop of ``tui-ft chat`` (lean KV-cache decoder, sampler, incremental detokenizer);
+- tui_ft at its default dtype (``auto``: bf16 on AMX CPUs and CUDA), the same without
+  prompt-lookup decoding, and at fp32: the token loop of ``tui-ft chat`` (lean KV-cache
+  decoder, sampler, incremental detokenizer);
 - transformers ``model.generate()`` at fp32 (the baseline) and bf16, batch 1;
 - the seed chapter's loop (no KV cache: the whole sequence again for every token), fp32,
   fewer tokens since each costs a full forward pass.
@@ -31,28 +32,39 @@ sys.path.insert(0, str(ROOT))
 
 from tui_ft.engine.chat_model import resolve_dtype  # noqa: E402
 from tui_ft.engine.detokenize import IncrementalDecoder  # noqa: E402
+from tui_ft.engine.llama_decoder import LlamaDecoder  # noqa: E402
+from tui_ft.engine.lookahead import greedy_with_lookup  # noqa: E402
 from tui_ft.engine.models import load_model, resolve_model  # noqa: E402
 from tui_ft.engine.sampling import GenerationSettings  # noqa: E402
+from tui_ft.engine.templates import encode_text, render_prompt  # noqa: E402
 from tui_ft.engine.token_loop import generate_token_ids  # noqa: E402
 
 SEED_TEXT = Path("/work/shared/seed/fine-tuning-chapter.txt")
 
 
 def prompt_ids(tokenizer, length: int, offset: int = 0) -> list[int]:
-    """``length`` tokens of real prose (the seed chapter, else this file)."""
+    """A chat prompt of about ``length`` tokens: summarize an excerpt of real prose."""
     source = SEED_TEXT if SEED_TEXT.is_file() else Path(__file__)
-    ids = tokenizer(source.read_text())["input_ids"]
-    while len(ids) < offset + length:
-        ids = ids + ids
-    return ids[offset : offset + length]
+    prose = tokenizer(source.read_text())["input_ids"][offset:]
+
+    def render(excerpt_tokens: int) -> list[int]:
+        excerpt = tokenizer.decode(prose[:excerpt_tokens])
+        message = f"{excerpt}\n\nSummarize the text above in a few sentences."
+        return encode_text(tokenizer, render_prompt([{"role": "user", "content": message}], tokenizer, "chat"))
+
+    excerpt = length - len(render(0))
+    while excerpt > 0 and len(render(excerpt)) > length:
+        excerpt -= 1
+    return render(max(excerpt, 0))
 
 
-def run_tui_ft(model, tokenizer, ids, new_tokens):
+def run_tui_ft(model, tokenizer, ids, new_tokens, lookup=True):
     """tui_ft's decode loop with its detokenizer; returns (ttft, decode tokens/s, tokens)."""
     decoder, tokens = IncrementalDecoder(tokenizer), []
     start = time.perf_counter()
     first = None
-    for token in generate_token_ids(model, ids, GenerationSettings(max_new_tokens=new_tokens), eos_ids=set()):
+    settings = GenerationSettings(max_new_tokens=new_tokens)
+    for token in generate_token_ids(model, ids, settings, eos_ids=set(), lookup=lookup):
         decoder.push(token)
         tokens.append(token)
         first = first or time.perf_counter()
@@ -60,16 +72,34 @@ def run_tui_ft(model, tokenizer, ids, new_tokens):
     return first - start, (len(tokens) - 1) / (end - first), tokens
 
 
+def run_tui_ft_no_lookup(model, tokenizer, ids, new_tokens):
+    """tui_ft without prompt-lookup decoding: one forward pass per token."""
+    return run_tui_ft(model, tokenizer, ids, new_tokens, lookup=False)
+
+
+def lookup_passes(model, ids, new_tokens) -> tuple[int, int]:
+    """(tokens, forward passes) of prompt-lookup decoding for this prompt."""
+    from contextlib import nullcontext
+
+    counters = {}
+    for _ in greedy_with_lookup(LlamaDecoder(model, len(ids) + new_tokens), ids, new_tokens, set(), nullcontext, counters):
+        pass
+    return counters["tokens"], counters["forward_passes"]
+
+
 def run_generate(model, tokenizer, ids, new_tokens):
     """transformers' ``generate()``, greedy, batch 1; TTFT is a 1-token ``generate()``."""
     x = torch.tensor([ids])
+    # An explicit mask: the pad token is <|im_end|>, which the chat prompt contains, and
+    # generate() would otherwise take those for padding and mask them out.
+    options = {"attention_mask": torch.ones_like(x), "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
     model.generation_config.eos_token_id = None  # ignore EOS: always new_tokens tokens
     with torch.inference_mode():
         start = time.perf_counter()
-        model.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        model.generate(x, max_new_tokens=1, **options)
         ttft = time.perf_counter() - start
         start = time.perf_counter()
-        out = model.generate(x, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(x, max_new_tokens=new_tokens, **options)
         total = time.perf_counter() - start
     return ttft, (new_tokens - 1) / (total - ttft), out[0, len(ids) :].tolist()
 
@@ -112,21 +142,22 @@ def main() -> int:
     auto_name = str(auto).replace("torch.", "").replace("bfloat16", "bf16").replace("float32", "fp32")
     contenders = [
         (f"tui_ft ({auto_name}, default)", run_tui_ft, auto_model, args.new_tokens),
+        (f"tui_ft ({auto_name}, no prompt lookup)", run_tui_ft_no_lookup, auto_model, args.new_tokens),
         ("tui_ft (fp32)", run_tui_ft, fp32, args.new_tokens),
         ("transformers generate() fp32", run_generate, fp32, args.new_tokens),
         (f"transformers generate() {auto_name}", run_generate, auto_model, args.new_tokens),
         ("seed loop, no KV cache, fp32", run_no_cache, fp32, args.no_cache_tokens),
     ]
     if auto == torch.float32:
-        contenders = [c for i, c in enumerate(contenders) if i not in (0, 3)]
-    print(f"model {args.model} ({resolved.path.name}), prompt {args.prompt_tokens} tokens, greedy, EOS ignored; "
+        contenders = [c for i, c in enumerate(contenders) if i not in (0, 1, 4)]
+    ids = prompt_ids(tokenizer, args.prompt_tokens)
+    print(f"model {args.model} ({resolved.path.name}), prompt {len(ids)} tokens, greedy, EOS ignored; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    warm = prompt_ids(tokenizer, 64, offset=1000)
+    warm = prompt_ids(tokenizer, 64, offset=3000)
     for _, run, model, _ in contenders:
         run(model, tokenizer, warm, 4)  # first-call costs (kernel selection) are not the steady state
     results = {name: [] for name, *_ in contenders}
     tokens = {}
-    ids = prompt_ids(tokenizer, args.prompt_tokens)
     for repeat in range(args.repeats):
         for name, run, model, count in contenders:
             if run is run_no_cache and repeat > 0:
@@ -151,6 +182,9 @@ def main() -> int:
         print(f"greedy output {ours} == {theirs}: {'yes' if same else 'NO'} ({len(tokens[ours])} tokens)")
     seed_same = tokens["seed loop, no KV cache, fp32"] == tokens["tui_ft (fp32)"][: args.no_cache_tokens]
     print(f"greedy output seed loop == tui_ft (fp32), first {args.no_cache_tokens} tokens: {'yes' if seed_same else 'no'}")
+    if auto != torch.float32:
+        made, passes = lookup_passes(auto_model, ids, args.new_tokens)
+        print(f"prompt lookup ({auto_name}): {made} tokens in {passes} forward passes ({made / passes:.2f} tokens a pass)")
     return 0
 
 

@@ -49,8 +49,9 @@ def prompt(tiny):
 
 def hf_greedy(model, prompt_ids, max_new_tokens, **options) -> list[int]:
     """transformers' own greedy ``generate()``: the reference."""
-    with torch.inference_mode():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False, **options)
+    ids = torch.tensor([prompt_ids])
+    with torch.inference_mode():  # an explicit mask: the pad token (<|im_end|>) is in chat prompts
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, **options)
     return out[0, len(prompt_ids) :].tolist()
 
 

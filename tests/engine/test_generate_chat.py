@@ -113,7 +113,8 @@ def test_adapter_greedy_equals_transformers_generate(lora_run):
     ids = encode_text(chat.tokenizer, "### Instruction:\nHello\n\n### Response:\n")
     ours = list(generate_token_ids(chat.model, ids, GenerationSettings(max_new_tokens=12), eos_token_ids(chat.model, chat.tokenizer)))
     with torch.inference_mode():
-        expected = chat.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False)
+        x = torch.tensor([ids])
+        expected = chat.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=12, do_sample=False)
     assert ours == expected[0, len(ids) :].tolist()
 
 

@@ -54,7 +54,7 @@ def fit_history(
 ) -> tuple[list[int], str | None]:
     """Render and tokenize a conversation, dropping the oldest turns until it fits ``budget`` tokens.
 
-    System messages at the start are always kept; turns are dropped from the oldest, and a
+    A system message at the start is always kept; turns are dropped from the oldest, and a
     conversation never starts with an assistant reply. When even the last user message alone
     is too long, its tokens are cut from the left.
 

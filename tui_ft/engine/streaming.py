@@ -15,6 +15,7 @@ from tui_ft.engine.sampling import GenerationSettings
 from tui_ft.engine.templates import encode_text
 from tui_ft.engine.token_loop import StepContext, eos_token_ids, generate_token_ids
 
+
 @dataclass
 class StreamStats:
     """Facts about one generated reply.
