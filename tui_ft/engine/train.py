@@ -75,7 +75,8 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.device = self.group.device or pick_device(config.device)
-        self.autocast = lambda: autocast_for(self.device, config.precision)
+        self.precision = config.precision  # resolved to bf16 or fp32 once the model is loaded
+        self.autocast = lambda: autocast_for(self.device, self.precision)
         self._status(message="loading the data")
         self.tokenizer = load_tokenizer(Path(self.raw_config["model_path"]))
         self.train_data, self.eval_data = build_objectives(self.raw_config, config, self.tokenizer)
@@ -89,6 +90,9 @@ class Trainer:
         # FSDP moves each shard to the device itself: the whole model never sits on one GPU.
         sharded = config.fsdp and self.group.active
         self.model = build_model(self.raw_config, "cpu" if sharded else self.device)
+        from tui_ft.engine.cpu_speed import speed_up_for_cpu
+
+        self.precision = speed_up_for_cpu(self.model, self.device, config.precision)
         self.counts = count_params(self.model)
         if self.group.is_main:
             print(self.counts.describe(), flush=True)
@@ -118,7 +122,7 @@ class Trainer:
                         frozen=self.counts.frozen, trainable_pct=round(self.counts.trainable_pct, 4),
                         examples=len(self.train_data.items), eval_examples=len(self.eval_data.items) if self.eval_data else 0,
                         dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device,
-                        nproc=self.group.world)
+                        nproc=self.group.world, precision=self.precision)
         self._status(state="running", total_steps=self.total_steps, message="training")
 
     def _optimizer(self):
