@@ -76,7 +76,7 @@ class TrainConfig:
     fsdp: bool = False  # full method, nproc > 1: shard weights, gradients and optimizer state (FSDP2)
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (one per core)
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and AMX CPUs (cpu_speed.resolve_precision), else fp32
     beta: float = 0.1  # DPO temperature
     dpo_mode: str = "lora"  # DPO trains a LoRA adapter or the full model
     trust_remote_code: bool = False
