@@ -262,6 +262,7 @@ async def test_real_tiny_model_streams_a_reply(chat_home, tiny_model_dir):
         screen.settings.generation = GenerationSettings(max_new_tokens=6, temperature=1.0, seed=0)
         await ask(app, pilot, "Hi")
         await settle(app, pilot)
+        assert screen.last_exchange() is not None, status(screen)
         stats = screen.last_exchange().replies["reply"].stats
         assert stats.new_tokens == 6 and stats.stopped_by == "length"
         assert replies(screen)[0].text.strip()

@@ -265,7 +265,7 @@ class ChatScreen(Screen):
 
     def choose_model(self, ref: str) -> None:
         """Make ``ref`` the model of the next prompts and load it in the background."""
-        self.action_stop()
+        self.stop_reply()
         self.model_ref = ref
         self.chat = self.base_chat = None
         self.loaded_ref = ""
@@ -331,10 +331,15 @@ class ChatScreen(Screen):
 
     # -- actions -------------------------------------------------------------------------
 
-    def action_stop(self) -> None:
+    def stop_reply(self) -> None:
+        """Cancel the reply being generated, if any."""
         if self.streaming:
             self.workers.cancel_group(self, "chat-reply")
             self.set_status("stopping…")
+
+    def action_stop(self) -> None:
+        if self.streaming:
+            self.stop_reply()
         else:
             # Idle: leave the prompt so digits switch panes again (tab comes back to it).
             self.set_focus(None)
@@ -377,7 +382,7 @@ class ChatScreen(Screen):
         self.app.push_screen(RatingScreen(targets), save)
 
     def action_new_conversation(self) -> None:
-        self.action_stop()
+        self.stop_reply()
         self.query_one(Conversation).clear_exchanges()
         self.set_status("new conversation")
         self.query_one("#prompt", Input).focus()
