@@ -104,7 +104,7 @@ def test_run_started_by_keyboard_survives_a_dropped_session_and_reattaches(home,
         # Let the Datasets pane finish loading the tokenizer: keys then move at typing speed.
         wait_for_screen(first, lambda s: "example 1/" in s, 60)
         keys(first, "2")
-        wait_for_screen(first, lambda s: "New run" in s and "Run name" in s, 30)
+        wait_for_screen(first, lambda s: "New run" in s and "Model" in s, 30)
         tab(first, 1)  # the model list has the focus; next is the model folder
         type_text(first, str(tiny_model_dir))
         wait_for_screen(first, field_shows("or model folder", str(tiny_model_dir)), 15)
@@ -118,8 +118,8 @@ def test_run_started_by_keyboard_survives_a_dropped_session_and_reattaches(home,
         type_text(first, "400")
         wait_for_screen(first, field_shows("Max steps", "400"), 15)
         # learning rate, batch size, grad accumulation, max length, eval every, save every, seed,
-        # template, device, then run name
-        tab(first, 10)
+        # template, device, processes, then run name
+        tab(first, 11)
         type_text(first, RUN)
         wait_for_screen(first, field_shows("Run name", RUN), 15)
         keys(first, "C-s")
