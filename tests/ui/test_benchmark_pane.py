@@ -198,9 +198,11 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypa
             assert (job_dir / "STOP").exists()
             assert worker.wait(timeout=10) == -15  # SIGTERM reached the worker
             eval_store.write_json_atomic(job_dir / "status.json", status | {"state": "stopped", "done": 3})
-            await pilot.pause(1.5)  # the next poll sees the job ended
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            for _ in range(40):  # a later poll (every second) sees the job ended; a loaded CPU is slow
+                await pilot.pause(0.25)
+                await app.workers.wait_for_complete()
+                if [shown(grid)[name][1] for name in ("default", "run-a")] == ["", ""]:
+                    break
             assert [shown(grid)[name][1] for name in ("default", "run-a")] == ["", ""]
             assert any("Stopped evaluating default, run-a on seed_heldout.jsonl" in n.message for n in app._notifications)
     finally:
