@@ -125,8 +125,10 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--no-cache-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); "
-                        "on a busy shared machine 1 thread avoids OpenMP threads waiting on each other")
+    # One thread by default: on a shared machine, torch's OpenMP threads wait on each other
+    # whenever another process holds a core, and 2-thread timings swung 10x between runs.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every contender "
+                        "(default 1; 0: torch's own choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,6 +22,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="weights for inference (auto: bf16 on CUDA and AMX CPUs, else float32)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
     parser.add_argument("--base", action="store_true", help="a run with an adapter answers with the adapter off")
     parser.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
     parser.set_defaults(handler=run)
@@ -98,12 +100,17 @@ def _chat(args) -> int:
     from tui_ft.cli import UserError
     from tui_ft.engine.chat_model import load_chat_model
 
+    settings = _settings(args)  # bad values fail before the slow imports
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt is empty")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr carries only our notices and --stats
-    settings = _settings(args)
-    if args.prompt is not None and not args.prompt.strip():
-        raise UserError("--prompt is empty")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     chat = load_chat_model(args.ref, args.home, args.dtype)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:

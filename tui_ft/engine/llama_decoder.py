@@ -25,7 +25,7 @@ import weakref
 SUPPORTED_TYPES = ("llama",)
 _PACKED: dict[int, tuple] = {}  # id(module) -> (weight version, data pointer, packed weight)
 MAX_ROWS = 9  # the most positions checked at once after the prompt (1 token + 8 guesses)
-_ROWS_PROBED: dict[tuple, bool] = {}  # (out, in features) -> rows computed independently
+_ROWS_PROBED: dict[tuple, bool] = {}  # (out, in features, threads) -> rows computed independently
 
 
 def _plain_linear(module) -> bool:
@@ -80,7 +80,7 @@ def rows_are_independent(packed, in_features: int, out_features: int) -> bool:
     """
     import torch
 
-    key = (out_features, in_features)
+    key = (out_features, in_features, torch.get_num_threads())  # threads split rows differently
     if key not in _ROWS_PROBED:
         rows = torch.randn(1, MAX_ROWS, in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
 
