@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads OpenMP: spinning threads crawl when the CPU is shared with a training
     # run or the dashboard (see launch_run, which measured it); the user's setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Deprecation notices from the libraries are for their callers (us), not for the user.
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.readers import DatasetError
 
