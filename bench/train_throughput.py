@@ -22,7 +22,9 @@ Contenders:
   ``bf16=False``, ``gradient_checkpointing=False`` (its fair CPU settings); its defaults
   otherwise (fused AdamW, dynamic padding, random batches);
 - ``seed loop``: the seed chapter's ``fine_tune`` (pad every example to the max length with
-  id 0, loss on every non-pad token, full logits, plain AdamW, constant lr).
+  id 0, loss on every non-pad token, full logits, plain AdamW, constant lr);
+- ``TRL bf16+grouped`` (only with ``--only trl_tuned``): TRL given tui_ft's two main levers,
+  bf16 autocast and length-grouped batches.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ EVAL_EXAMPLES = 48
 RECOMMENDED = {"precision": "auto"}  # tui_ft's defaults on CPU (see the Performance section of the README)
 DEFAULT_STEPS = 6  # one epoch (25 steps) takes about 15 minutes here: --max-steps 0
 CONTENDERS = ("tui_ft", "tui_ft_fp32", "trl", "seed")
-LABELS = {"tui_ft": "tui_ft", "tui_ft_fp32": "tui_ft fp32", "trl": "TRL SFTTrainer", "seed": "seed loop"}
+EXTRA_CONTENDERS = ("trl_tuned",)  # run only when named with --only
+LABELS = {"tui_ft": "tui_ft", "tui_ft_fp32": "tui_ft fp32", "trl": "TRL SFTTrainer", "seed": "seed loop",
+          "trl_tuned": "TRL bf16+grouped"}
+TRL_TUNED = {"bf16": True, "train_sampling_strategy": "group_by_length"}  # TRL with tui_ft's two main levers
 
 
 @dataclass
@@ -183,8 +188,9 @@ def peft_config():
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
 
 
-def run_trl(model_path: Path, records: list[dict], steps: int | None, heldout, out: Path) -> Result:
-    """TRL's SFTTrainer on prompt/completion pairs; step times from a callback."""
+def run_trl(model_path: Path, records: list[dict], steps: int | None, heldout, out: Path, name: str = "trl",
+            overrides: dict | None = None) -> Result:
+    """TRL's SFTTrainer on prompt/completion pairs (``overrides`` for its SFTConfig); step times from a callback."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
@@ -214,7 +220,7 @@ def run_trl(model_path: Path, records: list[dict], steps: int | None, heldout, o
                          per_device_train_batch_size=BATCH, max_length=MAX_LENGTH, num_train_epochs=1,
                          max_steps=steps or -1, learning_rate=LR, lr_scheduler_type="cosine",
                          warmup_steps=int(0.1 * total), weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
-                         save_strategy="no", report_to="none", seed=SEED, disable_tqdm=True)
+                         save_strategy="no", report_to="none", seed=SEED, disable_tqdm=True, **(overrides or {}))
         torch.manual_seed(SEED)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, local_files_only=True)
         timer = StepTimes()
@@ -234,7 +240,7 @@ def run_trl(model_path: Path, records: list[dict], steps: int | None, heldout, o
         cpu = time.process_time() - cpu
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     # The data loader fetches one batch ahead: count the batches that were trained on.
-    return Result(LABELS["trl"], int(logs[-1]["num_tokens"]), sum(positions[: len(logs)]), timer.times[-1] - timer.times[0],
+    return Result(LABELS[name], int(logs[-1]["num_tokens"]), sum(positions[: len(logs)]), timer.times[-1] - timer.times[0],
                   cpu, len(logs), last_mean([e["loss"] for e in logs]), heldout_loss(trainer.model, heldout), load_average())
 
 
@@ -305,7 +311,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-steps", type=int, default=DEFAULT_STEPS,
                         help=f"optimizer steps per contender (default {DEFAULT_STEPS}; 0 for one whole epoch)")
     parser.add_argument("--examples", type=int, default=200, help="training examples (default 200)")
-    parser.add_argument("--only", default=",".join(CONTENDERS), help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--only", default=",".join(CONTENDERS),
+                        help=f"comma-separated contenders (default {','.join(CONTENDERS)}; also {','.join(EXTRA_CONTENDERS)})")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core)")
     return parser.parse_args(argv)
 
@@ -319,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(chosen) - set(CONTENDERS)
+    unknown = set(chosen) - set(CONTENDERS) - set(EXTRA_CONTENDERS)
     if unknown:
-        raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}; pick from {', '.join(CONTENDERS)}")
+        raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}; "
+                         f"pick from {', '.join(CONTENDERS + EXTRA_CONTENDERS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.max_steps or None
@@ -346,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             if name.startswith("tui_ft"):
                 settings = RECOMMENDED if name == "tui_ft" else {"precision": "fp32"}
                 result = run_tui_ft(name, home, train_path, steps, heldout, settings)
-            elif name == "trl":
-                result = run_trl(model_path, records[: args.examples], steps, heldout, home / "trl")
+            elif name.startswith("trl"):
+                result = run_trl(model_path, records[: args.examples], steps, heldout, home / name, name,
+                                 TRL_TUNED if name == "trl_tuned" else None)
             else:
                 result = run_seed_loop(model_path, records[: args.examples], steps, heldout)
             print(f"  {result.name}: {result.tokens_per_s:.0f} tokens/s over {result.steps} steps "
