@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.checkpoint import STATE_FILE, _prune, load_rng, rng_state, save_rng
+from tui_ft.engine.checkpoint import STATE_FILE, _prune, load_rng, remove_staging, rng_state, save_rng
 from tui_ft.engine.distributed import Group, barrier, broadcast_object, gather_objects
 
 METADATA_FILE = ".metadata"  # written by DCP
@@ -40,7 +40,7 @@ def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict
     if group.is_main:
         folder.mkdir(exist_ok=True)
         staging = folder / f".tmp-step-{position['step']}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_staging(run_dir)  # leftovers of a killed worker, as the one-process save does
         staging.mkdir()
     staging = Path(broadcast_object(str(staging) if staging else None, group))
     model_state, optimizer_state = get_state_dict(step_model, optimizer)
