@@ -166,10 +166,14 @@ class Trainer:
 
     def _next_batches(self) -> list[list[int]]:
         """The micro-batches of the next optimizer step; never crosses an epoch boundary."""
-        batches = epoch_batches(self.train_data.lengths(), self.config.batch_size, self.config.seed, self.epoch)
+        # Length-grouped batches, unless the objective packs them (no padding to save).
+        grouped = getattr(self.train_data, "group_by_length", True)
+        order = lambda epoch: epoch_batches(self.train_data.lengths(), self.config.batch_size,  # noqa: E731
+                                            self.config.seed, epoch, grouped)
+        batches = order(self.epoch)
         if self.batch_index >= len(batches):
             self.epoch, self.batch_index = self.epoch + 1, 0
-            batches = epoch_batches(self.train_data.lengths(), self.config.batch_size, self.config.seed, self.epoch)
+            batches = order(self.epoch)
         chosen = batches[self.batch_index : self.batch_index + self.config.grad_accum]
         self.batch_index += len(chosen)
         return chosen

@@ -34,23 +34,30 @@ def split_eval(count: int, fraction: float, seed: int) -> tuple[list[int], list[
     return sorted(indices[held:]), sorted(indices[:held])
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, grouped: bool = True) -> list[list[int]]:
     """The batches of one epoch, as lists of indices into ``lengths``.
 
-    Examples are shuffled, then sorted by length inside groups of ``MEGA_BATCHES`` batches, so
-    a batch holds examples of similar length (little padding) while the order stays random.
-    The group size is a multiple of ``batch_size``, so there are exactly
-    ``ceil(len(lengths) / batch_size)`` batches. Hand-written (rather than transformers'
-    length-grouped sampler) because resume needs the order as a pure function of
-    ``(seed, epoch)``, without sampler state.
+    Examples are shuffled; when ``grouped``, they are then sorted by length inside groups of
+    ``MEGA_BATCHES`` batches, so a batch holds examples of similar length (little padding)
+    while the order stays random. The group size is a multiple of ``batch_size``, so there are
+    exactly ``ceil(len(lengths) / batch_size)`` batches. Hand-written (rather than
+    transformers' length-grouped sampler) because resume needs the order as a pure function
+    of ``(seed, epoch)``, without sampler state.
+
+    Grouping has a price: a step of only long (or only short) examples is a biased sample.
+    After one epoch of the training benchmark the held-out loss was 0.499 grouped against
+    0.490 with random batches (TRL: 0.488-0.490), so an objective that packs its batches
+    (no padding to save) asks for random ones.
     """
     rng = random.Random(f"batches-{seed}-{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
-    group = batch_size * MEGA_BATCHES
+    group = batch_size * MEGA_BATCHES if grouped else batch_size
     batches = []
     for start in range(0, len(order), group):
-        chunk = sorted(order[start : start + group], key=lambda i: -lengths[i])
+        chunk = order[start : start + group]
+        if grouped:
+            chunk = sorted(chunk, key=lambda i: -lengths[i])
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -117,12 +124,24 @@ class SFTObjective:
         self.dropped = len(tokenized) - len(self.items)  # every trained token was cut by max_length
         self.truncated = sum(1 for t in self.items if t.truncated)
         self.pad_id = tokenizer.pad_token_id
+        self.packing = False  # set by prepare() for a model that packs (tui_ft.engine.packing)
+
+    @property
+    def group_by_length(self) -> bool:
+        """Whether training batches should hold examples of similar length (no need when packing)."""
+        return not self.packing
 
     def lengths(self) -> list[int]:
         return [len(item.input_ids) for item in self.items]
 
     def prepare(self, model, run_dir, device, autocast, eval_data=None) -> None:
-        """Nothing to precompute for SFT (DPO caches reference log-probabilities here)."""
+        """Pack training batches when the model allows (DPO caches reference log-probabilities here).
+
+        Evaluation batches stay padded: sorted by length, they hold little padding.
+        """
+        from tui_ft.engine.packing import supports_packing
+
+        self.packing = supports_packing(model, str(device))
 
     def eval_batches(self, batch_size: int) -> list[list[int]]:
         """Every item once, sorted by length (least padding); evaluation needs no shuffle."""
@@ -133,8 +152,13 @@ class SFTObjective:
         return sum(trained_token_count(self.items[i]) for i in indices)
 
     def collate(self, indices: list[int], device) -> dict:
-        batch = collate_tokenized([self.items[i] for i in indices], self.pad_id)
-        return {key: value.to(device) for key, value in batch.items()}
+        if self.packing:
+            from tui_ft.engine.packing import collate_packed
+
+            batch = collate_packed([self.items[i] for i in indices], self.pad_id)
+        else:
+            batch = collate_tokenized([self.items[i] for i in indices], self.pad_id)
+        return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
 
     def forward(self, model, batch: dict) -> StepOutput:
         """Summed NLL over the trained tokens of one micro-batch."""
@@ -142,11 +166,15 @@ class SFTObjective:
 
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        logits = selected_logits(model, batch["input_ids"], batch["attention_mask"], mask)
+        if "position_ids" in batch:  # packed: no attention mask, positions restart per example
+            logits = selected_logits(model, batch["input_ids"], None, mask, batch["position_ids"])
+            tokens, positions = batch["tokens"], batch["positions"]
+        else:
+            logits = selected_logits(model, batch["input_ids"], batch["attention_mask"], mask)
+            tokens, positions = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
         nll = F.cross_entropy(logits.float(), labels[mask], reduction="sum")
-        tokens = int(batch["attention_mask"].sum())
         return StepOutput(nll, {"nll": float(nll.detach()), "trained": int(mask.sum()), "tokens": tokens,
-                                "padding": batch["attention_mask"].numel() - tokens})
+                                "padding": positions - tokens})
 
     def summarize(self, stats: list[dict]) -> dict:
         """Step metrics from micro-batch statistics: token-weighted loss and its perplexity."""
@@ -155,18 +183,22 @@ class SFTObjective:
         return {"loss": loss, "ppl": safe_exp(loss), "trained_tokens": trained}
 
 
-def selected_logits(model, input_ids, attention_mask, mask):
+def selected_logits(model, input_ids, attention_mask, mask, position_ids=None):
     """Next-token logits at the positions where ``mask`` (batch × length-1) is true.
 
     The output head is a large share of a small model's compute (49k-token vocabulary): for
     plain-head architectures it runs only on the positions that carry loss, so prompt tokens
-    cost no head or softmax work. Other models go through their full forward.
+    cost no head or softmax work. Other models go through their full forward. ``position_ids``
+    are given for packed rows (see :mod:`tui_ft.engine.packing`).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     if getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and hasattr(base, "lm_head"):
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = base.get_decoder()(**inputs).last_hidden_state
         return base.lm_head(hidden[:, :-1][mask])
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = model(**inputs).logits
     return logits[:, :-1][mask]
 
 
