@@ -101,8 +101,11 @@ def test_run_rows_join_status_eta_and_last_loss(tmp_path):
 
 
 def test_worker_usage_of_a_live_and_a_gone_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # The child says when its interpreter is up: just after exec its memory is still tiny.
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline().strip() == "up"
         monitor = WorkerMonitor()
         first = monitor.usage(child.pid)
         assert first is not None and first.rss_bytes > 1_000_000
