@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tui_ft.engine.data import Example
-from tui_ft.engine.packing import collate_packed, pack_rows, supports_packing
+from tui_ft.engine.packing import best_rows, collate_packed, pack_rows, supports_packing
 from tui_ft.engine.templates import IGNORE_INDEX
 from tui_ft.engine.train_data import SFTObjective, epoch_batches
 
@@ -38,6 +38,20 @@ def test_rows_hold_every_example_once_within_the_capacity():
     assert all(sum(lengths[i] for i in row) <= 120 for row in rows)
     assert len(rows) < 50 and pack_rows(lengths, 120) == rows
     assert pack_rows([30, 200, 10], 100) == [[1], [0, 2]]  # too long for any row: a row of its own
+
+
+def test_best_rows_compute_fewer_positions_than_rows_as_long_as_the_longest_example():
+    rng = random.Random(0)
+    plain = best = 0
+    for _ in range(100):
+        lengths = [rng.randint(60, 340) for _ in range(8)]
+        rows = best_rows(lengths)
+        assert sorted(i for row in rows for i in row) == list(range(8))
+        assert max(sum(lengths[i] for i in row) for row in rows) <= 2 * max(lengths)
+        plain += len(pack_rows(lengths, max(lengths))) * max(lengths)
+        best += len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+    assert best < 0.95 * plain  # about 11 % fewer positions for lengths like the benchmark's
+    assert best_rows([100, 100]) == [[0], [1]]  # one row of 200 costs more attention than two of 100
 
 
 @pytest.mark.parametrize("train_on_prompt", [False, True])
