@@ -214,7 +214,9 @@ class RunsScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#runs")
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.selected = event.row_key.value
+        # Textual posts a highlight with no row key while the table is being cleared and refilled.
+        if event.row_key is not None and event.row_key.value is not None:
+            self.selected = event.row_key.value
 
     def watch_selected(self) -> None:
         self.draw_plots()
