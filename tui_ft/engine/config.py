@@ -108,7 +108,7 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the method defaults filled in where a field is ``None``."""
-        defaults = method_defaults(self.method)
+        defaults = method_defaults(self.method, self.dpo_mode)
         changes = {k: v for k, v in defaults.items() if getattr(self, k, 0) is None}
         return dataclasses.replace(self, **changes)
 
@@ -118,17 +118,20 @@ class TrainConfig:
         return self.method == "lora" or (self.method == "dpo" and self.dpo_mode == "lora")
 
 
-def method_defaults(method: str) -> dict:
+def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
     """Sensible per-method values for a form to show when the method changes.
 
     LoRA trains few parameters and tolerates a high learning rate; full fine-tuning needs a
-    low one; DPO moves the policy gently away from its reference.
+    low one. DPO through a LoRA adapter took 5e-4 to learn the shipped preference pairs
+    (``dpo_concise.jsonl``, default model: held-out reward accuracy 1.0 after 12 steps of 4
+    pairs; at 5e-5 it stayed at chance); full DPO moves every weight, so it gets a full
+    fine-tune's gentle rate.
     """
     table = {
         "lora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
         "full": {"lr": 2e-5, "weight_decay": 0.01, "epochs": 3},
         "freeze": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
-        "dpo": {"lr": 5e-5, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
+        "dpo": {"lr": 5e-4 if dpo_mode == "lora" else 5e-6, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
     }
     return dict(table.get(method, table["lora"]))
 

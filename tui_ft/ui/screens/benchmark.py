@@ -14,8 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.bench_table import (
@@ -25,9 +24,11 @@ from tui_ft.engine.bench_table import (
 from tui_ft.engine.eval_worker import FINAL_STATES
 from tui_ft.engine.evaluate import display_path, start_eval_job, stop_eval_job
 from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_items import BenchItemsScreen
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
+from tui_ft.ui.widgets.key_footer import KeyFooter
 
 POLL_INTERVAL_S = 1.0  # job status files are rewritten at most twice a second
 EMPTY_HELP = (
@@ -37,7 +38,7 @@ EMPTY_HELP = (
 NO_DATASETS = "Nothing to evaluate on: put a benchmark (instruction + expected, or question + answer) in datasets/."
 
 
-class BenchmarkScreen(Screen):
+class BenchmarkScreen(Pane):
     """Score models, runs and checkpoints on benchmarks and perplexity; drill in, sort, export."""
 
     BINDINGS = keys.BENCHMARK_BINDINGS
@@ -100,7 +101,7 @@ class BenchmarkScreen(Screen):
         yield BenchGrid(id="bench-table")
         yield Static("", id="bench-empty", classes="empty-state")
         yield Static("", id="bench-status", classes="status-line")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(BenchGrid).marked = self.marked

@@ -17,22 +17,23 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.ratings import append_rating, ratings_path, read_ratings, run_folder, summarize_ratings
 from tui_ft.engine.sampling import GenerationSettings
 from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.chat_conversation import BASE, SINGLE, TUNED, Conversation, Exchange, Reply
 from tui_ft.ui.widgets.chat_dialogs import ChatSettings, ExportScreen, SettingsScreen
 from tui_ft.ui.widgets.chat_rating import RatingScreen
 from tui_ft.ui.widgets.chat_status import describe_replies, model_label
+from tui_ft.ui.widgets.key_footer import KeyFooter
 
 REPAINT_EVERY_S = 0.05  # at most ~20 repaints a second, however fast the model is
 
 
-class ChatScreen(Screen):
+class ChatScreen(Pane):
     """Chat with a model or a run."""
 
     BINDINGS = keys.CHAT_BINDINGS
@@ -99,7 +100,7 @@ class ChatScreen(Screen):
         yield Conversation(id="conversation")
         yield Static("", id="status", classes="status-line")
         yield Input(placeholder="Ask something… (Enter sends)", id="prompt")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.set_interval(REPAINT_EVERY_S, self.repaint_replies)

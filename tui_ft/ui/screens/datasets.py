@@ -15,11 +15,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, ProgressBar, Static, TabbedContent, TabPane
 
 from tui_ft.engine.data import Dataset, find_datasets, load_dataset, preference_examples, sft_examples
 from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.widgets.key_footer import KeyFooter
 
 MAX_LENGTH = 512  # the Train form's default; stats count the examples beyond it
 
@@ -33,7 +34,7 @@ class Scanned:
     error: str = ""
 
 
-class DatasetsScreen(Screen):
+class DatasetsScreen(Pane):
     """Browse and validate datasets; preview examples with the trained tokens highlighted."""
 
     BINDINGS = keys.DATASET_BINDINGS
@@ -99,7 +100,7 @@ class DatasetsScreen(Screen):
                     with TabPane("Problems", id="tab-problems"):
                         with VerticalScroll():
                             yield Static("", id="problems")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#model-progress").display = False

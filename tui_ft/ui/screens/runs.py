@@ -19,8 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
+from textual.widgets import ContentSwitcher, DataTable, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.run_files import LIVE_STATES
@@ -36,7 +35,9 @@ from tui_ft.engine.run_monitor import (
 )
 from tui_ft.engine.runs import RunError, resume_run, stop_run
 from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
 from tui_ft.ui.widgets.run_table import RunTable
 
@@ -57,7 +58,7 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     return lines[-1] if lines else f"export failed (exit {result.returncode})"
 
 
-class RunsScreen(Screen):
+class RunsScreen(Pane):
     """Watch runs live; stop, resume and export them."""
 
     BINDINGS = keys.RUNS_BINDINGS
@@ -121,7 +122,7 @@ class RunsScreen(Screen):
                     yield MetricPlot(id=f"plot-{index}", classes="-current" if index == 0 else None)
             with VerticalScroll(id="log"):
                 yield Static("", id="log-text")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(self.POLL_SECONDS, self.poll_runs)

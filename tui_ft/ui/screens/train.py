@@ -14,12 +14,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.config import ConfigError, TrainConfig
 from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.train_form import TrainForm
 
 MODEL_KIND_LABELS = {"default": "", "hf-cache": " (cached)", "run": " (run)", "folder": " (folder)"}
@@ -45,7 +46,7 @@ def dataset_choices(home: Path) -> list[tuple[str, str]]:
     return [(str(path.relative_to(root)), str(path)) for path in find_datasets(root)]
 
 
-class TrainScreen(Screen):
+class TrainScreen(Pane):
     """Start a fine-tuning run."""
 
     BINDINGS = keys.TRAIN_BINDINGS
@@ -78,7 +79,7 @@ class TrainScreen(Screen):
         yield Header()
         yield Static("New run  (tab: next field · ctrl+s: start)", classes="pane-title")
         yield TrainForm(id="form")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.load_choices()

@@ -7,10 +7,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from tui_ft.engine.bench_table import cell_text
 from tui_ft.ui import keys
+from tui_ft.ui.widgets.key_footer import KeyFooter
 
 SHORT = 36  # characters of a prompt or reply shown in the list; the full text is shown below
 
@@ -58,7 +59,7 @@ class BenchItemsScreen(Screen[None]):
         yield DataTable(id="bench-items", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="bench-item-scroll"):
             yield Static("", id="bench-item-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#bench-items", DataTable)

@@ -69,6 +69,10 @@ class MetricPlot(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.spec: PlotSpec | None = None
         self.lines: list[tuple[str, Series]] = []  # full resolution, for render and tests
+        # The last render and what it showed. A screen coming back, a focus move or a poll
+        # with nothing new repaints every widget; plotext takes 10-20 ms a plot to rebuild,
+        # so an unchanged plot hands back its last picture instead.
+        self._rendered: tuple[tuple, object] | None = None
 
     def show(self, spec: PlotSpec, series: dict[tuple[str, str], Series],
              overlays: dict[str, dict[tuple[str, str], Series]] | None = None) -> None:
@@ -85,7 +89,18 @@ class MetricPlot(PlotextPlot):
         """How many points per curve the current width can show."""
         return max(2, (self.size.width - Y_AXIS_WIDTH) * BRAILLE_POINTS_PER_CELL)
 
+    def render_key(self) -> tuple:
+        """What the picture depends on: size, theme, title and each curve's identity and length."""
+        curves = tuple((label, id(points), len(points)) for label, points in self.lines)
+        return self.size, self.app.theme, self.spec, curves
+
     def render(self):
+        key = self.render_key()
+        if self._rendered is None or self._rendered[0] != key:
+            self._rendered = (key, self._build())
+        return self._rendered[1].copy()  # a copy: Textual may style the text it is handed
+
+    def _build(self):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

@@ -1,0 +1,27 @@
+"""The base of the dashboard's five panes: a Screen that comes back without restyling itself.
+
+Textual restyles every widget of a screen when it is shown again (``switch_mode`` sends a
+``ScreenResume`` asking for it), in case the CSS or theme changed while it was hidden. That
+was 40-90 ms a pane switch on the 2-core machine (``bench/ui_latency.py``), for a pane with a
+form of 70 widgets. Here it happens only when the theme did change: the CSS itself is
+refreshed by ``switch_mode`` when it changed, and class changes restyle their widgets at once,
+shown or not.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.screen import Screen
+
+
+class Pane(Screen):
+    """A dashboard pane (one mode of the app)."""
+
+    _styled_theme: str | None = None
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        theme = self.app.theme
+        if event.refresh_styles and self._styled_theme == theme:
+            event.refresh_styles = False
+        self._styled_theme = theme
+        super()._on_screen_resume(event)

@@ -1,0 +1,42 @@
+"""The key bar at the bottom of every pane: Textual's Footer, rebuilt only when its keys change.
+
+Textual's Footer recomposes (about thirty new widgets, each styled) whenever the screen says
+its bindings *may* have changed: every focus move, screen switch and ``refresh_bindings``.
+That cost 50-100 ms a key press on the 2-core machine (``bench/ui_latency.py``), most of the
+dashboard's key-to-repaint time, while the keys shown were usually the same.
+"""
+
+from __future__ import annotations
+
+from textual.screen import Screen
+from textual.widgets import Footer
+
+
+def shown_keys(screen: Screen) -> tuple:
+    """What the footer shows for ``screen``: each shown binding's key, label, action and state."""
+    return tuple(
+        (binding.key, binding.key_display, binding.description, binding.action, binding.group, enabled, tooltip)
+        for _, binding, enabled, tooltip in screen.active_bindings.values()
+        if binding.show or binding.action == "app.command_palette"
+    )
+
+
+class KeyFooter(Footer):
+    """A Footer that recomposes only when the keys it would show differ from those it shows."""
+
+    _shown: tuple | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        self._bindings_ready = True
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            # After the refresh, as Footer does: the screen's widgets (which its check_action
+            # may query) are mounted by then.
+            self.call_after_refresh(self._recompose_if_changed)
+
+    def _recompose_if_changed(self) -> None:
+        if not self.is_attached:
+            return
+        keys = shown_keys(self.screen)
+        if keys != self._shown:
+            self._shown = keys
+            self.call_later(self.recompose)
