@@ -61,3 +61,30 @@ async def test_q_does_not_quit_from_a_select(ui_home):
         await pilot.press("q")
         await pilot.pause()
         assert app.is_running
+
+
+async def test_footer_is_rebuilt_only_when_its_keys_change(ui_home, monkeypatch):
+    from textual.widgets._footer import FooterKey
+
+    from tui_ft.ui.widgets.key_footer import KeyFooter, shown_keys
+
+    rebuilt = []
+    recompose = KeyFooter.recompose
+
+    def counting(self):
+        rebuilt.append(self.screen.__class__.__name__)
+        return recompose(self)
+
+    monkeypatch.setattr(KeyFooter, "recompose", counting)
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        footer = app.screen.query_one(KeyFooter)
+        assert footer._shown == shown_keys(app.screen) and {k[0] for k in footer._shown} >= {"n", "t"}
+        rebuilt.clear()
+        for key in ("down", "down", "up", "2", "1", "2", "1"):  # same keys on each pane as before
+            await pilot.press(key)
+            await pilot.pause(0.05)
+        assert rebuilt.count("DatasetsScreen") == 0 and rebuilt.count("TrainScreen") <= 1  # the Train pane's first show
+        shown = {key.key for key in app.screen.query_one(KeyFooter).query(FooterKey)}
+        assert {"n", "t", "a"} <= shown  # the Datasets pane's keys are still there
