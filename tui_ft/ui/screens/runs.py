@@ -220,7 +220,9 @@ class RunsScreen(Pane):
             self.selected = event.row_key.value
 
     def watch_selected(self) -> None:
-        self.draw_plots()
+        # The plots after the next frame: the cursor answers the key at once and the four
+        # plots (plotext, 10-20 ms each) follow, instead of holding the cursor's repaint.
+        self.call_after_refresh(self.draw_plots)
         self.show_info()
         self.refresh_bindings_if_changed()
         self.poll_runs()  # load the newly selected run's history now, not at the next tick
