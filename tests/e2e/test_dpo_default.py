@@ -46,7 +46,7 @@ def held_out_margins(chat, pairs) -> tuple[list[float], list[float]]:
 def test_dpo_on_the_shipped_pairs_raises_the_held_out_margin_and_changes_the_chat(workspace, default_model_path):
     command = [str(TUI_FT), "--home", str(workspace), "train", "--model", "default", "--method", "dpo",
                "--dataset", str(PAIRS.resolve()), "--max-steps", "12", "--batch-size", "4",
-               "--set", "eval_split=0.2", "--name", "dpo"]
+               "--set", "eval_split=0.2", "--set", "eval_every=6", "--name", "dpo"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=dict(os.environ, COLUMNS="100"))
     assert done.returncode == 0, done.stderr
     run_dir = workspace / "checkpoints" / "dpo"
