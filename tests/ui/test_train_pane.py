@@ -88,6 +88,9 @@ async def test_method_shows_its_fields_defaults_and_dataset_check(home):
         form.query_one("#field-method", Select).value = "dpo"
         await pilot.pause()
         assert visible("beta") and visible("lora_rank") and form.value_of("lr") == "0.001"
+        await pilot.press("ctrl+o")  # the method's defaults: DPO through LoRA learns at 5e-4
+        await pilot.pause()
+        assert form.value_of("lr") == "0.0005" and form.value_of("beta") == "0.1"
         fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"))
         await pilot.press("ctrl+s")
         await ready(pilot)
