@@ -133,8 +133,8 @@ def end_with_parent() -> None:
 DEFAULT_NICE = 5
 
 
-def yield_to_interactive_work() -> int:
-    """Lower this process's CPU priority by ``$TUI_FT_WORKER_NICE`` (default 5); returns the increment.
+def yield_to_interactive_work() -> None:
+    """Lower this process's CPU priority by ``$TUI_FT_WORKER_NICE`` (default 5).
 
     A detached run shares the CPU with the dashboard watching it. At equal priority the
     dashboard's key presses waited behind training's threads on a 2-core machine (key to
@@ -149,8 +149,7 @@ def yield_to_interactive_work() -> int:
         try:
             os.nice(increment)
         except OSError:
-            return 0
-    return max(increment, 0)
+            pass  # a platform without nice: train at the usual priority
 
 
 def main(argv: list[str] | None = None) -> int:
