@@ -124,8 +124,8 @@ def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
     LoRA trains few parameters and tolerates a high learning rate; full fine-tuning needs a
     low one. DPO through a LoRA adapter took 5e-4 to learn the shipped preference pairs
     (``dpo_concise.jsonl``, default model: held-out reward accuracy 1.0 after 12 steps of 4
-    pairs; at 5e-5 it stayed at chance); full DPO moves every weight, so it gets a full
-    fine-tune's gentle rate.
+    pairs; at 5e-5 it stayed at chance). Full DPO moves every weight and learned the same pairs
+    at 5e-6 (held-out accuracy 1.0, margin 0.87 after 12 steps).
     """
     table = {
         "lora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
