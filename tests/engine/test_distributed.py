@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
 import pytest
+
+from polling import wait_for
 
 from tui_ft.engine.config import TrainConfig, validate_config
 from tui_ft.engine.distributed import Group, shard
@@ -31,17 +32,6 @@ from tui_ft.engine.train import train_run
 COMMON = dict(dataset="datasets/seed_instructions_20.jsonl", method="full", lr=1e-3, max_steps=40, batch_size=4,
               grad_accum=2, eval_split=0.15, eval_every=10, save_every=0, seed=7, warmup_ratio=0.0)
 RANK_LINE = re.compile(r"worker pid (\d+): rank (\d+) of (\d+) \(local rank \d+\) on (\w+) with (\w+)")
-
-
-def wait_for(predicate, what: str, timeout: float = 120.0):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def train_records(run_dir: Path) -> list[dict]:

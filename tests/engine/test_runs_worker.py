@@ -10,27 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from polling import wait_for
+
 from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, resume_run, stop_run
 
 LAUNCH = "import sys; from tui_ft.engine.runs import launch_run; print(launch_run(sys.argv[1]))"
-
-
-def wait_for(predicate, what: str, timeout: float = 180.0):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import pytest
 from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.run_files import STATUS_FILE, MetricsTail, read_json, update_status
 from tui_ft.engine.runs import create_run, read_metrics
+
+import polling
 
 DATASET = "datasets/seed_instructions.jsonl"  # 8 short examples
 
@@ -43,14 +44,8 @@ def train_steps(run_dir: Path) -> list[int]:
 
 
 def wait_for(predicate, what: str, timeout: float = 120.0, interval: float = 0.01):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    """:func:`polling.wait_for`, polling often: these tests catch a run between two steps."""
+    return polling.wait_for(predicate, what, timeout, interval)
 
 
 class Progress:
