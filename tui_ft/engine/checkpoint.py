@@ -49,14 +49,23 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
     staging.mkdir()
     save_file(trainable_state(model), staging / WEIGHTS_FILE)
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    publish(staging, target, scheduler, rank_rngs, position, keep)
+    return target
+
+
+def publish(staging: Path, target: Path, scheduler, rank_rngs: list | None, position: dict, keep: int) -> None:
+    """Finish a checkpoint written in ``staging``: add the scheduler, RNG and position files,
+    then put it in place of ``target`` at once (a reader sees the old one or the new one) and
+    drop the oldest beyond ``keep``. Shared by the one-process and the sharded checkpoints."""
+    import torch
+
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     save_rng(staging, rank_rngs)
     (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
-    _prune(folder, keep)
-    return target
+    _prune(target.parent, keep)
 
 
 def remove_staging(run_dir: Path) -> None:

@@ -12,12 +12,11 @@ Every function here is a collective: all ranks call it.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.checkpoint import STATE_FILE, _prune, load_rng, remove_staging, rng_state, save_rng
+from tui_ft.engine.checkpoint import STATE_FILE, load_rng, publish, remove_staging, rng_state
 from tui_ft.engine.distributed import Group, barrier, broadcast_object, gather_objects
 
 METADATA_FILE = ".metadata"  # written by DCP
@@ -47,13 +46,7 @@ def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=staging)
     rngs = gather_objects(rng_state(), group)
     if group.is_main:
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-        save_rng(staging, rngs)
-        (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-        _prune(folder, keep)
+        publish(staging, target, scheduler, rngs, position, keep)
     barrier(group)
     return target
 
