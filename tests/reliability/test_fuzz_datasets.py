@@ -166,15 +166,16 @@ def mixed_records(draw):
     return suffix, as_file(records, suffix, crlf=draw(st.booleans()), blank_lines=draw(st.booleans()))
 
 
-# Each fault: its strategy and how many files to try (about 1000 in all, about 15 s here).
+# Each fault: its strategy and how many files to try (the issue asks for thousands: about 3000
+# in all, about 20 s on this shared 2-core machine).
 FAULTS = {
-    "random bytes": (random_bytes(), 200),
-    "deep nesting (to 30,000 levels)": (deep_nesting(), 100),
-    "huge strings (to 1 MB: value, key, role)": (huge_strings(), 50),
-    "wrong types and unknown keys": (wrong_types(), 150),
-    "odd encodings (UTF-16/32, Latin-1, Shift-JIS, EBCDIC...)": (odd_encodings(), 150),
-    "valid files truncated, flipped, cut or spliced": (mutated_files(), 200),
-    "formats mixed in one file, CRLF, blank lines": (mixed_records(), 150),
+    "random bytes": (random_bytes(), 600),
+    "deep nesting (to 30,000 levels)": (deep_nesting(), 300),
+    "huge strings (to 1 MB: value, key, role)": (huge_strings(), 150),
+    "wrong types and unknown keys": (wrong_types(), 450),
+    "odd encodings (UTF-16/32, Latin-1, Shift-JIS, EBCDIC...)": (odd_encodings(), 450),
+    "valid files truncated, flipped, cut or spliced": (mutated_files(), 600),
+    "formats mixed in one file, CRLF, blank lines": (mixed_records(), 450),
 }
 
 

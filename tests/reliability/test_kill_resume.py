@@ -4,7 +4,7 @@ full fine-tuning.
 
 Each method trains one run to the end in-process (the reference), then the same config in
 forked workers (see ``workers.py``) that are killed KILLS times: after a seeded number of
-steps plus a random fraction of a step, and once the moment a checkpoint starts being
+steps plus a random fraction of a step, and twice the moment a checkpoint starts being
 written. Between kills the engine's ``resume_run`` starts the next worker; after the last one
 ``tui-ft runs resume`` (in-process ``cli.main``) finishes the run.
 """
@@ -24,8 +24,8 @@ from tui_ft.engine.runs import list_checkpoints, list_runs, read_metrics, read_s
 from tui_ft.engine.train import train_run
 from workers import Progress, checkpoint_contents, forked, new_run, one_thread, train_losses, train_steps, wait_for  # noqa: F401
 
-STEPS = 14  # 8 examples in batches of 2: 4 steps an epoch, so kills land in several epochs
-KILLS = 4  # per method: three after a random number of steps and a random delay, one aimed at a checkpoint write
+STEPS = 24  # 8 examples in batches of 2: 4 steps an epoch, so kills land in several epochs
+KILLS = 8  # per method: six after a random number of steps and a random delay, two aimed at a checkpoint write
 METHODS = {
     "lora": {"method": "lora", "lr": 2e-2, "lora_dropout": 0.1},  # dropout draws from the restored generator
     "full": {"method": "full", "lr": 1e-3},
@@ -37,8 +37,8 @@ SECTION = Section(
     [
         "Written by `tests/reliability/test_kill_resume.py`. A tiny Llama (2 layers, the real tokenizer) trains",
         f"{STEPS} steps on CPU with a checkpoint every step; its worker is killed with SIGKILL {KILLS} times per method",
-        "(after a seeded random number of steps plus a random part of a step; one kill when a checkpoint's staging folder",
-        "appears), each time resumed with the engine's `resume_run`, and finished with `tui-ft runs resume`. The",
+        "(after a seeded random number of steps plus a random part of a step; two of them when a checkpoint's staging",
+        "folder appears), each time resumed with the engine's `resume_run`, and finished with `tui-ft runs resume`. The",
         "reference is the same config trained without interruption. Workers are forked from the test process (no",
         "second import of torch); `tests/engine/test_runs_worker.py` kills a `launch_run` worker the same way.",
     ],
@@ -99,7 +99,7 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
     pid = forked.launch(run_dir)
     loaded = 0
     for trial in range(KILLS):
-        aimed_at_checkpoint = trial == KILLS - 1
+        aimed_at_checkpoint = trial % 4 == 3
         kill_when(progress, trial + 1, rng.randint(1, 2), run_dir, None if aimed_at_checkpoint else rng.uniform(0, step_wall))
         forked.kill(pid)
         status = read_status(run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -68,6 +69,32 @@ async def test_bad_values_show_inline_errors_and_launch_nothing(home, monkeypatc
         assert not screen.launching and launched == []
         assert list((home / "checkpoints").iterdir()) == []
         assert app.current_mode == "train"
+
+
+async def test_processes_field_checks_the_global_batch_and_records_nproc(home, monkeypatch):
+    launched = []
+    monkeypatch.setattr("tui_ft.engine.runs.launch_run", lambda run_dir: launched.append(run_dir) or 1)
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+        assert form.value_of("nproc") == "1"
+        fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"), nproc="2", batch_size="3",
+             max_steps="2", name="two-procs")
+        await pilot.press("ctrl+s")
+        await ready(pilot)
+        assert "multiple of nproc (2)" in form.errors_shown()["batch_size"]
+        assert launched == [] and list((home / "checkpoints").iterdir()) == []
+        fill(screen, batch_size="4")
+        await pilot.press("ctrl+s")
+        for _ in range(100):
+            if launched:
+                break
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+    assert launched == [home / "checkpoints" / "two-procs"]
+    config = json.loads((launched[0] / "run.json").read_text())
+    assert (config["nproc"], config["batch_size"]) == (2, 4)
 
 
 async def test_method_shows_its_fields_defaults_and_dataset_check(home):
