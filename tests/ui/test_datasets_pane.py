@@ -1,15 +1,13 @@
 """Pilot tests of the Datasets pane: file list, problems, example with the loss mask."""
 
+from polling import settle_workers
 from textual.widgets import DataTable, Static
 
 from tui_ft.ui.app import TuiFtApp
 
 
 async def wait_ready(app, pilot):
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle_workers(pilot, rounds=2)
 
 
 async def test_lists_files_with_format_and_validity(ui_home):

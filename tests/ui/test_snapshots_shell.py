@@ -1,14 +1,13 @@
 """Snapshots of the shell and the Datasets pane at 80×24 and 120×40 (fixed data, no cursor blink)."""
 
 import pytest
+from polling import settle_workers
 
 from tui_ft.ui.app import TuiFtApp
 
 
 async def settle(pilot):
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle_workers(pilot)
 
 
 @pytest.fixture
