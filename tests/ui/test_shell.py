@@ -88,3 +88,56 @@ async def test_footer_is_rebuilt_only_when_its_keys_change(ui_home, monkeypatch)
         assert rebuilt.count("DatasetsScreen") == 0 and rebuilt.count("TrainScreen") <= 1  # the Train pane's first show
         shown = {key.key for key in app.screen.query_one(KeyFooter).query(FooterKey)}
         assert {"n", "t", "a"} <= shown  # the Datasets pane's keys are still there
+
+
+async def wait_until(pilot, predicate, what: str, timeout: float = 30.0):
+    """Let the app run until ``predicate()`` holds."""
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def mounted(app, mode: str) -> bool:
+    """True when the pane of ``mode`` is built and every widget in it has mounted."""
+    if not app.is_mode_built(mode):
+        return False
+    screen = app.get_screen_stack(mode)[0]
+    return screen.is_mounted and all(widget.is_mounted for widget in screen.walk_children())
+
+
+async def test_panes_are_built_in_the_background(ui_home, monkeypatch):
+    monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ("train", "runs", "benchmark"))
+    monkeypatch.setattr(TuiFtApp, "PREBUILD_DELAY_S", 0.05)
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        focused = app.focused
+        shown = []
+        app.mode_change_signal.subscribe(app, shown.append)
+        await wait_until(pilot, lambda: all(mounted(app, m) for m in ("train", "runs", "benchmark")), "prebuilt panes")
+        await pilot.pause()
+        # The Datasets pane stayed in front with its focus; Chat (it loads a model) was not built.
+        assert app.current_mode == "datasets" and app.focused is focused
+        assert not app.is_mode_built("chat")
+        assert shown[-1] == "datasets"
+        train = app.get_screen_stack("train")[0]
+        assert train.query("TrainForm Input")  # composed and mounted while hidden
+        await pilot.press("2")
+        assert app.screen is train  # the first visit shows the prebuilt pane
+
+
+async def test_background_building_waits_for_an_open_dialog(ui_home, monkeypatch):
+    monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ("train",))
+    monkeypatch.setattr(TuiFtApp, "PREBUILD_DELAY_S", 0.3)
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        assert not app.is_mode_built("train")
+        await pilot.pause(1.0)
+        assert not app.is_mode_built("train") and isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: mounted(app, "train"), "the Train pane built after the dialog closed")
+        assert app.current_mode == "datasets"

@@ -30,12 +30,50 @@ class TuiFtApp(App):
     }
     DEFAULT_MODE = "datasets"
     BINDINGS = keys.APP_BINDINGS
+    # Panes built in the background once the first pane is up: composing and styling a pane's
+    # widgets took 0.2-1.1 s on its first visit (the Train form most) on the 2-core machine,
+    # a visit then costs what a later one does (bench/ui_latency.py). Chat is left out: it
+    # loads a model when it is built.
+    PREBUILT_MODES = ("train", "runs", "benchmark")
+    PREBUILD_DELAY_S = 0.4  # after the first paint, and between panes: keys first
 
     def __init__(self, home: Path, model_ref: str = "default"):
         super().__init__()
         self.home = Path(home)
         self.model_ref = model_ref  # the model panes start on
         self.sub_title = str(self.home)
+        self._to_prebuild = list(self.PREBUILT_MODES)
+
+    def on_mount(self) -> None:
+        self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+
+    def prebuild_next_pane(self) -> None:
+        """Build one pane that was never shown, then schedule the next one.
+
+        A pane is built by switching to its mode and straight back in one batch, so nothing
+        else is painted; its widgets are then composed, mounted and styled by their own
+        message loops while the current pane stays in front.
+        """
+        if len(self.screen_stack) > 1:  # a dialog is open: switching away would hide it for a frame
+            self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+            return
+        while self._to_prebuild:
+            mode = self._to_prebuild.pop(0)
+            if mode != self.current_mode and not self.is_mode_built(mode):
+                current = self.current_mode
+                with self.batch_update():
+                    self.switch_mode(mode)
+                    self.switch_mode(current)
+                break
+        if self._to_prebuild:
+            self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+
+    def is_mode_built(self, mode: str) -> bool:
+        """True when the pane of ``mode`` was built (shown, or prebuilt)."""
+        try:
+            return bool(self.get_screen_stack(mode))
+        except KeyError:  # Textual makes a mode's stack on its first switch
+            return False
 
     def action_quit_outside_fields(self) -> None:
         """Quit on ``q`` unless a form field has focus, where ``q`` is easy to hit by accident."""

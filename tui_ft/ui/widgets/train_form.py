@@ -145,6 +145,12 @@ class TrainForm(VerticalScroll):
 
     def set_choices(self, models: list[tuple[str, str]], datasets: list[tuple[str, str]]) -> None:
         """Fill the model and dataset lists with ``(label, value)`` pairs, keeping the current picks."""
+        selects = [self.query_one(f"#field-{name}", Select) for name in ("model", "dataset", "eval_dataset")]
+        if not all(select.is_mounted for select in selects):
+            # A pane built in the background can list its choices before a Select has composed
+            # its menu (setting options then fails): try again in a moment.
+            self.set_timer(0.05, lambda: self.set_choices(models, datasets))
+            return
         model = self.query_one("#field-model", Select)
         current = model.value
         model.set_options(models)
