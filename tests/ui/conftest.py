@@ -13,3 +13,10 @@ def no_background_panes(monkeypatch):
     from tui_ft.ui.app import TuiFtApp
 
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
+
+
+@pytest.fixture(autouse=True)
+def no_gpus(monkeypatch):
+    """The Train pane counts GPUs to start its Processes field at all of them: pin the count so
+    the form (and its snapshots) read the same on a GPU server as here."""
+    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)

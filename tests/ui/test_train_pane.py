@@ -97,6 +97,23 @@ async def test_processes_field_checks_the_global_batch_and_records_nproc(home, m
     assert (config["nproc"], config["batch_size"]) == (2, 4)
 
 
+async def test_processes_field_starts_at_every_visible_gpu(home, monkeypatch):
+    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 2)
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+        assert form.value_of("nproc") == "2"
+        # A count that arrives after the user typed a value leaves that value alone.
+        fill(screen, nproc="3")
+        form.use_all_gpus(4)
+        assert form.value_of("nproc") == "3"
+        # One GPU or none: the field stays at its default.
+        fill(screen, nproc="1")
+        form.use_all_gpus(1)
+        assert form.value_of("nproc") == "1"
+
+
 async def test_method_shows_its_fields_defaults_and_dataset_check(home):
     app = app_on("train", home)
     async with app.run_test(size=(120, 40)) as pilot:

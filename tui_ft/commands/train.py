@@ -42,8 +42,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only on stop)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--nproc", type=int,
-                        help="processes under torchrun, one per GPU (gloo on CPU); --batch-size stays the global "
-                             "batch and must divide by it; --set fsdp=true shards full fine-tuning")
+                        help="processes under torchrun, one per GPU (gloo on CPU); default 1 (the dashboard's Train "
+                             "pane starts at all visible GPUs); --batch-size stays the global batch and must divide "
+                             "by it; --set fsdp=true shards full fine-tuning")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--name", help="run name (default: method-dataset-time)")
     parser.add_argument("--detach", action="store_true", help="start the run in the background and return")

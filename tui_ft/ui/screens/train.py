@@ -61,6 +61,13 @@ class TrainScreen(Pane):
             super().__init__()
             self.models, self.datasets = models, datasets
 
+    class GpusCounted(Message):
+        """The CUDA GPUs visible to a run started from here were counted."""
+
+        def __init__(self, count: int):
+            super().__init__()
+            self.count = count
+
     class RunRefused(Message):
         """The engine refused the config: ``(field, message)`` pairs; nothing was created."""
 
@@ -83,6 +90,7 @@ class TrainScreen(Pane):
 
     def on_mount(self) -> None:
         self.load_choices()
+        self.count_gpus()  # once: GPUs do not come and go while the dashboard is open
 
     def on_screen_resume(self) -> None:
         self.load_choices()  # runs that finished meanwhile become models to train on
@@ -99,6 +107,14 @@ class TrainScreen(Pane):
         choices = self.ChoicesLoaded(model_choices(home), dataset_choices(home))
         if not get_current_worker().is_cancelled:
             self.post_message(choices)
+
+    @work(thread=True, group="train-gpus", exclusive=True, exit_on_error=False, description="Counting GPUs")
+    def count_gpus(self) -> None:
+        from tui_ft.engine.devices import visible_gpu_count
+
+        count = visible_gpu_count()  # may run nvidia-smi: never on the UI thread
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.GpusCounted(count))
 
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
     def launch(self, config: TrainConfig) -> None:
@@ -128,6 +144,10 @@ class TrainScreen(Pane):
     @on(ChoicesLoaded)
     def show_choices(self, message: ChoicesLoaded) -> None:
         self.form.set_choices(message.models, message.datasets)
+
+    @on(GpusCounted)
+    def default_to_all_gpus(self, message: GpusCounted) -> None:
+        self.form.use_all_gpus(message.count)
 
     @on(RunRefused)
     def show_refusal(self, message: RunRefused) -> None:

@@ -163,6 +163,15 @@ class TrainForm(VerticalScroll):
             if current in {value for _, value in datasets}:
                 select.value = current
 
+    def use_all_gpus(self, count: int) -> None:
+        """Start the Processes field at ``count`` when several GPUs are visible and the field still holds its default.
+
+        A value the user typed (anything but the default 1) is left alone.
+        """
+        field = self.query_one("#field-nproc", Input)
+        if count >= 2 and field.value.strip() == self.initial["nproc"]:
+            field.value = str(count)
+
     # -- method ---------------------------------------------------------------------------
 
     @on(Select.Changed, "#field-method")

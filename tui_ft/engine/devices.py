@@ -1,0 +1,51 @@
+"""How many CUDA GPUs this process would see, counted without torch and without initialising CUDA.
+
+The Train pane uses the count to start its Processes field at "all GPUs". Importing torch
+costs seconds and creating a CUDA context claims memory on every GPU, so the dashboard asks
+the environment instead: ``CUDA_VISIBLE_DEVICES`` when it is set (it decides what CUDA
+shows), else one line per GPU from ``nvidia-smi -L``, else none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+NVIDIA_SMI_TIMEOUT_S = 3.0  # a hung driver must not hold the pane's worker for long
+
+
+def visible_gpu_count() -> int:
+    """The number of CUDA GPUs visible to a process started from here; 0 when there are none or it cannot tell."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return count_visible_devices(visible)
+    return nvidia_smi_gpu_count()
+
+
+def count_visible_devices(visible: str) -> int:
+    """The devices a ``CUDA_VISIBLE_DEVICES`` value lets through.
+
+    CUDA reads the list up to its first invalid entry, so an empty value and ``-1`` (the usual
+    way to hide every GPU) give 0, and ``0,-1,1`` gives 1.
+    """
+    count = 0
+    for entry in visible.split(","):
+        entry = entry.strip()
+        if not entry or entry.startswith("-"):
+            break
+        count += 1
+    return count
+
+
+def nvidia_smi_gpu_count() -> int:
+    """GPUs listed by ``nvidia-smi -L`` (one ``GPU N: ...`` line each); 0 without the binary or when it fails."""
+    command = shutil.which("nvidia-smi")
+    if not command:
+        return 0
+    try:
+        listing = subprocess.run([command, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+                                 check=True, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
