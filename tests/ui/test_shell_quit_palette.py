@@ -1,4 +1,4 @@
-"""Pilot tests of two shell keys the issue names: ctrl+q quits from anywhere, ctrl+p opens the palette."""
+"""Pilot tests of two shell keys the issue names: ctrl+q quits from anywhere; ctrl+p opens the palette, with the dashboard's own commands."""
 
 from textual.command import CommandPalette
 from textual.widgets import Input
@@ -26,3 +26,83 @@ async def test_ctrl_p_opens_the_command_palette(ui_home):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, CommandPalette) and app.current_mode == "datasets"
+
+
+async def palette_prompts(pilot, query: str, expected: str | None = None) -> list[str]:
+    """Type ``query`` into the open palette and return the commands it lists, once ``expected`` is among them."""
+    from textual.command import CommandList
+
+    await pilot.press(*query)
+    listed: list[str] = []
+    for _ in range(200):
+        await pilot.pause(0.02)
+        options = pilot.app.screen.query_one(CommandList)
+        listed = [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
+        if listed and (expected is None or expected in listed):
+            break
+    return listed
+
+
+async def test_palette_goes_to_a_pane(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        listed = await palette_prompts(pilot, "train", "Go to Train")
+        assert listed[0] == "Go to Train", listed  # the best match comes first
+        await pilot.press("down", "enter")  # highlight it, run it
+        await pilot.pause()
+        assert not isinstance(app.screen, CommandPalette) and app.current_mode == "train"
+
+
+async def test_palette_keeps_textual_commands_and_opens_help(ui_home):
+    from textual.app import App
+
+    from tui_ft.ui.screens.help import HelpScreen
+
+    assert App.COMMANDS <= TuiFtApp.COMMANDS
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        listed = await palette_prompts(pilot, "theme", "Theme")
+        assert "Theme" in listed  # Textual's own command is still offered
+        await pilot.press(*["backspace"] * 5)
+        listed = await palette_prompts(pilot, "keys and help", "Show keys and help")
+        assert listed[0] == "Show keys and help", listed
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_palette_runs_an_action_of_the_current_pane(ui_home):
+    from polling import settle_workers
+
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle_workers(pilot)
+        pane = app.screen
+        assert pane.examples() and pane.example_index == 0
+        await pilot.press("ctrl+p")
+        listed = await palette_prompts(pilot, "next example", "Datasets: Next example")
+        assert listed[0] == "Datasets: Next example", listed
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.screen is pane and pane.example_index == 1
+
+
+async def test_palette_offers_only_what_the_pane_can_do_now(ui_home):
+    """The Runs pane with no run: no Stop, Resume, Export; its plot switch and every pane are offered."""
+    from tui_ft.ui.commands import DashboardCommands
+
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        offered = {c.name: c.help for c in DashboardCommands(app.screen).commands()}
+        assert {"Go to Datasets", "Go to Train", "Go to Runs", "Go to Chat", "Go to Benchmark"} <= set(offered)
+        assert "Runs: Plot" in offered and "(key p)" in offered["Runs: Plot"]
+        assert not {"Runs: Stop", "Runs: Resume", "Runs: Export"} & set(offered), offered
+        assert not any(name.startswith("Datasets:") for name in offered)
+        await pilot.press("1")
+        await pilot.pause()
+        offered = {c.name: c.help for c in DashboardCommands(app.screen).commands()}
+        assert "(key → / n)" in offered["Datasets: Next example"]

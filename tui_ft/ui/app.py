@@ -8,6 +8,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from tui_ft.ui import keys
+from tui_ft.ui.commands import DashboardCommands
 from tui_ft.ui.screens.benchmark import BenchmarkScreen
 from tui_ft.ui.screens.chat import ChatScreen
 from tui_ft.ui.screens.datasets import DatasetsScreen
@@ -30,6 +31,7 @@ class TuiFtApp(App):
     }
     DEFAULT_MODE = "datasets"
     BINDINGS = keys.APP_BINDINGS
+    COMMANDS = App.COMMANDS | {DashboardCommands}  # Textual's own (theme, quit, screenshot) too
     # Panes built in the background once the first pane is up: composing and styling a pane's
     # widgets took 0.2-1.1 s on its first visit (the Train form most) on the 2-core machine,
     # a visit then costs what a later one does (bench/ui_latency.py). Chat is left out: it
@@ -75,14 +77,37 @@ class TuiFtApp(App):
         except KeyError:  # Textual makes a mode's stack on its first switch
             return False
 
-    def action_quit_outside_fields(self) -> None:
+    async def action_quit(self) -> None:
+        """Quit once no pane is half-built (runs and evaluation jobs keep going)."""
+        await self.panes_settled()
+        self.exit()
+
+    async def action_quit_outside_fields(self) -> None:
         """Quit on ``q`` unless a form field has focus, where ``q`` is easy to hit by accident."""
         from textual.widgets import Input, Select, TextArea
 
         focused = self.focused
         if focused is not None and any(isinstance(w, (Input, Select, TextArea)) for w in focused.ancestors_with_self):
             return
-        self.exit()
+        await self.action_quit()
+
+    async def panes_settled(self, timeout: float = 3.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every built pane has mounted all its widgets.
+
+        Closing the app while a pane is still composing (just after start, when panes are
+        built in the background, or right after a first visit) made widgets' mount handlers
+        look for children that shutdown had already removed: a traceback on the way out.
+        """
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+            not all(widget.is_mounted for widget in stack[0].walk_children(with_self=True))
+            for mode in self.MODES
+            if self.is_mode_built(mode) and (stack := self.get_screen_stack(mode))
+        ):
+            await asyncio.sleep(0.02)
 
     def action_help(self) -> None:
         """Show every key of every pane."""

@@ -102,3 +102,18 @@ RUNS_BINDINGS = [
     Binding("l", "toggle_log", "Log", id="runs.log", tooltip="Show the worker's log instead of the plots, or back"),
     Binding("p", "next_plot", "Plot", id="runs.plot", tooltip="Show the next plot (a tall terminal shows all four)"),
 ]
+
+# How keys read in the help screen and the palette; Textual's names for the rest.
+KEY_NAMES = {"question_mark": "?", "right": "→", "left": "←"}
+
+
+def key_label(binding: Binding) -> str:
+    """Every key of ``binding`` as a user reads it: ``question_mark,f1`` gives ``? / F1``.
+
+    A binding's ``key_display`` is what the footer shows, where room is short; it stands for
+    the whole binding only when the binding has a single key (``1-5`` for a score key).
+    """
+    names = binding.key.split(",")
+    if binding.key_display and len(names) == 1:
+        return binding.key_display
+    return " / ".join(KEY_NAMES.get(name, name.upper() if name[:1] == "f" and name[1:].isdigit() else name) for name in names)
