@@ -1,4 +1,5 @@
-"""The Benchmark table built from stored results: rows, columns, newest-wins cells, sorting, jobs, export."""
+"""The Benchmark table built from stored results: rows, columns (one per benchmark and scorer), newest-wins cells,
+sorting, jobs, export."""
 
 from __future__ import annotations
 
@@ -10,20 +11,24 @@ import pytest
 
 from tui_ft.engine import eval_store
 from tui_ft.engine.bench_table import (
-    BenchTable, Column, Row, build_table, candidate_columns, cell_text, export_table, job_cells, list_rows, sort_rows,
-    workspace_stamp,
+    BenchTable, Column, Row, build_table, candidate_columns, cell_text, export_table, file_default_scorer, job_cells,
+    list_rows, sort_rows, workspace_stamp,
 )
 
 BENCH = Column("benchmark", "datasets/seed_benchmark.jsonl")
 PPL = Column("perplexity", "datasets/seed_instructions.jsonl")
+EXACT = Column("benchmark", BENCH.path, scorer="exact")
 
 
-def write_result(home: Path, folder: Path, model: str, model_id: str, created: str, checkpoint=None, **values) -> None:
-    """Store a result the way the engine does (same file naming, atomic write)."""
+def write_result(home: Path, folder: Path, model: str, model_id: str, created: str, checkpoint=None, scorer=None,
+                 **values) -> None:
+    """Store a result the way the engine does (same file naming, atomic write); ``scorer`` is part of its identity."""
     kind = "benchmark" if "score" in values else "perplexity"
     identity = {"kind": kind, "model": model_id, "checkpoint": checkpoint, "template": "chat",
                 "benchmark": BENCH.path if kind == "benchmark" else None,
                 "dataset": PPL.path if kind == "perplexity" else None, "created": created}
+    if scorer:
+        identity["scorer"] = scorer
     path = eval_store.result_path(folder, identity)
     eval_store.write_json_atomic(path, identity | values | {"model": model, "model_id": model_id, "key": "k"})
 
@@ -131,3 +136,77 @@ def test_workspace_stamp_changes_with_checkpoints_and_results(home):
     assert after_checkpoint != before
     write_result(home, home / "bench" / "default", "default", "default:/m", "2026-01-01", score=0.5, n=2)
     assert workspace_stamp(home) != after_checkpoint
+
+
+def write_benchmark(home: Path, choices: bool = False) -> Path:
+    """``datasets/seed_benchmark.jsonl`` with three items, each with choices when ``choices``."""
+    (home / "datasets").mkdir(exist_ok=True)
+    path = home / BENCH.path
+    extra = {"choices": ["a", "b"]} if choices else {}
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "expected": "a"} | extra) + "\n" for i in range(3)))
+    return path
+
+
+def test_each_scorer_of_a_benchmark_gets_its_own_column(home):
+    """`tui-ft eval --scorer exact` after the default run: both scores stay visible, side by side."""
+    write_benchmark(home)
+    folder, model_id = home / "bench" / "default", "default:/m/default"
+    write_result(home, folder, "default", model_id, "2026-01-01T00:00:00", scorer="contains", score=1.0, n=3)
+    write_result(home, folder, "default", model_id, "2026-01-02T00:00:00", scorer="exact", score=0.0, n=3)
+    table = build_table(home, rows=list_rows(home, models=MODELS))
+    assert table.columns == [BENCH, EXACT]
+    assert [c.label for c in table.columns] == ["seed_benchmark %", "seed_benchmark exact %"]
+    default = table.rows[0]
+    assert (table.value(default, BENCH), table.value(default, EXACT)) == (1.0, 0.0)  # the newer exact hides nothing
+
+    # A newer result under the default scorer (named, or left out as older records do) replaces the default cell only.
+    write_result(home, folder, "default", model_id, "2026-01-03T00:00:00", score=2 / 3, n=3)
+    table = build_table(home, rows=list_rows(home, models=MODELS))
+    assert table.columns == [BENCH, EXACT]
+    assert (table.value(default, BENCH), table.value(default, EXACT)) == (2 / 3, 0.0)
+
+
+def test_the_default_scorer_follows_the_benchmark_file(home):
+    """A multiple-choice benchmark's default is ``choice``: ``contains`` there is the other column."""
+    write_benchmark(home, choices=True)
+    assert file_default_scorer(BENCH.path, home) == "choice"
+    assert file_default_scorer("datasets/gone.jsonl", home) == "contains"  # deleted since: the usual default
+    folder, model_id = home / "bench" / "default", "default:/m/default"
+    write_result(home, folder, "default", model_id, "2026-01-01T00:00:00", scorer="choice", score=0.5, n=3)
+    write_result(home, folder, "default", model_id, "2026-01-02T00:00:00", scorer="contains", score=0.25, n=3)
+    table = build_table(home, rows=list_rows(home, models=MODELS))
+    contains = Column("benchmark", BENCH.path, scorer="contains")
+    assert table.columns == [BENCH, contains]
+    assert contains.label == "seed_benchmark contains %"
+    assert (table.value(table.rows[0], BENCH), table.value(table.rows[0], contains)) == (0.5, 0.25)
+
+
+def test_column_keys_name_the_scorer_and_read_back():
+    assert BENCH.key == "benchmark:datasets/seed_benchmark.jsonl"  # unchanged: exports and pickers keep their keys
+    assert EXACT.key == "benchmark+exact:datasets/seed_benchmark.jsonl"
+    for column in (BENCH, EXACT, PPL, Column("benchmark", "/abs/with:colon.jsonl", scorer="choice")):
+        assert Column.from_key(column.key) == column
+    assert BENCH != EXACT
+
+
+def test_a_job_with_a_scorer_fills_that_scorer_column(home):
+    bench = write_benchmark(home)
+    status = {"state": "running", "done": 1, "total": 3, "dir": "/j", "results": [],
+              "job": {"refs": ["default"], "checkpoint": None, "benchmarks": [str(bench)], "perplexity": []}}
+    scored = lambda scorer: [c.column for c in job_cells(status | {"job": status["job"] | {"scorer": scorer}}, home)]  # noqa: E731
+    assert scored("exact") == [EXACT]
+    assert scored("contains") == [BENCH] and scored(None) == [BENCH]  # the default, named or not
+
+
+def test_export_keeps_scorer_columns_apart(home):
+    rows = [Row("default", "d", None, "model", "default")]
+    table = BenchTable(rows, [BENCH, EXACT], {
+        ("d@", BENCH.key): {"kind": "benchmark", "score": 1.0, "n": 5, "scorer": "contains"},
+        ("d@", EXACT.key): {"kind": "benchmark", "score": 0.0, "n": 5, "scorer": "exact"}})
+    csv_path, json_path = export_table(table, home, destination=home / "out.csv")
+    with open(csv_path, newline="") as handle:
+        assert list(csv.reader(handle)) == [["model", "checkpoint", "seed_benchmark %", "seed_benchmark exact %"],
+                                            ["default", "", "100.0", "0.0"]]
+    document = json.loads(json_path.read_text())
+    assert [(c["key"], c["scorer"]) for c in document["columns"]] == [(BENCH.key, None), (EXACT.key, "exact")]
+    assert document["rows"][0]["cells"][EXACT.key] == {"score": 0.0, "n": 5, "scorer": "exact"}

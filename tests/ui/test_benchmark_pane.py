@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_workspace import BENCHMARK, PPL, BenchApp, copy_datasets, make_run, bench_home  # noqa: F401 (fixture)
+from bench_workspace import (  # noqa: F401 (fixture)
+    BENCHMARK, PPL, BenchApp, benchmark_record, copy_datasets, make_run, bench_home,
+)
 from textual.widgets import DataTable, Static
 
 from tui_ft.engine import eval_store
+from tui_ft.engine.models import default_model_dir
 from tui_ft.ui.widgets.bench_grid import BenchGrid
+from tui_ft.ui.widgets.bench_picker import ColumnPicker
 
 
 async def open_pane(app, pilot):
@@ -167,6 +171,58 @@ async def test_evaluate_marked_rows_starts_jobs(bench_home, monkeypatch):
         await app.workers.wait_for_complete()
         assert calls == [{"refs": ["run-a"], "benchmark": str(bench_home / BENCHMARK), "perplexity_path": None,
                           "checkpoint": "step-20"}]
+
+
+def store_exact_result(home: Path) -> None:
+    """What `tui-ft eval default --benchmark datasets/seed_benchmark.jsonl --scorer exact` stores: 0%, a day later."""
+    model_id = f"default:{default_model_dir()}"
+    identity = {"kind": "benchmark", "model": model_id, "checkpoint": None, "template": "chat", "benchmark": BENCHMARK,
+                "scorer": "exact"}
+    record = benchmark_record([False] * 5) | {"scorer": "exact"}
+    eval_store.write_json_atomic(eval_store.result_path(home / "bench" / "default", identity), identity | record | {
+        "model": "default", "model_id": model_id, "created": "2026-01-02T00:00:00+00:00",
+        "key": eval_store.result_key(identity), "fingerprint": {}})
+
+
+async def test_another_scorer_gets_its_own_column_and_evaluates_with_it(bench_home, monkeypatch):
+    import tui_ft.ui.screens.benchmark as pane
+
+    store_exact_result(bench_home)
+    calls = []
+
+    def fake_start(home, refs, benchmark=None, perplexity_path=None, checkpoint=None, scorer=None, **_):
+        calls.append((list(refs), checkpoint, scorer))
+        job_dir = Path(home) / "bench" / "jobs" / f"fake-{len(calls)}"
+        job_dir.mkdir(parents=True)
+        return job_dir
+
+    monkeypatch.setattr(pane, "start_eval_job", fake_start)
+    app = BenchApp(bench_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = await open_pane(app, pilot)
+        assert headers(grid) == ["model", "seed_benchmark %", "seed_benchmark exact %", "seed_instructions ppl"]
+        rows = shown(grid)
+        assert rows["default"] == ["40.0%", "0.0%", "12.50"]  # the newer exact result hides not the contains one
+        assert rows["run-a"] == ["80.0%", "", "6.25"]
+        picker = app.screen.query_one(ColumnPicker)
+        assert ("exact score · seed_benchmark.jsonl", f"benchmark+exact:{BENCHMARK}") in picker.options
+
+        grid.move_cursor(row=0, column=2)  # default on the exact column: its items say which scorer
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "scorer exact" in str(app.screen.query_one("#bench-items-summary", Static).render())
+        await pilot.press("escape")
+        await pilot.pause()
+
+        grid.move_cursor(row=1, column=2)  # run-a has no exact score yet: evaluating it uses exact
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        grid.move_cursor(row=3, column=1)  # step-20 on the default column: the default scorer
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert calls == [(["run-a"], None, "exact"), (["run-a"], "step-20", None)]
+        assert any("seed_benchmark.jsonl (scorer exact)" in n.message for n in app._notifications)
 
 
 async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypatch):

@@ -1,8 +1,10 @@
 """The Benchmark table, headless: who was scored on what, built from the stored results.
 
 Rows are models, runs and their intermediate checkpoints; columns are benchmarks (score, 0..1)
-and perplexity datasets. Cells are stored result records (:func:`tui_ft.engine.eval_store.load_results`),
-the newest winning when several share a cell. Running evaluation jobs are read from their
+and perplexity datasets. A benchmark scored with a scorer other than its default (``tui-ft eval
+--scorer exact``) gets a column of its own, so a 0% under ``exact`` never hides a 100% under
+``contains``. Cells are stored result records (:func:`tui_ft.engine.eval_store.load_results`),
+the newest winning when several share a cell (other templates or generation settings). Running evaluation jobs are read from their
 status files and spread over the cells they will fill. Sorting and CSV/JSON export live here
 too, so the Benchmark pane only draws; nothing here scores anything.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from tui_ft.engine.eval_store import load_results, result_files, write_json_atomic
 from tui_ft.engine.eval_worker import FINAL_STATES, jobs_dir, read_job_status
-from tui_ft.engine.evaluate import display_path
+from tui_ft.engine.evaluate import default_scorer, display_path
 
 BENCHMARK_FORMATS = ("benchmark", "qa", "instruction")  # files benchmark_items can read
 PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies to score
@@ -25,21 +27,37 @@ PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies 
 
 @dataclass(frozen=True)
 class Column:
-    """A benchmark or a perplexity dataset, named as results name it (relative to the workspace)."""
+    """A benchmark (under one scorer) or a perplexity dataset, named as results name it (relative to the workspace).
+
+    Attributes:
+        scorer: ``""`` for a benchmark's default scorer (``choice`` when every item has choices,
+            else ``contains``: what ``tui-ft eval`` uses without ``--scorer``) and for perplexity;
+            else the other scorer (``exact``...), which gets a column of its own.
+    """
 
     kind: str  # "benchmark" or "perplexity"
     path: str
     file_format: str = field(default="", compare=False)  # the file's format, when read from datasets/
+    scorer: str = ""
 
     @property
     def key(self) -> str:
-        """A stable id: ``benchmark:datasets/seed_benchmark.jsonl``."""
-        return f"{self.kind}:{self.path}"
+        """A stable id: ``benchmark:datasets/seed_benchmark.jsonl``, ``benchmark+exact:datasets/seed_benchmark.jsonl``."""
+        return f"{self.kind}+{self.scorer}:{self.path}" if self.scorer else f"{self.kind}:{self.path}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Column:
+        """The column a :attr:`key` names."""
+        kind, path = key.split(":", 1)
+        kind, _, scorer = kind.partition("+")
+        return cls(kind, path, scorer=scorer)
 
     @property
     def label(self) -> str:
-        """The header: the file's stem, then ``%`` for a score or ``ppl`` for perplexity."""
-        return f"{Path(self.path).stem} {'%' if self.kind == 'benchmark' else 'ppl'}"
+        """The header: the file's stem, then the scorer unless default, then ``%`` for a score or ``ppl``."""
+        if self.kind != "benchmark":
+            return f"{Path(self.path).stem} ppl"
+        return f"{Path(self.path).stem} {self.scorer} %" if self.scorer else f"{Path(self.path).stem} %"
 
 
 @dataclass(frozen=True)
@@ -101,14 +119,37 @@ def _resolved(path: str) -> str:
 
 
 def sort_columns(columns) -> list[Column]:
-    """Benchmarks first, then perplexity datasets, each by path."""
-    return sorted(set(columns), key=lambda c: (c.kind != "benchmark", c.path))
+    """Benchmarks first, then perplexity datasets, each by path; a benchmark's default scorer before its others."""
+    return sorted(set(columns), key=lambda c: (c.kind != "benchmark", c.path, c.scorer))
 
 
-def column_of(record: dict) -> Column:
-    """The column a result record belongs to."""
+@lru_cache(maxsize=256)
+def _file_default_scorer(path: str, mtime_ns: int) -> str:
+    from tui_ft.engine.data import benchmark_items, load_dataset
+
+    return default_scorer(benchmark_items(load_dataset(path, strict=False)))
+
+
+def file_default_scorer(path: str, home: Path) -> str:
+    """The default scorer of the benchmark at ``path`` (relative to ``home`` or absolute); ``contains`` when unreadable."""
+    resolved = Path(path) if Path(path).is_absolute() else Path(home) / path
+    try:
+        return _file_default_scorer(str(resolved), resolved.stat().st_mtime_ns)
+    except Exception:  # a benchmark deleted since: its results still show, under the usual default
+        return "contains"
+
+
+def benchmark_column(path: str, scorer: str | None, home: Path) -> Column:
+    """The column for ``path`` scored by ``scorer``: the plain one for its default scorer (or ``None``), else its own."""
+    if scorer and scorer != file_default_scorer(path, home):
+        return Column("benchmark", path, scorer=scorer)
+    return Column("benchmark", path)
+
+
+def column_of(record: dict, home: Path) -> Column:
+    """The column a result record belongs to (records without a ``scorer`` go to the default one)."""
     if record["kind"] == "benchmark":
-        return Column("benchmark", record["benchmark"])
+        return benchmark_column(record["benchmark"], record.get("scorer"), home)
     return Column("perplexity", record["dataset"])
 
 
@@ -188,7 +229,7 @@ def build_table(home: Path, results: list[dict] | None = None, rows: list[Row] |
             row = _row_for_record(record)
             rows.append(row)
             by_identity[(row.identity, checkpoint)] = row
-        column = column_of(record)
+        column = column_of(record, home)
         found.add(column)
         cells[(row.key, column.key)] = record
     return BenchTable(rows, sort_columns(found), cells)
@@ -290,7 +331,8 @@ def job_cells(status: dict, home: Path) -> list[JobCell]:
     done, start, cells, current_seen = status.get("done", 0), 0, [], False
     for ref in refs:
         for (kind, path), size in zip(tasks, sizes):
-            column = Column(kind, display_path(Path(path), home))
+            shown = display_path(Path(path), home)
+            column = benchmark_column(shown, job.get("scorer"), home) if kind == "benchmark" else Column(kind, shown)
             share, start = max(0, min(done - start, size)), start + size
             if (ref, column.path) in finished:
                 continue
@@ -337,9 +379,10 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
                  destination: str | Path | None = None) -> tuple[Path, Path]:
     """Write the table as CSV and JSON; returns both paths.
 
-    The CSV has ``model``, ``checkpoint``, then one column a benchmark (score in %, as shown)
-    or dataset (perplexity). The JSON keeps the raw values: ``score`` 0..1 and ``n``, or
-    ``perplexity`` and ``tokens``, with the scorer and template.
+    The CSV has ``model``, ``checkpoint``, then one column a benchmark and scorer (score in %,
+    as shown) or dataset (perplexity). The JSON keeps the raw values: ``score`` 0..1 and ``n``,
+    or ``perplexity`` and ``tokens``, with the scorer and template; a column's ``scorer`` is
+    ``null`` for a benchmark's default scorer.
 
     Args:
         table: The table.
@@ -365,7 +408,8 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
                      for v, c in zip(values, table.columns)]
             writer.writerow([row.ref, row.checkpoint or "", *shown])
     document = {
-        "columns": [{"key": c.key, "kind": c.kind, "path": c.path, "label": c.label} for c in table.columns],
+        "columns": [{"key": c.key, "kind": c.kind, "path": c.path, "label": c.label, "scorer": c.scorer or None}
+                    for c in table.columns],
         "rows": [{"model": row.ref, "checkpoint": row.checkpoint, "label": row.label, "kind": row.kind,
                   "cells": {c.key: _cell_export(r) for c in table.columns if (r := table.cell(row, c))}}
                  for row in rows],
@@ -375,6 +419,7 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
 
 
 __all__ = [
-    "BenchTable", "Column", "JobCell", "Row", "build_table", "candidate_columns", "cell_text", "column_of",
-    "export_table", "job_cells", "list_rows", "read_jobs", "sort_columns", "sort_rows", "task_size", "workspace_stamp",
+    "BenchTable", "Column", "JobCell", "Row", "benchmark_column", "build_table", "candidate_columns", "cell_text",
+    "column_of", "export_table", "file_default_scorer", "job_cells", "list_rows", "read_jobs", "sort_columns",
+    "sort_rows", "task_size", "workspace_stamp",
 ]

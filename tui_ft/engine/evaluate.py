@@ -111,6 +111,11 @@ def default_settings(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
     return GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
 
 
+def default_scorer(items) -> str:
+    """The scorer a benchmark gets when none is asked for: ``choice`` when every item has choices, else ``contains``."""
+    return "choice" if items and all(item.choices for item in items) else "contains"
+
+
 def pick_scorer(task: EvalTask, scorer: str | None) -> str:
     """``scorer``, checked against the items; by default ``choice`` when every item has choices.
 
@@ -118,7 +123,7 @@ def pick_scorer(task: EvalTask, scorer: str | None) -> str:
         DatasetError: ``choice`` was asked for items without choices (with their lines).
     """
     if scorer is None:
-        return "choice" if task.records and all(item.choices for item in task.records) else "contains"
+        return default_scorer(task.records)
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r} (expected one of {', '.join(SCORERS)})")
     if scorer == "choice":

@@ -146,7 +146,9 @@ class BenchmarkScreen(Pane):
         home = self.app.home
         # Absolute, so a same-named file in the dashboard's current folder is never picked instead.
         path = str(Path(column.path) if Path(column.path).is_absolute() else home / column.path)
-        target = {"benchmark": path} if column.kind == "benchmark" else {"perplexity_path": path}
+        # A benchmark's column under another scorer (from `tui-ft eval --scorer`) is evaluated with that scorer.
+        target = ({"benchmark": path, "scorer": column.scorer or None} if column.kind == "benchmark"
+                  else {"perplexity_path": path})
         by_checkpoint: dict[str | None, list[str]] = {}
         for row in rows:  # one job per checkpoint name: a job evaluates one checkpoint of its refs
             by_checkpoint.setdefault(row.checkpoint, []).append(row.ref)
@@ -213,6 +215,8 @@ class BenchmarkScreen(Pane):
         """Say how a job the pane saw running ended."""
         job = status.get("job") or {}
         what = ", ".join(Path(p).name for p in job.get("benchmarks", []) + job.get("perplexity", []))
+        if job.get("scorer"):
+            what += f" (scorer {job['scorer']})"
         models = ", ".join(job.get("refs", []))
         if job.get("checkpoint"):
             models += f" · {job['checkpoint']}"
@@ -302,8 +306,7 @@ class BenchmarkScreen(Pane):
 
     def target_column_from_key(self) -> Column:
         """The column the selector names."""
-        kind, path = self.target.split(":", 1)
-        return Column(kind, path)
+        return Column.from_key(self.target)
 
     def set_target(self, key: str) -> None:
         """Pick the column evaluations go to; an empty column picked before goes away."""
@@ -352,7 +355,9 @@ class BenchmarkScreen(Pane):
     def evaluation_started(self, message: EvaluationStarted) -> None:
         self.active_jobs |= {Path(job_dir).name for job_dir in message.job_dirs}
         names = ", ".join(row.label for row in message.rows)
-        what = f"{'perplexity of ' if message.column.kind == 'perplexity' else ''}{Path(message.column.path).name}"
+        column = message.column
+        what = (f"perplexity of {Path(column.path).name}" if column.kind == "perplexity"
+                else f"{Path(column.path).name}{f' (scorer {column.scorer})' if column.scorer else ''}")
         self.notify(f"Evaluating {names} on {what} in the background.", title="Evaluation started")
         started = {row.key for row in message.rows}
         if self.marked & started:

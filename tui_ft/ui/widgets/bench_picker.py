@@ -12,9 +12,10 @@ from tui_ft.engine.bench_table import Column
 
 
 def option_label(column: Column) -> str:
-    """How the picker names a column (files in ``datasets/`` by their name there)."""
+    """How the picker names a column (files in ``datasets/`` by their name there; a scorer other than the default first)."""
     path = column.path.removeprefix("datasets/")
-    return f"{'score' if column.kind == 'benchmark' else 'ppl'} · {path}"
+    kind = "ppl" if column.kind == "perplexity" else f"{column.scorer} score" if column.scorer else "score"
+    return f"{kind} · {path}"
 
 
 class ColumnPicker(Horizontal):
