@@ -17,11 +17,12 @@ async def test_lists_files_with_format_and_validity(ui_home):
         await wait_ready(app, pilot)
         screen = app.screen
         table = screen.query_one("#files", DataTable)
-        rows = {str(table.get_row_at(i)[0]): table.get_row_at(i) for i in range(table.row_count)}
-        assert rows["seed_instructions.jsonl"][1] == "instruction"
-        assert rows["seed_instructions.jsonl"][2] == "8"
-        assert rows["seed_benchmark.jsonl"][1] == "benchmark"
-        assert str(rows["broken.jsonl"][3]) == "✗"
+        rows = {str(table.get_row_at(i)[1]): table.get_row_at(i) for i in range(table.row_count)}
+        assert str(rows["seed_instructions.jsonl"][0]) == "✓"
+        assert rows["seed_instructions.jsonl"][2] == "instruction"
+        assert rows["seed_instructions.jsonl"][3] == "8"
+        assert rows["seed_benchmark.jsonl"][2] == "benchmark"
+        assert str(rows["broken.jsonl"][0]) == "✗"
         table.move_cursor(row=list(rows).index("broken.jsonl"))
         await pilot.pause()
         problems = str(screen.query_one("#problems", Static).render())
@@ -35,7 +36,7 @@ async def test_example_shows_trained_tokens_and_template_toggle(ui_home):
         await wait_ready(app, pilot)
         screen = app.screen
         table = screen.query_one("#files", DataTable)
-        names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        names = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
         table.move_cursor(row=names.index("seed_instructions.jsonl"))
         await wait_ready(app, pilot)
         rendered = screen.query_one("#example", Static).render()
@@ -51,3 +52,20 @@ async def test_example_shows_trained_tokens_and_template_toggle(ui_home):
         await wait_ready(app, pilot)
         stats = str(screen.query_one("#stats", Static).render())
         assert "8 examples, template alpaca" in stats
+
+
+async def test_validity_marks_are_on_screen_at_80x24(ui_home):
+    """Every row's ✓/✗ is inside the visible part of the file list, with the longest shipped names."""
+    (ui_home / "datasets" / "broken.jsonl").write_text("not json\n")
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_ready(app, pilot)
+        table = app.screen.query_one("#files", DataTable)
+        names = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert max(map(len, names)) >= 28, names  # names long enough to push a last column off-screen
+        assert table.scroll_y == 0 and table.row_count < table.size.height
+        shown = {name: table.render_line(row + 1).text for row, name in enumerate(names)}  # line 0: the header
+        for name, line in shown.items():
+            assert name[:20] in line, (name, line)  # the name is readable beside its mark
+        assert "✗" in shown["broken.jsonl"] and "✓" not in shown["broken.jsonl"], shown
+        assert "✓" in shown["seed_instructions.jsonl"], shown

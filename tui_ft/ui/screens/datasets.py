@@ -38,6 +38,19 @@ class DatasetsScreen(Pane):
     """Browse and validate datasets; preview examples with the trained tokens highlighted."""
 
     BINDINGS = keys.DATASET_BINDINGS
+    # The file list is wider than the other panes' lists: at 80 columns the mark and the longest
+    # shipped names (29 characters) fit; at 120 the format and the example count fit too. The
+    # summary wraps rather than lose its end ("valid", the problem count) on a narrow terminal.
+    CSS = """
+    .sidebar {
+        width: 45%;
+        min-width: 36;
+        max-width: 56;
+    }
+    #summary {
+        height: auto;
+    }
+    """
 
     example_index: reactive[int] = reactive(0)
     """Which example of the selected file is shown."""
@@ -105,7 +118,9 @@ class DatasetsScreen(Pane):
     def on_mount(self) -> None:
         self.query_one("#model-progress").display = False
         table = self.query_one("#files", DataTable)
-        table.add_columns("file", "format", "n", "")
+        # The mark comes first: with the sidebar at 40% of 80 columns, a last column was
+        # scrolled off-screen by the longer shipped file names.
+        table.add_columns("", "file", "format", "n")
         self.scan_files()
         self.load_tokenizer()
 
@@ -160,10 +175,10 @@ class DatasetsScreen(Pane):
         for row in self.rows:
             name = str(row.path.relative_to(self.app.home / "datasets"))
             if row.dataset is None:
-                table.add_row(name, "?", "", Text("✗", style="red"))
+                table.add_row(Text("✗", style="bold red"), name, "?", "")
                 continue
             mark = Text("✗", style="bold red") if row.dataset.problems else Text("✓", style="green")
-            table.add_row(name, row.dataset.format, str(len(row.dataset)), mark)
+            table.add_row(mark, name, row.dataset.format, str(len(row.dataset)))
         if not self.rows:
             self.query_one("#summary", Static).update("No dataset files in datasets/ (.jsonl, .json, .csv, .parquet)")
         else:
