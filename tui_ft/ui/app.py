@@ -45,9 +45,10 @@ class TuiFtApp(App):
         self.model_ref = model_ref  # the model panes start on
         self.sub_title = str(self.home)
         self._to_prebuild = list(self.PREBUILT_MODES)
+        self._prebuild_timer = None
 
     def on_mount(self) -> None:
-        self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+        self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
 
     def prebuild_next_pane(self) -> None:
         """Build one pane that was never shown, then schedule the next one.
@@ -56,8 +57,10 @@ class TuiFtApp(App):
         else is painted; its widgets are then composed, mounted and styled by their own
         message loops while the current pane stays in front.
         """
+        if not self.is_running or not self._to_prebuild:
+            return  # closing: a new pane now would be torn down half-built
         if len(self.screen_stack) > 1:  # a dialog is open: switching away would hide it for a frame
-            self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+            self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
             return
         while self._to_prebuild:
             mode = self._to_prebuild.pop(0)
@@ -68,7 +71,7 @@ class TuiFtApp(App):
                     self.switch_mode(current)
                 break
         if self._to_prebuild:
-            self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+            self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
 
     def is_mode_built(self, mode: str) -> bool:
         """True when the pane of ``mode`` was built (shown, or prebuilt)."""
@@ -79,6 +82,9 @@ class TuiFtApp(App):
 
     async def action_quit(self) -> None:
         """Quit once no pane is half-built (runs and evaluation jobs keep going)."""
+        self._to_prebuild.clear()
+        if self._prebuild_timer is not None:
+            self._prebuild_timer.stop()
         await self.panes_settled()
         self.exit()
 
