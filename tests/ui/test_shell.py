@@ -32,6 +32,27 @@ async def test_help_lists_every_pane_key(ui_home):
         assert isinstance(app.screen, HelpScreen)
 
 
+def help_text(screen: HelpScreen) -> str:
+    """The help screen's text as it is drawn, line by line."""
+    from textual.widgets import Static
+
+    return "\n".join(static.render_line(y).text for static in screen.query(Static) for y in range(static.size.height))
+
+
+async def test_help_shows_both_help_keys(ui_home):
+    """F1 opens the help as ? does, so the help says so: both keys on the Help line."""
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        lines = help_text(app.screen).splitlines()
+        help_line = next(line for line in lines if "List every key" in line)
+        assert "?" in help_line and "F1" in help_line, help_line
+        next_line = next(line for line in lines if "Show the next example" in line)
+        assert "→" in next_line and " n " in next_line, next_line  # every key of a binding, not the first
+        assert not any("question_mark" in line or "f1" in line for line in lines)
+
+
 async def test_digits_type_into_inputs(ui_home):
     app = TuiFtApp(ui_home)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -9,11 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-
-def _key_label(binding: Binding) -> str:
-    if binding.key_display:
-        return binding.key_display
-    return ", ".join(k.replace("question_mark", "?") for k in binding.key.split(","))
+from tui_ft.ui.keys import key_label
 
 
 class HelpScreen(ModalScreen[None]):
@@ -34,9 +30,9 @@ class HelpScreen(ModalScreen[None]):
                 continue
             table.add_row(f"[bold]{title}[/]", "")
             for binding in bindings:
-                table.add_row(_key_label(binding), binding.tooltip or binding.description)
+                table.add_row(key_label(binding), binding.tooltip or binding.description)
             table.add_row("", "")
-        table.add_row("ctrl+p", "Command palette")
+        table.add_row("ctrl+p", "Command palette: go to a pane, run this pane's actions")
         with VerticalScroll(id="help-body"):
-            yield Static("[b]Keys[/b]  (escape closes)\n")
+            yield Static("[b]Keys[/b]  (escape, ? or F1 closes)\n")
             yield Static(table)
