@@ -90,19 +90,44 @@ async def test_palette_runs_an_action_of_the_current_pane(ui_home):
 
 
 async def test_palette_offers_only_what_the_pane_can_do_now(ui_home):
-    """The Runs pane with no run: no Stop, Resume, Export; its plot switch and every pane are offered."""
+    """Each pane offers its own actions, with their keys; one it says is unavailable is left out."""
     from tui_ft.ui.commands import DashboardCommands
+
+    def offered() -> dict[str, str]:
+        return {c.name: c.help for c in DashboardCommands(app.screen).commands()}
 
     app = TuiFtApp(ui_home)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("3")
-        await pilot.pause()
-        offered = {c.name: c.help for c in DashboardCommands(app.screen).commands()}
-        assert {"Go to Datasets", "Go to Train", "Go to Runs", "Go to Chat", "Go to Benchmark"} <= set(offered)
-        assert "Runs: Plot" in offered and "(key p)" in offered["Runs: Plot"]
-        assert not {"Runs: Stop", "Runs: Resume", "Runs: Export"} & set(offered), offered
-        assert not any(name.startswith("Datasets:") for name in offered)
-        await pilot.press("1")
-        await pilot.pause()
-        offered = {c.name: c.help for c in DashboardCommands(app.screen).commands()}
-        assert "(key → / n)" in offered["Datasets: Next example"]
+        assert "(key → / n)" in offered()["Datasets: Next example"]
+        assert not any(name.startswith("Train:") for name in offered())
+        await pilot.press("2")
+        await app.panes_settled()
+        train = app.screen
+        assert {"Go to Datasets", "Go to Train", "Go to Runs", "Go to Chat", "Go to Benchmark"} <= set(offered())
+        assert "(key ctrl+s)" in offered()["Train: Start run"]
+        assert not any(name.startswith("Datasets:") for name in offered())
+        train.launching = True  # a launch under way: Start run is dimmed in the footer
+        assert "Train: Start run" not in offered() and "Train: Reload" in offered()
+        train.launching = False
+        assert "Train: Start run" in offered()
+
+
+async def test_palette_opens_on_a_pane_still_mounting(ui_home):
+    """A pane whose check_action reads a widget not mounted yet: its actions wait, the palette still opens."""
+    from textual.css.query import NoMatches
+
+    from tui_ft.ui.commands import DashboardCommands
+
+    def not_mounted_yet(action, parameters):
+        raise NoMatches("No nodes match 'RunTable'")
+
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)):
+        pane = app.screen
+        pane.check_action = not_mounted_yet  # on this instance, and only until the next line: no await between
+        try:
+            names = [c.name for c in DashboardCommands(pane).commands()]
+        finally:
+            del pane.check_action
+        assert "Go to Train" in names and not any(name.startswith("Datasets:") for name in names)
+        assert any(c.name.startswith("Datasets:") for c in DashboardCommands(pane).commands())

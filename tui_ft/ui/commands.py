@@ -14,6 +14,7 @@ from functools import partial
 
 from textual.actions import parse
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.css.query import NoMatches
 
 from tui_ft.ui import keys
 
@@ -48,7 +49,11 @@ class DashboardCommands(Provider):
                 continue
             seen.add(binding.action)
             _, action_name, params = parse(binding.action)
-            if not screen.check_action(action_name, params):
+            try:
+                available = screen.check_action(action_name, params)
+            except NoMatches:  # the pane is still mounting the widgets its check reads
+                available = False
+            if not available:
                 continue  # unavailable now (no run selected, a launch under way)
             help_text = f"{binding.tooltip or binding.description} (key {keys.key_label(binding)})"
             yield PaletteCommand(f"{label}: {binding.description}", help_text, partial(screen.run_action, binding.action))
