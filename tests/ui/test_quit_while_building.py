@@ -31,3 +31,14 @@ async def test_quit_right_after_a_first_visit(ui_home, delay):
         await asyncio.sleep(delay)
         await app.action_quit()
     assert app.return_code == 0
+
+
+@pytest.mark.parametrize("attempt", range(4))
+async def test_quit_after_visiting_runs(ui_home, attempt):
+    # The footer asked the Runs pane which keys apply while shutdown had removed its table.
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause(0.1 * attempt)
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0

@@ -289,7 +289,10 @@ class RunsScreen(Pane):
         Read from the cursor, not from ``selected``: a key pressed right after an arrow key runs
         before the table's highlight message has updated ``selected``.
         """
-        return self.rows.get(self.query_one(RunTable).selected_name or "")
+        tables = self.query(RunTable)
+        if not tables:  # not mounted yet, or removed while the app closes (the footer still asks)
+            return None
+        return self.rows.get(tables.first().selected_name or "")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.selected_row()
