@@ -107,6 +107,7 @@ class RunsScreen(Pane):
         self._tails: dict[str, RunHistory] = {}  # owned by the poll thread
         self._monitor = WorkerMonitor()  # owned by the poll thread
         self._polling = False
+        self._table: RunTable | None = None  # kept: the footer asks check_action often, a query walks the DOM
         self._poll_again = False
         self._pending_selection: str | None = None
         self._timer = None
@@ -125,6 +126,7 @@ class RunsScreen(Pane):
         yield KeyFooter()
 
     def on_mount(self) -> None:
+        self._table = self.query_one(RunTable)
         self._timer = self.set_interval(self.POLL_SECONDS, self.poll_runs)
         self.poll_runs()
 
@@ -289,10 +291,9 @@ class RunsScreen(Pane):
         Read from the cursor, not from ``selected``: a key pressed right after an arrow key runs
         before the table's highlight message has updated ``selected``.
         """
-        tables = self.query(RunTable)
-        if not tables:  # not mounted yet, or removed while the app closes (the footer still asks)
+        if self._table is None:  # not mounted yet (the footer may ask already)
             return None
-        return self.rows.get(tables.first().selected_name or "")
+        return self.rows.get(self._table.selected_name or "")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.selected_row()
