@@ -88,3 +88,22 @@ def ui_home(default_model_path) -> Path:
     shutil.copytree(REPO / "datasets", UI_HOME / "datasets")
     (UI_HOME / "checkpoints").mkdir()
     return UI_HOME
+
+
+@pytest.fixture(autouse=True)
+def steady_dashboard(request, monkeypatch):
+    """Dashboard tests (tests/ui) start with no pane built in the background and no GPU.
+
+    The dashboard builds its other panes a moment after the first paint (``PREBUILT_MODES``):
+    in a test, that switch-and-back would land at a time that depends on the machine's speed,
+    and snapshots and focus checks would vary (tests/ui/test_shell.py tests the building).
+    The Train pane starts its Processes field at every visible GPU: pinned at none, so the form
+    and its snapshots read the same on a GPU server. (One conftest for all tests: test modules
+    import from it by name.)
+    """
+    if "ui" not in Path(str(request.node.path)).relative_to(REPO / "tests").parts[:1]:
+        return
+    from tui_ft.ui.app import TuiFtApp
+
+    monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
+    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)
