@@ -135,19 +135,27 @@ async def test_export_writes_csv_and_json(bench_home):
         {"perplexity": 8.0, "tokens": 80, "nll": 100.0, "template": "chat", "created": "2026-01-01T00:00:00+00:00"})}
 
 
+def fake_job_starter(calls: list, record):
+    """A ``start_eval_job`` that appends ``record(refs, **options)`` to ``calls`` and makes an empty job folder."""
+
+    def start(home, refs, **options):
+        calls.append(record(list(refs), **options))
+        job_dir = Path(home) / "bench" / "jobs" / f"fake-{len(calls)}"
+        job_dir.mkdir(parents=True)
+        return job_dir
+
+    return start
+
+
 async def test_evaluate_marked_rows_starts_jobs(bench_home, monkeypatch):
     import tui_ft.ui.screens.benchmark as pane
 
     calls = []
 
-    def fake_start(home, refs, benchmark=None, perplexity_path=None, checkpoint=None, **_):
-        calls.append({"refs": list(refs), "benchmark": benchmark, "perplexity_path": perplexity_path,
-                      "checkpoint": checkpoint})
-        job_dir = Path(home) / "bench" / "jobs" / f"fake-{len(calls)}"
-        job_dir.mkdir(parents=True)
-        return job_dir
+    def record(refs, benchmark=None, perplexity_path=None, checkpoint=None, **_):
+        return {"refs": refs, "benchmark": benchmark, "perplexity_path": perplexity_path, "checkpoint": checkpoint}
 
-    monkeypatch.setattr(pane, "start_eval_job", fake_start)
+    monkeypatch.setattr(pane, "start_eval_job", fake_job_starter(calls, record))
     app = BenchApp(bench_home)
     async with app.run_test(size=(120, 40)) as pilot:
         grid = await open_pane(app, pilot)
@@ -190,13 +198,10 @@ async def test_another_scorer_gets_its_own_column_and_evaluates_with_it(bench_ho
     store_exact_result(bench_home)
     calls = []
 
-    def fake_start(home, refs, benchmark=None, perplexity_path=None, checkpoint=None, scorer=None, **_):
-        calls.append((list(refs), checkpoint, scorer))
-        job_dir = Path(home) / "bench" / "jobs" / f"fake-{len(calls)}"
-        job_dir.mkdir(parents=True)
-        return job_dir
+    def record(refs, checkpoint=None, scorer=None, **_):
+        return refs, checkpoint, scorer
 
-    monkeypatch.setattr(pane, "start_eval_job", fake_start)
+    monkeypatch.setattr(pane, "start_eval_job", fake_job_starter(calls, record))
     app = BenchApp(bench_home)
     async with app.run_test(size=(120, 40)) as pilot:
         grid = await open_pane(app, pilot)
