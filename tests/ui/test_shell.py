@@ -162,3 +162,20 @@ async def test_background_building_waits_for_an_open_dialog(ui_home, monkeypatch
         await pilot.press("escape")
         await wait_until(pilot, lambda: mounted(app, "train"), "the Train pane built after the dialog closed")
         assert app.current_mode == "datasets"
+
+
+async def test_help_screen_is_built_once_per_pane(ui_home):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        first = app.screen
+        assert isinstance(first, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("question_mark")
+        assert app.screen is first  # kept, not rebuilt
+        await pilot.press("escape", "2", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and app.screen is not first  # the Train pane's own
+        await pilot.press("escape", "1", "question_mark")
+        assert app.current_mode == "datasets" and app.screen is first

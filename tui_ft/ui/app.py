@@ -117,8 +117,15 @@ class TuiFtApp(App):
 
     def action_help(self) -> None:
         """Show every key of every pane."""
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.all_bindings()))
+        if isinstance(self.screen, HelpScreen):
+            return
+        # One help screen per pane, kept: building its table of every key was most of the
+        # 60-100 ms that `?` took (bench/ui_latency.py). One per pane: a screen can be in one
+        # mode's stack only.
+        name = f"help-{self.current_mode}"
+        if not self.is_screen_installed(name):
+            self.install_screen(HelpScreen(self.all_bindings()), name)
+        self.push_screen(name)
 
     def all_bindings(self) -> list[tuple[str, list[Binding]]]:
         """The bindings of the app and of each pane, grouped by where they apply."""
