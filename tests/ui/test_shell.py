@@ -2,8 +2,6 @@
 
 from textual.widgets import Input
 
-from polling import settle_workers
-
 from tui_ft.ui.app import TuiFtApp
 from tui_ft.ui.screens.help import HelpScreen
 
@@ -137,11 +135,14 @@ async def test_panes_are_built_in_the_background(ui_home, monkeypatch):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         focused = app.focused
+        shown = []
+        app.mode_change_signal.subscribe(app, shown.append)
         await wait_until(pilot, lambda: all(mounted(app, m) for m in ("train", "runs", "benchmark")), "prebuilt panes")
         await pilot.pause()
         # The Datasets pane stayed in front with its focus; Chat (it loads a model) was not built.
         assert app.current_mode == "datasets" and app.focused is focused
         assert not app.is_mode_built("chat")
+        assert shown[-1] == "datasets"
         train = app.get_screen_stack("train")[0]
         assert train.query("TrainForm Input")  # composed and mounted while hidden
         await pilot.press("2")
@@ -178,20 +179,3 @@ async def test_help_screen_is_built_once_per_pane(ui_home):
         assert isinstance(app.screen, HelpScreen) and app.screen is not first  # the Train pane's own
         await pilot.press("escape", "1", "question_mark")
         assert app.current_mode == "datasets" and app.screen is first
-
-
-async def test_background_building_waits_while_keys_come(ui_home, monkeypatch):
-    monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ("train",))
-    monkeypatch.setattr(TuiFtApp, "PREBUILD_DELAY_S", 60.0)  # the first build is started by hand below
-    monkeypatch.setattr(TuiFtApp, "PREBUILD_IDLE_S", 0.6)
-    app = TuiFtApp(ui_home)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle_workers(pilot)  # the tokenizer loaded: a key is answered at once
-        await pilot.press("down")
-        app.prebuild_next_pane()  # a key came just now: it waits
-        assert not app.is_mode_built("train")
-        await pilot.press("up")
-        await pilot.pause(0.3)
-        assert not app.is_mode_built("train")  # 0.3 s after the last key
-        await wait_until(pilot, lambda: mounted(app, "train"), "the Train pane built once the keys stopped")
-        assert app.current_mode == "datasets"

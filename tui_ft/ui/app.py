@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from textual import events
 from textual.app import App
 from textual.binding import Binding
 
@@ -39,10 +37,7 @@ class TuiFtApp(App):
     # a visit then costs what a later one does (bench/ui_latency.py). Chat is left out: it
     # loads a model when it is built.
     PREBUILT_MODES = ("train", "runs", "benchmark")
-    PREBUILD_DELAY_S = 0.4  # after the first paint, and between panes
-    # A key pressed while a pane is being built waits for it (a switch to Runs 1 s after start:
-    # 0.5-1.0 s against 0.18 s): build only once the keyboard has been still this long.
-    PREBUILD_IDLE_S = 1.0
+    PREBUILD_DELAY_S = 0.4  # after the first paint, and between panes: keys first
 
     def __init__(self, home: Path, model_ref: str = "default"):
         super().__init__()
@@ -51,15 +46,9 @@ class TuiFtApp(App):
         self.sub_title = str(self.home)
         self._to_prebuild = list(self.PREBUILT_MODES)
         self._prebuild_timer = None
-        self._last_key = float("-inf")  # time.monotonic() of the last key
 
     def on_mount(self) -> None:
         self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
-
-    async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.Key):
-            self._last_key = time.monotonic()
-        await super().on_event(event)
 
     def prebuild_next_pane(self) -> None:
         """Build one pane that was never shown, then schedule the next one.
@@ -70,10 +59,6 @@ class TuiFtApp(App):
         """
         if not self.is_running or not self._to_prebuild:
             return  # closing: a new pane now would be torn down half-built
-        still = time.monotonic() - self._last_key
-        if still < self.PREBUILD_IDLE_S:  # the user is typing: come back when they pause
-            self._prebuild_timer = self.set_timer(self.PREBUILD_IDLE_S - still, self.prebuild_next_pane)
-            return
         if len(self.screen_stack) > 1:  # a dialog is open: switching away would hide it for a frame
             self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
             return
