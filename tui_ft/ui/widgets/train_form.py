@@ -151,16 +151,10 @@ class TrainForm(VerticalScroll):
             # its menu (setting options then fails): try again in a moment.
             self.set_timer(0.05, lambda: self.set_choices(models, datasets))
             return
-        model = self.query_one("#field-model", Select)
-        current = model.value
-        model.set_options(models)
-        if current in {value for _, value in models}:
-            model.value = current
-        for select_id in ("#field-dataset", "#field-eval_dataset"):
-            select = self.query_one(select_id, Select)
+        for select, options in zip(selects, (models, datasets, datasets)):
             current = select.value
-            select.set_options(datasets)
-            if current in {value for _, value in datasets}:
+            select.set_options(options)
+            if current in {value for _, value in options}:
                 select.value = current
 
     def use_all_gpus(self, count: int) -> None:
