@@ -98,12 +98,14 @@ def steady_dashboard(request, monkeypatch):
     in a test, that switch-and-back would land at a time that depends on the machine's speed,
     and snapshots and focus checks would vary (tests/ui/test_shell.py tests the building).
     The Train pane starts its Processes field at every visible GPU: pinned at none, so the form
-    and its snapshots read the same on a GPU server. (One conftest for all tests: test modules
-    import from it by name.)
+    and its snapshots read the same on a GPU server. The heap is not frozen: pytest runs many
+    apps in one process, and frozen apps would never be collected (tests/ui/test_pane_switch.py
+    tests the freezing). (One conftest for all tests: test modules import from it by name.)
     """
     if "ui" not in Path(str(request.node.path)).relative_to(REPO / "tests").parts[:1]:
         return
     from tui_ft.ui.app import TuiFtApp
 
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
+    monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", None)
     monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from pathlib import Path
 
 from textual.app import App
@@ -38,6 +40,14 @@ class TuiFtApp(App):
     # loads a model when it is built.
     PREBUILT_MODES = ("train", "runs", "benchmark")
     PREBUILD_DELAY_S = 0.4  # after the first paint, and between panes: keys first
+    # Python's full garbage collection walks every object the app holds: 400,000 of them once
+    # a pane has loaded a tokenizer (transformers and torch come with it), 150-320 ms a
+    # collection on the 2-core machine, and a key pressed then waited that long. Objects that
+    # live as long as the app are taken out of the collector's sight (gc.freeze) whenever
+    # modules were imported since the last look, which is when the heap grows by a step; the
+    # collections after that measured 11-17 ms. Reference counting still frees frozen
+    # objects; only reference cycles among them wait until exit.
+    FREEZE_HEAP_EVERY_S: float | None = 1.0
 
     def __init__(self, home: Path, model_ref: str = "default"):
         super().__init__()
@@ -46,9 +56,22 @@ class TuiFtApp(App):
         self.sub_title = str(self.home)
         self._to_prebuild = list(self.PREBUILT_MODES)
         self._prebuild_timer = None
+        self._switching_to_built_pane = False
+        self._modules_when_frozen = 0
 
     def on_mount(self) -> None:
         self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+        if self.FREEZE_HEAP_EVERY_S:
+            self.set_interval(self.FREEZE_HEAP_EVERY_S, self.freeze_long_lived_objects)
+
+    def freeze_long_lived_objects(self) -> bool:
+        """Freeze the heap when modules were imported since the last freeze; True when it did."""
+        modules = len(sys.modules)
+        if modules == self._modules_when_frozen:
+            return False
+        gc.freeze()
+        self._modules_when_frozen = modules
+        return True
 
     def prebuild_next_pane(self) -> None:
         """Build one pane that was never shown, then schedule the next one.
@@ -72,6 +95,22 @@ class TuiFtApp(App):
                 break
         if self._to_prebuild:
             self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+
+    def switch_mode(self, mode: str):
+        """Show the pane of ``mode``; a pane already built is shown in the next frame."""
+        self._switching_to_built_pane = self.is_mode_built(mode)
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self._switching_to_built_pane = False
+        self._modules_when_frozen = 0
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        # Textual holds every frame for 50 ms after a mode switch, to hide a new pane's widgets
+        # appearing one by one. A built pane has nothing to hide, and those 50 ms were most of
+        # a pane switch (60 ms of 61 for Datasets, bench/ui_latency.py's key timing).
+        if not self._switching_to_built_pane:
+            super().delay_update(delay)
 
     def is_mode_built(self, mode: str) -> bool:
         """True when the pane of ``mode`` was built (shown, or prebuilt)."""

@@ -29,6 +29,7 @@ class Pane(Screen):
         if event.refresh_styles and self._styled_theme == theme:
             event.refresh_styles = False
         self._styled_theme = theme
-        super()._on_screen_resume(event)
         # switch_mode has refreshed the CSS (when it changed) before this event: it is current.
         self._css_update_count = self.app._css_update_count
+        # No super() call: Textual calls every class's handler of an event, Screen's next
+        # (calling it here too ran it twice a switch).

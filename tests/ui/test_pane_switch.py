@@ -1,0 +1,74 @@
+"""What a pane switch costs: no held frames for a built pane, one resume, a frozen heap."""
+
+import gc
+import sys
+import types
+
+from textual.app import App
+from textual.screen import Screen
+
+from tui_ft.ui.app import TuiFtApp
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Record every call of ``owner.name`` (by the instance's class name), still calling it."""
+    calls = []
+    original = getattr(owner, name)
+
+    def recorded(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
+async def test_a_built_pane_is_shown_without_textuals_50_ms_hold(ui_home, monkeypatch):
+    holds = count_calls(monkeypatch, App, "delay_update")
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")
+        assert app.current_mode == "train" and len(holds) == 1  # the first visit builds it: held
+        await pilot.press("1", "2", "3", "1")
+        assert app.current_mode == "datasets" and len(holds) == 2  # only Runs' first visit added one
+        await pilot.pause()
+        assert app._batch_count == 0  # nothing left holding frames
+
+
+async def test_a_pane_coming_back_resumes_once_without_restyling(ui_home, monkeypatch):
+    resumes = count_calls(monkeypatch, Screen, "_on_screen_resume")
+    restyled = []
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2", "1")
+        await pilot.pause()
+        resumes.clear()
+        monkeypatch.setattr(app, "update_styles", lambda node, animate=True: restyled.append(node))
+        await pilot.press("2")
+        await pilot.pause()
+        assert resumes == ["TrainScreen"]  # Textual's handler, once
+        assert app.screen not in restyled
+
+
+def collectable(objects: list) -> bool:
+    """True when every one of ``objects`` is in a generation the collector walks."""
+    tracked = {id(item) for item in gc.get_objects()}
+    return all(id(item) in tracked for item in objects)
+
+
+async def test_long_lived_objects_are_frozen_when_modules_were_imported(ui_home, monkeypatch):
+    monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", 0.05)
+    gc.unfreeze()
+    app = TuiFtApp(ui_home)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.3)
+            assert gc.get_freeze_count() > 10_000  # the app's timer froze the heap
+            assert not app.freeze_long_lived_objects()  # no new module: nothing to do
+            monkeypatch.setitem(sys.modules, "tui_ft_test_new_module", types.ModuleType("tui_ft_test_new_module"))
+            kept = [[index] for index in range(1000)]  # objects made since the last freeze
+            assert collectable(kept)
+            assert app.freeze_long_lived_objects()
+            assert not collectable(kept)  # out of the collector's sight (the permanent generation)
+    finally:
+        gc.unfreeze()  # give this process's objects back to the collector
