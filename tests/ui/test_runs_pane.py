@@ -177,3 +177,40 @@ async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
         await polled(pilot)
         log = str(screen.query_one("#log-text").render())
         assert "step 2" in log and "step 1" not in log and "finished at step 30" in log
+
+
+async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, monkeypatch):
+    import tui_ft.ui.screens.runs as runs_module
+
+    make_run(home, "first", state="finished", steps=300, total=300, created=1)
+    make_run(home, "second", state="finished", steps=200, total=200, created=2)
+    opened = []
+
+    class CountedHistory(runs_module.RunHistory):
+        def __init__(self, path):
+            opened.append(Path(path).name)
+            super().__init__(path)
+
+    monkeypatch.setattr(runs_module, "RunHistory", CountedHistory)
+    builds = []
+    build = MetricPlot._build
+    monkeypatch.setattr(MetricPlot, "_build", lambda self: builds.append(self.spec and (self.spec.title, tuple(self.size), tuple(len(p) for _, p in self.lines))) or build(self))
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        table = screen.query_one(RunTable)
+        for name in ("first", "second", "first", "second"):
+            table.select_name(name)
+            await pilot.pause()
+            screen = await polled(pilot)
+            await pilot.pause()
+            assert screen.selected == name and len(dict(plot(screen, "Loss").lines)["train"]) in (300, 200)
+        assert sorted(opened) == ["first", "second"]  # each history read once
+        builds = [build for build in builds if build and build[2]]  # not the empty plots before a history came
+        assert len(builds) == 8, builds  # four plots a run, drawn once each; coming back used the pictures
+        # A run that keeps logging is redrawn from its grown history, not from an old picture.
+        append_records(home / "checkpoints" / "second", [train_record(201)])
+        screen = await polled(pilot)
+        await pilot.pause()
+        assert len(dict(plot(screen, "Loss").lines)["train"]) == 201
+        assert len(builds) > 8 and opened.count("second") == 1

@@ -142,6 +142,10 @@ async def test_panes_are_built_in_the_background(ui_home, monkeypatch):
         assert not app.is_mode_built("chat")
         train = app.get_screen_stack("train")[0]
         assert train.query("TrainForm Input")  # composed and mounted while hidden
+        # ... and laid out and rendered while hidden: the first visit is a repaint.
+        form = train.query_one("TrainForm")
+        await wait_until(pilot, lambda: form.size.width > 0, "the Train pane laid out off screen")
+        assert app.current_mode == "datasets" and form.size.width > 60 and form._styles_cache._cache
         await pilot.press("2")
         assert app.screen is train  # the first visit shows the prebuilt pane
 

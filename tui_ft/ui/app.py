@@ -56,6 +56,7 @@ class TuiFtApp(App):
         self.sub_title = str(self.home)
         self._to_prebuild = list(self.PREBUILT_MODES)
         self._prebuild_timer = None
+        self._unpainted = None  # a pane built in the background, laid out at the next tick
         self._switching_to_built_pane = False
         self._modules_when_frozen = 0
 
@@ -74,17 +75,21 @@ class TuiFtApp(App):
         return True
 
     def prebuild_next_pane(self) -> None:
-        """Build one pane that was never shown, then schedule the next one.
+        """Build one pane that was never shown, paint the one built last time, then reschedule.
 
         A pane is built by switching to its mode and straight back in one batch, so nothing
         else is painted; its widgets are then composed, mounted and styled by their own
-        message loops while the current pane stays in front.
+        message loops while the current pane stays in front. At the next tick, once they are
+        mounted, it is laid out and rendered off screen (:meth:`paint_offscreen`).
         """
-        if not self.is_running or not self._to_prebuild:
+        if not self.is_running:
             return  # closing: a new pane now would be torn down half-built
         if len(self.screen_stack) > 1:  # a dialog is open: switching away would hide it for a frame
             self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
             return
+        if self._unpainted is not None:
+            self.paint_offscreen(self._unpainted)
+            self._unpainted = None
         while self._to_prebuild:
             mode = self._to_prebuild.pop(0)
             if mode != self.current_mode and not self.is_mode_built(mode):
@@ -92,9 +97,22 @@ class TuiFtApp(App):
                 with self.batch_update():
                     self.switch_mode(mode)
                     self.switch_mode(current)
+                self._unpainted = self.get_screen_stack(mode)[0]
                 break
-        if self._to_prebuild:
+        if self._to_prebuild or self._unpainted is not None:
             self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+
+    def paint_offscreen(self, screen) -> None:
+        """Lay out and render a pane that is not shown, so that its first visit is a repaint.
+
+        A prebuilt pane had never been laid out: its first visit arranged and rendered every
+        widget for the first time (Train's 180 took 140 ms under load, Runs' plots 500 ms).
+        The frame made here is thrown away; the widgets keep their sizes and rendered lines.
+        """
+        if screen.is_current or not screen.is_attached or screen in self.screen_stack:
+            return
+        screen._refresh_layout(self.size)  # Textual's own layout pass; it paints only a current screen
+        screen._compositor.render_update(full=True)
 
     def switch_mode(self, mode: str):
         """Show the pane of ``mode``; a pane already built is shown in the next frame."""

@@ -58,6 +58,9 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     return lines[-1] if lines else f"export failed (exit {result.returncode})"
 
 
+KEPT_TAILS = 8  # runs whose metrics stay in memory after the cursor left them (about 2 MB each)
+
+
 class RunsScreen(Pane):
     """Watch runs live; stop, resume and export them."""
 
@@ -165,16 +168,22 @@ class RunsScreen(Pane):
         """Read every run's status and the watched runs' new metrics; ``missing`` ones are sent whole."""
         rows = run_rows(home)
         by_name = {row.info.name: row for row in rows}
-        for name in set(self._tails) - watched:
-            del self._tails[name]
         changed = {}
         for name in watched & set(by_name):
-            history = self._tails.get(name)
+            history = self._tails.pop(name, None)
             if history is None:
-                history = self._tails[name] = RunHistory(by_name[name].info.path)
+                history = RunHistory(by_name[name].info.path)
                 missing = missing | {name}
+            self._tails[name] = history  # the most recently watched last
             if history.update() or name in missing:
                 changed[name] = dict(history.series)  # the series are shared; the dict may grow here
+        # The tails of runs no longer watched are kept a while: moving the cursor back to a run
+        # then reads only what it logged since (a 3,000-step history took 56-75 ms to read),
+        # and its plots find their pictures in their caches (the same series objects).
+        for name in [n for n in self._tails if n not in by_name]:
+            del self._tails[name]  # the run's folder is gone
+        for name in [n for n in self._tails if n not in watched][: max(0, len(self._tails) - KEPT_TAILS)]:
+            del self._tails[name]
         row = by_name.get(selected)
         usage = self._monitor.usage(row.info.pid) if row and row.info.state in LIVE_STATES else None
         log = log_tail(row.info.path) if row and want_log else None

@@ -7,6 +7,7 @@ width, not on the history), so a resize redraws the whole history, never a trunc
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from textual_plotext import PlotextPlot
@@ -15,6 +16,7 @@ from tui_ft.engine.run_monitor import Series
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
 BRAILLE_POINTS_PER_CELL = 2  # the braille marker draws two points per column
+KEPT_PICTURES = 8  # a plot's last pictures, for runs the cursor comes back to
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,11 @@ class MetricPlot(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.spec: PlotSpec | None = None
         self.lines: list[tuple[str, Series]] = []  # full resolution, for render and tests
-        # The last render and what it showed. A screen coming back, a focus move or a poll
-        # with nothing new repaints every widget; plotext takes 10-20 ms a plot to rebuild,
-        # so an unchanged plot hands back its last picture instead.
-        self._rendered: tuple[tuple, object] | None = None
+        # The last pictures and what they showed. A screen coming back, a focus move or a poll
+        # with nothing new repaints every widget, and the cursor moves back and forth between
+        # runs; plotext takes 10-20 ms a plot to rebuild (up to 100 ms under load), so a plot
+        # shown before hands back its picture instead.
+        self._rendered: OrderedDict[tuple, tuple[tuple, object]] = OrderedDict()
 
     def show(self, spec: PlotSpec, series: dict[tuple[str, str], Series],
              overlays: dict[str, dict[tuple[str, str], Series]] | None = None) -> None:
@@ -89,16 +92,24 @@ class MetricPlot(PlotextPlot):
         """How many points per curve the current width can show."""
         return max(2, (self.size.width - Y_AXIS_WIDTH) * BRAILLE_POINTS_PER_CELL)
 
-    def render_key(self) -> tuple:
-        """What the picture depends on: size, theme, title and each curve's identity and length."""
-        curves = tuple((label, id(points), len(points)) for label, points in self.lines)
-        return self.size, self.app.theme, self.spec, curves
+    def render_key(self) -> tuple[tuple, tuple]:
+        """What the picture shows (size, theme, title, each curve's series) and how much of it.
+
+        The series themselves (compared by identity) rather than their ids: a key in the cache
+        keeps its series alive, so an id is never reused for another run's series. The lengths
+        are kept apart: a live run's plot grows, and its older pictures are replaced, not kept.
+        """
+        shows = tuple((label, points) for label, points in self.lines)
+        return (self.size, self.app.theme, self.spec, shows), tuple(len(points) for _, points in self.lines)
 
     def render(self):
-        key = self.render_key()
-        if self._rendered is None or self._rendered[0] != key:
-            self._rendered = (key, self._build())
-        return self._rendered[1].copy()  # a copy: Textual may style the text it is handed
+        shows, lengths = self.render_key()
+        cached = self._rendered.pop(shows, None)
+        picture = cached[1] if cached is not None and cached[0] == lengths else self._build()
+        self._rendered[shows] = (lengths, picture)  # the most recent last
+        while len(self._rendered) > KEPT_PICTURES:
+            self._rendered.popitem(last=False)
+        return picture.copy()  # a copy: Textual may style the text it is handed
 
     def _build(self):
         plt = self.plt
