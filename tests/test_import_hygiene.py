@@ -45,3 +45,46 @@ def test_cli_help_is_fast_and_lists_commands():
     assert result.returncode == 0
     for command in ("data", "models"):
         assert command in result.stdout
+
+
+DATASETS_PANE_CODE = """
+import asyncio, shutil, sys, tempfile
+from pathlib import Path
+import tui_ft.ui.app
+from tui_ft.ui.app import TuiFtApp
+
+home = Path(tempfile.mkdtemp())
+shutil.copytree(sys.argv[1], home / "datasets")
+
+class App(TuiFtApp):
+    CSS_PATH = str(Path(tui_ft.ui.app.__file__).with_name("app.tcss"))
+    PREBUILT_MODES = ()
+
+async def main():
+    app = App(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(600):
+            await pilot.pause(0.1)
+            text = str(app.screen.query_one("#example").render())
+            if "tokens" in text and "trained" in text:
+                break
+        print("EXAMPLE", text.splitlines()[0])
+    print("MODULES", " ".join(sys.modules))
+
+asyncio.run(main())
+"""
+
+
+def test_datasets_pane_tokenizes_without_importing_transformers_here(default_model_path):
+    """The tokenizer runs in a child process: the dashboard's own process never imports it."""
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", DATASETS_PANE_CODE, str(REPO / "datasets")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("EXAMPLE", "MODULES")))
+    assert "tokens" in lines["EXAMPLE"] and "trained" in lines["EXAMPLE"]  # the child answered
+    modules = set(lines["MODULES"].split())
+    assert "tui_ft.engine.tokenizer_process" in modules
+    for heavy in ("torch", "transformers", "tokenizers"):
+        assert heavy not in modules, f"{heavy} was imported by the dashboard's process"

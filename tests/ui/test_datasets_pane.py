@@ -40,7 +40,7 @@ async def test_example_shows_trained_tokens_and_template_toggle(ui_home):
         table.move_cursor(row=names.index("seed_instructions.jsonl"))
         await wait_ready(app, pilot)
         rendered = screen.query_one("#example", Static).render()
-        assert "template chat" in str(rendered)
+        assert "template chat" in str(rendered), str(screen.query_one("#stats", Static).render())
         trained = "".join(rendered.plain[s.start : s.end] for s in rendered.spans if "green" in str(s.style))
         assert "The capital of France is Paris.<|im_end|>" in trained
         assert "What is the capital" not in trained

@@ -1,7 +1,9 @@
 """The Datasets pane: every file under datasets/, validated, with stats and the loss mask shown.
 
-Reading files and loading the tokenizer happen in thread workers; results reach the pane as
-messages, so the pane stays responsive on large files and while the tokenizer loads.
+Reading files happens in thread workers; the tokenizer is loaded and run in a child process
+(:mod:`tui_ft.engine.tokenizer_process`: transformers is never imported here), asked from
+thread workers. Results reach the pane as messages, so it stays responsive on large files and
+while the tokenizer loads.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Header, ProgressBar, Static, TabbedContent, TabPane
 
-from tui_ft.engine.data import Dataset, find_datasets, load_dataset, preference_examples, sft_examples
+from tui_ft.engine.data import Dataset, Example, find_datasets, load_dataset, preference_examples, sft_examples
+from tui_ft.engine.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
@@ -67,11 +70,11 @@ class DatasetsScreen(Pane):
             self.rows = rows
 
     class TokenizerLoaded(Message):
-        """The tokenizer used for stats and rendering is ready."""
+        """The tokenizer used for stats and rendering is ready (in its own process)."""
 
-        def __init__(self, tokenizer, error: str = ""):
+        def __init__(self, tokens: TokenizerProcess | None, info: TokenizerInfo | None, error: str = ""):
             super().__init__()
-            self.tokenizer = tokenizer
+            self.tokens, self.info = tokens, info
             self.error = error
 
     class ModelProgressed(Message):
@@ -80,6 +83,15 @@ class DatasetsScreen(Pane):
         def __init__(self, what: str, fraction: float):
             super().__init__()
             self.what, self.fraction = what, fraction
+
+    class ExampleRendered(Message):
+        """An example was rendered and tokenized (or could not be: ``error``)."""
+
+        def __init__(self, key: tuple, example: Example, index: int, count: int, template: str,
+                     rendered: RenderedExample | None, error: str = ""):
+            super().__init__()
+            self.key, self.example, self.index, self.count, self.template = key, example, index, count, template
+            self.rendered, self.error = rendered, error
 
     class StatsComputed(Message):
         """Token statistics of one file were computed."""
@@ -91,7 +103,9 @@ class DatasetsScreen(Pane):
     def __init__(self):
         super().__init__()
         self.rows: list[Scanned] = []
-        self.tokenizer = None
+        self.tokens: TokenizerProcess | None = None  # the tokenizer, in its own process
+        self.tokenizer_info: TokenizerInfo | None = None
+        self._example_key: tuple | None = None  # the example the view should show
         self.selected: Scanned | None = None
 
     def compose(self) -> ComposeResult:
@@ -138,21 +152,20 @@ class DatasetsScreen(Pane):
 
     @work(thread=True, group="datasets-tokenizer", exclusive=True, exit_on_error=False, description="Loading the tokenizer")
     def load_tokenizer(self) -> None:
-        from tui_ft.engine.models import ModelError, load_tokenizer, resolve_model
+        from tui_ft.engine.models import ModelError, resolve_model
 
         try:
             resolved = resolve_model(
                 self.app.model_ref, self.app.home, progress=lambda w, f: self.post_message(self.ModelProgressed(w, f))
             )
-            self.post_message(self.TokenizerLoaded(load_tokenizer(resolved.path)))
-        except ModelError as error:
-            self.post_message(self.TokenizerLoaded(None, str(error)))
+            tokens = tokenizer_process(resolved.path)
+            self.post_message(self.TokenizerLoaded(tokens, tokens.info()))
+        except (ModelError, OSError, ValueError) as error:
+            self.post_message(self.TokenizerLoaded(None, None, str(error).splitlines()[0]))
 
     @work(thread=True, group="datasets-stats", exclusive=True, exit_on_error=False, description="Counting tokens")
     def compute_stats(self, row: Scanned, template: str) -> None:
-        from tui_ft.engine.stats import dataset_stats
-
-        stats = dataset_stats(row.dataset, self.tokenizer, template, MAX_LENGTH)
+        stats = self.tokens.stats(row.dataset, template, MAX_LENGTH)
         text = Text()
         text.append(f"{stats.examples} examples, template {template}\n", style="bold")
         text.append(f"tokens per example: min {stats.min_tokens}, median {stats.median_tokens:g}, max {stats.max_tokens}\n")
@@ -202,7 +215,7 @@ class DatasetsScreen(Pane):
             self.query_one("#stats", Static).update(Text(message.error, style="red"))
             self.notify(message.error, severity="error")
             return
-        self.tokenizer = message.tokenizer
+        self.tokens, self.tokenizer_info = message.tokens, message.info
         self.refresh_detail()
 
     @on(StatsComputed)
@@ -220,9 +233,7 @@ class DatasetsScreen(Pane):
         self.refresh_detail()
 
     def current_template(self) -> str:
-        from tui_ft.engine.templates import default_template
-
-        return self.template or default_template(self.tokenizer)
+        return self.template or self.tokenizer_info.default_template
 
     def examples(self) -> list:
         dataset = self.selected.dataset if self.selected else None
@@ -255,9 +266,9 @@ class DatasetsScreen(Pane):
             problems.update(text)
         else:
             problems.update(Text("No problems found.", style="green"))
-        if self.tokenizer is not None and self.examples():
+        if self.tokens is not None and self.examples():
             self.compute_stats(row, self.current_template())
-        elif self.tokenizer is not None:
+        elif self.tokens is not None:
             self.query_one("#stats", Static).update("Nothing to train on in this file (prompts only).")
         self.render_example()
 
@@ -267,29 +278,45 @@ class DatasetsScreen(Pane):
         if not examples:
             view.update("No example to show.")
             return
-        if self.tokenizer is None:
+        if self.tokens is None:
             view.update("Loading the tokenizer…")
             return
-        from tui_ft.engine.templates import mask_segments, tokenize_example
-
         index = self.example_index % len(examples)
-        example = examples[index]
+        key = (self.selected.path, index, self.current_template(), self.train_on_prompt)
+        self._example_key = key
+        self.tokenize_example(key, examples[index], index, len(examples))
+
+    @work(thread=True, group="datasets-example", exclusive=True, exit_on_error=False, description="Tokenizing an example")
+    def tokenize_example(self, key: tuple, example: Example, index: int, count: int) -> None:
+        _, _, template, train_on_prompt = key
         try:
-            tokenized = tokenize_example(example, self.tokenizer, self.current_template(), MAX_LENGTH, self.train_on_prompt)
+            rendered = self.tokens.render(example, template, MAX_LENGTH, train_on_prompt)
         except ValueError as error:
-            view.update(Text(str(error), style="red"))
+            rendered, problem = None, str(error)
+        else:
+            problem = ""
+        self.post_message(self.ExampleRendered(key, example, index, count, template, rendered, problem))
+
+    @on(ExampleRendered)
+    def show_example(self, message: ExampleRendered) -> None:
+        if message.key != self._example_key:
+            return  # the cursor moved on while it was tokenized
+        view = self.query_one("#example", Static)
+        if message.rendered is None:
+            view.update(Text(message.error, style="red"))
             return
+        rendered, example = message.rendered, message.example
         text = Text()
         text.append(
-            f"example {index + 1}/{len(examples)} (line {example.line}) · {len(tokenized.input_ids)} tokens · "
-            f"{tokenized.trained_tokens} trained · template {self.current_template()}\n",
+            f"example {message.index + 1}/{message.count} (line {example.line}) · {rendered.tokens} tokens · "
+            f"{rendered.trained_tokens} trained · template {message.template}\n",
             style="bold",
         )
-        if tokenized.truncated:
-            text.append(f"truncated from {tokenized.full_length} tokens to {MAX_LENGTH}\n", style="bold red")
+        if rendered.truncated:
+            text.append(f"truncated from {rendered.full_length} tokens to {MAX_LENGTH}\n", style="bold red")
         text.append("dim = prompt (no loss)   ", style="dim")
         text.append("green = trained tokens\n\n", style="bold green")
-        for segment, trained in mask_segments(tokenized, self.tokenizer):
+        for segment, trained in rendered.segments:
             text.append(segment, style="bold green" if trained else "dim")
         view.update(text)
 
@@ -301,10 +328,10 @@ class DatasetsScreen(Pane):
             self.render_example()
 
     def action_toggle_template(self) -> None:
-        if self.tokenizer is None:
+        if self.tokens is None:
             return
         self.template = "alpaca" if self.current_template() == "chat" else "chat"
-        if self.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
+        if self.template == "chat" and not self.tokenizer_info.has_chat_template:
             self.template = "alpaca"
             self.notify("This model has no chat template.")
         self.refresh_detail()
