@@ -72,3 +72,17 @@ async def test_long_lived_objects_are_frozen_when_modules_were_imported(ui_home,
             assert not collectable(kept)  # out of the collector's sight (the permanent generation)
     finally:
         gc.unfreeze()  # give this process's objects back to the collector
+
+
+async def test_a_new_pane_is_built_without_restyling_the_whole_app(ui_home, monkeypatch):
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        refreshes = count_calls(monkeypatch, App, "refresh_css")
+        await pilot.press("2", "3", "5")
+        await pilot.pause()
+        assert app.current_mode == "benchmark"
+        assert refreshes == []  # Textual re-parsed and re-styled everything for each new screen
+        # ... and the new panes are styled all the same: the theme's colours are on them.
+        header = app.screen.query_one("Header")
+        assert header.styles.background == app.get_screen_stack("datasets")[0].query_one("Header").styles.background

@@ -16,6 +16,7 @@ that pane re-parsed the whole stylesheet (150-400 ms).
 from __future__ import annotations
 
 from textual import events
+from textual._context import NoActiveAppError
 from textual.screen import Screen
 
 
@@ -23,6 +24,20 @@ class Pane(Screen):
     """A dashboard pane (one mode of the app)."""
 
     _styled_theme: str | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Textual refreshes the whole app's CSS when a mode's new screen is not marked current
+        # (it starts at -1): a reparse, and every widget of the pane in front styled again,
+        # 100-300 ms a pane built in the background, while keys waited. A new pane's widgets
+        # are styled as they mount, with the stylesheet as it is now: it is current. Not the
+        # first pane: at start, that refresh is what sets the theme's variables.
+        try:
+            app = self.app
+        except NoActiveAppError:  # made outside an app
+            return
+        if app._dom_ready:  # a first screen has been laid out: the stylesheet is set up
+            self._css_update_count = app._css_update_count
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         theme = self.app.theme
