@@ -214,3 +214,27 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
         await pilot.pause()
         assert len(dict(plot(screen, "Loss").lines)["train"]) == 201
         assert len(builds) > 8 and opened.count("second") == 1
+
+
+async def test_a_runs_pane_built_in_the_background_draws_its_plots_before_its_first_visit(home, monkeypatch):
+    from tui_ft.ui.app import TuiFtApp
+
+    import time
+
+    import tui_ft.ui.screens.runs as runs_module
+
+    make_run(home, "done", state="finished", steps=300, total=300)
+    monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ("runs",))
+    update = runs_module.RunHistory.update
+    # The history arrives after the pane was built and painted empty, as a long one does.
+    monkeypatch.setattr(runs_module.RunHistory, "update", lambda self: time.sleep(0.5) or update(self))
+    app = app_on("datasets", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            built = app.is_mode_built("runs") and app.get_screen_stack("runs")[0]
+            drawn = built and [p for p in built.query(MetricPlot) if any(300 in shown for shown, _ in p._rendered.values())]
+            if drawn:
+                break
+        assert app.current_mode == "datasets"
+        assert len(drawn) == 4  # every plot has a picture of the run's 300 steps, made off screen

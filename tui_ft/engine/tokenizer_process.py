@@ -12,6 +12,7 @@ functions training uses.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,7 @@ from tui_ft.engine.data import Dataset, Example
 from tui_ft.engine.stats import DatasetStats
 
 _tokenizers: dict[str, object] = {}  # in the child: path -> tokenizer
+CHILD_NICENESS = 10  # more than a training worker's (5): the one a user waits on is the run
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ class TokenizerProcess:
     def _new_pool() -> ProcessPoolExecutor:
         _start_resource_tracker()
         # spawn, not fork: the dashboard has threads running, and a forked child would
-        # inherit their locks mid-use.
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # inherit their locks mid-use. Niced: its imports (5 s) must not take a core from
+        # the dashboard answering keys, nor from a run training.
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=os.nice, initargs=(CHILD_NICENESS,))
 
 
 def _start_resource_tracker() -> None:

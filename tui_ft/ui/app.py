@@ -39,7 +39,7 @@ class TuiFtApp(App):
     # a visit then costs what a later one does (bench/ui_latency.py). Chat is left out: it
     # loads a model when it is built.
     PREBUILT_MODES = ("train", "runs", "benchmark")
-    PREBUILD_DELAY_S = 0.4  # after the first paint, and between panes: keys first
+    PREBUILD_DELAY_S = 0.1  # after the first paint, and between panes: keys in between go first
     # Python's full garbage collection walks every object the app holds: 400,000 of them once
     # a pane has loaded a tokenizer (transformers and torch come with it), 150-320 ms a
     # collection on the 2-core machine, and a key pressed then waited that long. Objects that
