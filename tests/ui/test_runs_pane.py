@@ -238,3 +238,23 @@ async def test_a_runs_pane_built_in_the_background_draws_its_plots_before_its_fi
                 break
         assert app.current_mode == "datasets"
         assert len(drawn) == 4  # every plot has a picture of the run's 300 steps, made off screen
+
+
+async def test_other_runs_histories_are_read_ahead_for_the_cursor(home, monkeypatch):
+    import tui_ft.ui.screens.runs as runs_module
+
+    for index in range(3):
+        make_run(home, f"run-{index}", state="finished", steps=50, total=50, created=index)
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        assert screen.selected == "run-2"
+        assert set(screen._tails) == {"run-0", "run-1", "run-2"}  # read while the newest was shown
+        opened = []
+        monkeypatch.setattr(runs_module, "RunHistory", lambda path: opened.append(path) or None)
+        screen.query_one(RunTable).select_name("run-0")
+        await pilot.pause()
+        screen = await polled(pilot)
+        assert screen.selected == "run-0" and not opened  # its plots came from the read-ahead
+        assert len(dict(plot(screen, "Loss").lines)["train"]) == 50

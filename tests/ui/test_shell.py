@@ -36,7 +36,7 @@ def help_text(screen: HelpScreen) -> str:
     """The help screen's text as it is drawn, line by line."""
     from textual.widgets import Static
 
-    return "\n".join(static.render_line(y).text for static in screen.query(Static) for y in range(static.size.height))
+    return "\n".join(widget.render_line(y).text for widget in screen.query("#help-body > *") for y in range(widget.size.height))
 
 
 async def test_help_shows_both_help_keys(ui_home):
@@ -180,3 +180,19 @@ async def test_help_screen_is_built_once_per_pane(ui_home):
         assert isinstance(app.screen, HelpScreen) and app.screen is not first  # the Train pane's own
         await pilot.press("escape", "1", "question_mark")
         assert app.current_mode == "datasets" and app.screen is first
+
+
+async def test_the_help_table_is_laid_out_before_the_first_question_mark(ui_home, monkeypatch):
+    from tui_ft.ui.screens import help as help_module
+
+    help_module.rendered_table.cache_clear()
+    monkeypatch.setattr(TuiFtApp, "PREBUILD_DELAY_S", 0.05)
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: help_module.rendered_table.cache_info().currsize == 2, "the help table laid out")
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert "List every key" in help_text(app.screen)
+        info = help_module.rendered_table.cache_info()
+        assert info.misses == 2 and info.hits >= 1  # the screen used the tables laid out ahead, nothing new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from functools import partial
 from pathlib import Path
 
 from textual.app import App
@@ -14,7 +15,7 @@ from tui_ft.ui.commands import DashboardCommands
 from tui_ft.ui.screens.benchmark import BenchmarkScreen
 from tui_ft.ui.screens.chat import ChatScreen
 from tui_ft.ui.screens.datasets import DatasetsScreen
-from tui_ft.ui.screens.help import HelpScreen
+from tui_ft.ui.screens.help import HelpScreen, warm_help_table
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.screens.train import TrainScreen
 
@@ -101,6 +102,9 @@ class TuiFtApp(App):
                 break
         if self._to_prebuild or self._unpainted is not None:
             self._prebuild_timer = self.set_timer(self.PREBUILD_DELAY_S, self.prebuild_next_pane)
+        else:  # every pane is built: the help screen's table last
+            self.run_worker(partial(warm_help_table, self.all_bindings(), *self.size), thread=True,
+                            exit_on_error=False, description="Laying out the help screen's keys")
 
     def paint_offscreen(self, screen) -> None:
         """Lay out and render a pane that is not shown, so that its first visit is a repaint.
