@@ -131,7 +131,8 @@ class RunsScreen(Pane):
 
     def on_mount(self) -> None:
         self._table = self.query_one(RunTable)
-        self._timer = self.set_interval(self.POLL_SECONDS, self.poll_runs)
+        # Built in the background (not shown): one poll now, then none until it is shown.
+        self._timer = self.set_interval(self.POLL_SECONDS, self.poll_runs, pause=not self.is_current)
         self.poll_runs()
 
     def on_screen_suspend(self) -> None:
@@ -222,9 +223,9 @@ class RunsScreen(Pane):
             self.query_one("#log", VerticalScroll).scroll_end(animate=False)
         self.show_info()
         self.refresh_bindings_if_changed()
-        if not self.is_current:
-            # Built in the background and not shown yet: draw the runs and plots now rather
-            # than in the frame of the first visit (170-370 ms of plots and table, idle).
+        if not self.is_current and message.histories:
+            # Built in the background and not shown yet: draw the new plots now rather than
+            # in the frame of the first visit (170-370 ms of plots and table, idle).
             self.call_after_refresh(self.app.paint_offscreen, self)
         if self._poll_again:
             self.poll_runs()
