@@ -69,3 +69,21 @@ async def test_validity_marks_are_on_screen_at_80x24(ui_home):
             assert name[:20] in line, (name, line)  # the name is readable beside its mark
         assert "✗" in shown["broken.jsonl"] and "✓" not in shown["broken.jsonl"], shown
         assert "✓" in shown["seed_instructions.jsonl"], shown
+
+
+async def test_a_failing_tokenizer_process_is_one_notification_and_the_pane_stays_up(ui_home, monkeypatch):
+    from tui_ft.engine.tokenizer_process import TokenizerProcess
+
+    def died(self, *args):
+        raise RuntimeError("A process in the process pool was terminated abruptly\nmore detail")
+
+    monkeypatch.setattr(TokenizerProcess, "render", died)
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ready(app, pilot)
+        await pilot.press("n")
+        await wait_ready(app, pilot)
+        messages = [n.message for n in app._notifications]
+        assert "Tokenizing an example: A process in the process pool was terminated abruptly" in messages, messages
+        await pilot.press("2")
+        assert app.current_mode == "train"  # still answering keys
