@@ -79,9 +79,11 @@ def _check_processes(config: TrainConfig) -> Errors:
         errors.append(("device", f"with nproc {config.nproc} each process takes its own GPU: use auto, cuda or cpu, "
                                  f"got {config.device!r}"))
     elif kind in ("auto", "cuda"):
-        import torch
+        # Counted without torch: the dashboard checks a run before starting it, and importing
+        # torch there stalled its keys for seconds.
+        from tui_ft.engine.devices import visible_gpu_count
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = visible_gpu_count()
         if count and config.nproc > count:
             errors.append(("nproc", f"this machine has {count} CUDA device(s), got nproc {config.nproc}"))
     return errors
