@@ -42,7 +42,7 @@ class TuiFtApp(App):
     PREBUILT_MODES = ("train", "runs", "benchmark")
     PREBUILD_DELAY_S = 0.1  # after the first paint, and between panes: keys in between go first
     # Python's full garbage collection walks every object the app holds: 400,000 of them once
-    # a pane has loaded a tokenizer (transformers and torch come with it), 150-320 ms a
+    # a pane has loaded a tokenizer (transformers and torch come with it), 140-320 ms a
     # collection on the 2-core machine, and a key pressed then waited that long. Objects that
     # live as long as the app are taken out of the collector's sight (gc.freeze) whenever
     # modules were imported since the last look, which is when the heap grows by a step; the
