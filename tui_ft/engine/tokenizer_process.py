@@ -24,7 +24,10 @@ from tui_ft.engine.data import Dataset, Example
 from tui_ft.engine.stats import DatasetStats
 
 _tokenizers: dict[str, object] = {}  # in the child: path -> tokenizer
-CHILD_NICENESS = 10  # more than a training worker's (5): the one a user waits on is the run
+# As nice as a training worker (worker.DEFAULT_NICE): the dashboard (0) answers keys first, and
+# the tokenizer's imports share the cores evenly with a run. At 10, with two nice-5 processes
+# busy, the tokenizer took 11-15 s to load instead of 5 s.
+CHILD_NICENESS = 5
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,7 @@ class TokenizerProcess:
     def _new_pool() -> ProcessPoolExecutor:
         _start_resource_tracker()
         # spawn, not fork: the dashboard has threads running, and a forked child would
-        # inherit their locks mid-use. Niced: its imports (5 s) must not take a core from
-        # the dashboard answering keys, nor from a run training.
+        # inherit their locks mid-use. Niced below the dashboard, which answers keys.
         return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=os.nice, initargs=(CHILD_NICENESS,))
 
@@ -139,9 +141,6 @@ def _start_resource_tracker() -> None:
         resource_tracker.ensure_running()
     finally:
         sys.stderr = stderr
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 _processes: dict[str, TokenizerProcess] = {}
