@@ -125,7 +125,6 @@ class TuiFtApp(App):
             return super().switch_mode(mode)
         finally:
             self._switching_to_built_pane = False
-        self._modules_when_frozen = 0
 
     def delay_update(self, delay: float = 0.05) -> None:
         # Textual holds every frame for 50 ms after a mode switch, to hide a new pane's widgets

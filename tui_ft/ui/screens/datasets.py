@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.text import Text
 from textual import on, work
@@ -36,6 +37,16 @@ class Scanned:
     path: Path
     dataset: Dataset | None
     error: str = ""
+
+
+class ShownExample(NamedTuple):
+    """Which example the Example tab shows, and how."""
+
+    path: Path
+    index: int
+    count: int
+    template: str
+    train_on_prompt: bool
 
 
 class DatasetsScreen(Pane):
@@ -88,11 +99,9 @@ class DatasetsScreen(Pane):
     class ExampleRendered(Message):
         """An example was rendered and tokenized (or could not be: ``error``)."""
 
-        def __init__(self, key: tuple, example: Example, index: int, count: int, template: str,
-                     rendered: RenderedExample | None, error: str = ""):
+        def __init__(self, shown: ShownExample, example: Example, rendered: RenderedExample | None, error: str = ""):
             super().__init__()
-            self.key, self.example, self.index, self.count, self.template = key, example, index, count, template
-            self.rendered, self.error = rendered, error
+            self.shown, self.example, self.rendered, self.error = shown, example, rendered, error
 
     class StatsComputed(Message):
         """Token statistics of one file were computed."""
@@ -106,7 +115,7 @@ class DatasetsScreen(Pane):
         self.rows: list[Scanned] = []
         self.tokens: TokenizerProcess | None = None  # the tokenizer, in its own process
         self.tokenizer_info: TokenizerInfo | None = None
-        self._example_key: tuple | None = None  # the example the view should show
+        self._shown_example: ShownExample | None = None  # the example the view should show
         self.selected: Scanned | None = None
 
     def compose(self) -> ComposeResult:
@@ -292,34 +301,33 @@ class DatasetsScreen(Pane):
             view.update("Loading the tokenizer…")
             return
         index = self.example_index % len(examples)
-        key = (self.selected.path, index, self.current_template(), self.train_on_prompt)
-        self._example_key = key
-        self.tokenize_example(key, examples[index], index, len(examples))
+        shown = ShownExample(self.selected.path, index, len(examples), self.current_template(), self.train_on_prompt)
+        self._shown_example = shown
+        self.tokenize_example(shown, examples[index])
 
     @work(thread=True, group="datasets-example", exclusive=True, exit_on_error=False, description="Tokenizing an example")
-    def tokenize_example(self, key: tuple, example: Example, index: int, count: int) -> None:
-        _, _, template, train_on_prompt = key
+    def tokenize_example(self, shown: ShownExample, example: Example) -> None:
         try:
-            rendered = self.tokens.render(example, template, MAX_LENGTH, train_on_prompt)
+            rendered = self.tokens.render(example, shown.template, MAX_LENGTH, shown.train_on_prompt)
         except ValueError as error:
             rendered, problem = None, str(error)
         else:
             problem = ""
-        self.post_message(self.ExampleRendered(key, example, index, count, template, rendered, problem))
+        self.post_message(self.ExampleRendered(shown, example, rendered, problem))
 
     @on(ExampleRendered)
     def show_example(self, message: ExampleRendered) -> None:
-        if message.key != self._example_key:
+        if message.shown != self._shown_example:
             return  # the cursor moved on while it was tokenized
         view = self.query_one("#example", Static)
         if message.rendered is None:
             view.update(Text(message.error, style="red"))
             return
-        rendered, example = message.rendered, message.example
+        rendered, example, shown = message.rendered, message.example, message.shown
         text = Text()
         text.append(
-            f"example {message.index + 1}/{message.count} (line {example.line}) · {rendered.tokens} tokens · "
-            f"{rendered.trained_tokens} trained · template {message.template}\n",
+            f"example {shown.index + 1}/{shown.count} (line {example.line}) · {rendered.tokens} tokens · "
+            f"{rendered.trained_tokens} trained · template {shown.template}\n",
             style="bold",
         )
         if rendered.truncated:
