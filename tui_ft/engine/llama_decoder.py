@@ -10,87 +10,20 @@ output equals ``model.generate()``'s (tests and ``bench/generate_speed.py`` chec
 Projections are called as modules when they are not plain ``nn.Linear`` (peft's LoRA layers),
 so adapters work, and peft's ``disable_adapter()`` switches them off as usual.
 
-bf16 on CPU: for one position at a time, oneDNN's matmul re-lays out the plain weight on
-every call, which makes bf16 decoding slower than fp32. The weights are laid out once for
-oneDNN (``_reorder_linear_weight`` with batch size 1) and kept next to the module (about one
-more copy of the bf16 weights); the result is bit-for-bit that of ``F.linear`` at one
-position (checked by the tests), and measured 3x faster than fp32 on an AMX CPU. The prompt
-(many positions) still runs through ``F.linear``, which is fast there.
+bf16 on CPU: after the prompt, projections run on weights laid out once for oneDNN, q/k/v and
+gate/up stacked into one call each (:mod:`tui_ft.engine.onednn_weights`); the prompt (many
+positions) runs through ``F.linear``, which is fast there. Several positions after the prompt
+(guessed tokens to check) run in one pass when each comes out as it would alone.
 """
 
 from __future__ import annotations
 
-import weakref
+from tui_ft.engine.onednn_weights import MAX_ROWS, linear, packed_weight, rows_are_independent, stacking_is_exact
 
 SUPPORTED_TYPES = ("llama",)
-_PACKED: dict[int, tuple] = {}  # id(module) -> (weight version, data pointer, packed weight)
-MAX_ROWS = 9  # the most positions checked at once after the prompt (1 token + 8 guesses)
-_ROWS_PROBED: dict[tuple, bool] = {}  # (out, in features, threads) -> rows computed independently
-
-
-def _plain_linear(module) -> bool:
-    import torch
-
-    return type(module) is torch.nn.Linear
-
-
-def _can_pack(module) -> bool:
-    import torch
-
-    if not _plain_linear(module) or module.bias is not None:
-        return False
-    weight = module.weight
-    return (
-        weight.dtype == torch.bfloat16
-        and weight.device.type == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
-def packed_decode_weight(module):
-    """The module's bf16 weight laid out for oneDNN at batch size 1 (None where that does not apply).
-
-    The packed copy is cached for the module's lifetime (in a side table, so the module
-    still deep-copies and saves as before) and redone when the weight changed (its tensor
-    version counts in-place updates, e.g. an optimizer step) or was replaced.
-    """
-    import torch
-
-    if not _can_pack(module):
-        return None
-    weight = module.weight
-    stamp = (weight._version, weight.data_ptr())
-    cached = _PACKED.get(id(module))
-    if cached is None or cached[:2] != stamp:
-        with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
-        if cached is None:
-            weakref.finalize(module, _PACKED.pop, id(module), None)
-        cached = _PACKED[id(module)] = (*stamp, packed)
-    return cached[2]
-
-
-def rows_are_independent(packed, in_features: int, out_features: int) -> bool:
-    """True when oneDNN computes each row of a matmul alike for 1 to ``MAX_ROWS`` rows.
-
-    oneDNN picks its kernel by shape: for the shapes of real models (checked: SmolLM2) each
-    row comes out bit for bit as alone, but not for every shape (a 32-wide toy model differs
-    in the last bit). So it is measured once per shape rather than assumed.
-    """
-    import torch
-
-    key = (out_features, in_features, torch.get_num_threads())  # threads split rows differently
-    if key not in _ROWS_PROBED:
-        rows = torch.randn(1, MAX_ROWS, in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
-
-        def matmul(x):
-            return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-
-        with torch.inference_mode():
-            alone = torch.cat([matmul(rows[:, i : i + 1]) for i in range(MAX_ROWS)], dim=1)
-            _ROWS_PROBED[key] = all(torch.equal(matmul(rows[:, :m]), alone[:, :m]) for m in range(2, MAX_ROWS + 1))
-    return _ROWS_PROBED[key]
+FLOAT_LANES = 16  # floats in one AVX-512 register: torch's attention sums the last partial one apart
+KV_BLOCK = 512  # torch's CPU attention splits keys into blocks of this many positions
+_ATTENTION_PROBED: dict[tuple, bool] = {}
 
 
 def unwrap_causal_lm(model):
@@ -116,6 +49,111 @@ def supports_lean_decoding(model) -> bool:
     )
 
 
+class Projection:
+    """Projections of one input (q, k, v; or gate, up), their outputs side by side.
+
+    After the prompt they run as one oneDNN call on a stacked laid-out weight when that is
+    exact, else one call each; the prompt and modules that are not plain bf16 ``nn.Linear``
+    (fp32, LoRA layers) run as transformers runs them.
+    """
+
+    def __init__(self, modules: list):
+        self.modules = modules
+        stacked = packed_weight(modules) if len(modules) > 1 else None
+        if stacked is not None and stacking_is_exact(modules):
+            self.packed = [stacked]
+            self.shapes = [(sum(m.out_features for m in modules), modules[0].in_features)]
+        else:
+            self.packed = [packed_weight([module]) for module in modules]
+            self.shapes = [(m.out_features, m.in_features) for m in modules]
+
+    @property
+    def all_packed(self) -> bool:
+        return all(packed is not None for packed in self.packed)
+
+    def __call__(self, x, prompt: bool):
+        import torch
+        import torch.nn.functional as F
+
+        if not prompt and len(self.packed) == 1 and self.packed[0] is not None:
+            return linear(x, self.packed[0])
+        outputs = []
+        for module, packed in zip(self.modules, self.packed if len(self.packed) == len(self.modules) else [None] * len(self.modules)):
+            if packed is not None and not prompt:
+                outputs.append(linear(x, packed))
+            elif type(module) is torch.nn.Linear:  # skips nn.Module.__call__ (hooks, dispatch): less Python
+                outputs.append(F.linear(x, module.weight, module.bias))
+            else:
+                outputs.append(module(x))
+        return torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+
+
+def _attention_groups(start: int, count: int) -> list[tuple[int, int]]:
+    """Runs ``[first, last)`` of positions after ``start`` whose attention may share one call.
+
+    torch's CPU attention sums whole registers of scores, then the last partial register one
+    score at a time with another exp: a position attended together with later ones (their
+    keys masked) comes out as alone only when its key count ends in the same register and the
+    same key block as the longest one's.
+    """
+
+    def block(index: int) -> tuple[int, int]:
+        keys = start + index + 1
+        return keys // FLOAT_LANES, (keys - 1) // KV_BLOCK
+
+    groups, first = [], 0
+    for index in range(1, count + 1):
+        if index == count or block(index) != block(first):
+            groups.append((first, index))
+            first = index
+    return groups
+
+
+def _attend_rows(query, keys, values, scale: float, gqa: bool):
+    """Attention of several positions at once, each to the keys before it (see
+    :func:`_attention_groups`): the positions go in as a batch, with a mask, so each is
+    computed as a single position is."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, stop = query.shape[2], keys.shape[2]
+    allowed = torch.arange(stop) < torch.arange(stop - rows + 1, stop + 1).view(rows, 1, 1, 1)
+    out = F.scaled_dot_product_attention(
+        query.transpose(0, 2), keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1),
+        attn_mask=allowed, scale=scale, enable_gqa=gqa,
+    )
+    return out.transpose(0, 2)
+
+
+def grouped_attention_is_exact(heads: int, kv_heads: int, head_dim: int, dtype) -> bool:
+    """True when :func:`_attend_rows` gives each position bit for bit what it gets alone
+    (measured on random data at several lengths; cached per shape and thread count)."""
+    import torch
+    import torch.nn.functional as F
+
+    key = (heads, kv_heads, head_dim, dtype, torch.get_num_threads())
+    if key not in _ATTENTION_PROBED:
+        generator = torch.Generator().manual_seed(3)
+        exact = True
+        with torch.inference_mode():
+            for start in (37, 300, 505, 1013):
+                count = MAX_ROWS
+                query = torch.randn(1, heads, count, head_dim, generator=generator).to(dtype)
+                keys = torch.randn(1, kv_heads, start + count, head_dim, generator=generator).to(dtype)
+                values = torch.randn(1, kv_heads, start + count, head_dim, generator=generator).to(dtype)
+                for first, last in _attention_groups(start, count):
+                    stop = start + last
+                    together = _attend_rows(query[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], 0.125, heads != kv_heads)
+                    for row in range(first, last):
+                        alone = F.scaled_dot_product_attention(
+                            query[:, :, row : row + 1], keys[:, :, : start + row + 1], values[:, :, : start + row + 1],
+                            scale=0.125, enable_gqa=heads != kv_heads,
+                        )
+                        exact = exact and torch.equal(together[:, :, row - first : row - first + 1], alone)
+        _ATTENTION_PROBED[key] = exact
+    return _ATTENTION_PROBED[key]
+
+
 class LlamaDecoder:
     """Runs a Llama model position by position with a preallocated KV cache.
 
@@ -129,14 +167,15 @@ class LlamaDecoder:
 
         inner = unwrap_causal_lm(model)
         self.body = inner.model
-        self.lm_head = inner.lm_head
         config = inner.config
         self.layers = list(self.body.layers[: config.num_hidden_layers])
         first = self.layers[0].self_attn
         self.head_dim = first.head_dim
         self.scaling = first.scaling
-        self.kv_heads = config.num_key_value_heads
-        self.gqa = config.num_attention_heads != config.num_key_value_heads
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.gqa = self.heads != self.kv_heads
+        self.qk_width = (self.heads + self.kv_heads) * self.head_dim  # q and k, side by side
+        self.mlp_width = config.intermediate_size
         weight = self.body.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         shape = (1, self.kv_heads, max_length, self.head_dim)
@@ -145,14 +184,19 @@ class LlamaDecoder:
         self.length = 0  # positions filled
         self.max_length = max_length
         self.rotary = self.body.rotary_emb
-        modules = [self.lm_head]
+        self.projections = []
         for layer in self.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-        self.packed = {id(m): w for m in modules if (w := packed_decode_weight(m)) is not None}
-        self.exact_rows = len(self.packed) == len(modules) and self._rows_exact(modules, config)
+            self.projections.append((
+                Projection([attn.q_proj, attn.k_proj, attn.v_proj]), Projection([attn.o_proj]),
+                Projection([mlp.gate_proj, mlp.up_proj]), Projection([mlp.down_proj]),
+            ))
+        self.lm_head = Projection([inner.lm_head])
+        every = [self.lm_head] + [projection for layer in self.projections for projection in layer]
+        self.packed = sum(len(projection.packed) for projection in every if projection.all_packed)
+        self.exact_rows = all(projection.all_packed for projection in every) and self._rows_exact(every, config)
 
-    def _rows_exact(self, modules, config) -> bool:
+    def _rows_exact(self, projections, config) -> bool:
         """True when several positions at once give the same logits as one at a time.
 
         Needs every matmul on laid-out bf16 weights with rows computed independently (fp32
@@ -162,17 +206,8 @@ class LlamaDecoder:
         widths = (config.hidden_size, config.intermediate_size, self.head_dim)
         if any(width % 32 for width in widths):
             return False
-        shapes = {(m.in_features, m.out_features): self.packed[id(m)] for m in modules}
-        return all(rows_are_independent(packed, i, o) for (i, o), packed in shapes.items())
-
-    def _linear(self, module, x, prompt: bool):
-        import torch
-        import torch.nn.functional as F
-
-        if not prompt and (packed := self.packed.get(id(module))) is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-        # A plain Linear skips nn.Module.__call__ (hooks, dispatch): the same kernel, less Python.
-        return F.linear(x, module.weight, module.bias) if _plain_linear(module) else module(x)
+        shapes = {shape: packed for projection in projections for shape, packed in zip(projection.shapes, projection.packed)}
+        return all(rows_are_independent(packed, i, o) for (o, i), packed in shapes.items())
 
     @staticmethod
     def _rms_norm(norm, x):
@@ -198,16 +233,21 @@ class LlamaDecoder:
         import torch.nn.functional as F
 
         keys, values = self.keys[index], self.values[index]
-
-        def attend(query, stop, causal):
-            return F.scaled_dot_product_attention(
-                query, keys[:, :, :stop], values[:, :, :stop], scale=self.scaling, is_causal=causal, enable_gqa=self.gqa
-            )
-
         if prompt or end - start == 1:
-            return attend(q, end, end - start > 1)
-        # Positions after the prompt attend one at a time, exactly as single-token decoding does.
-        return torch.cat([attend(q[:, :, i : i + 1], start + i + 1, False) for i in range(end - start)], dim=2)
+            return F.scaled_dot_product_attention(
+                q, keys[:, :, :end], values[:, :, :end], scale=self.scaling, is_causal=end - start > 1, enable_gqa=self.gqa
+            )
+        # Positions after the prompt: each as single-token decoding computes it.
+        parts = []
+        for first, last in self._groups:
+            stop = start + last
+            if last - first == 1:
+                parts.append(F.scaled_dot_product_attention(
+                    q[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], scale=self.scaling, enable_gqa=self.gqa
+                ))
+            else:
+                parts.append(_attend_rows(q[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], self.scaling, self.gqa))
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
     def forward(self, input_ids, every_position: bool = False):
         """Run ``input_ids`` (``(1, n)``) at the next ``n`` positions and return logits.
@@ -228,31 +268,32 @@ class LlamaDecoder:
             raise ValueError(f"the decoder holds {self.max_length} positions; {end} asked")
         if count > 1 and not prompt and not self.exact_rows:
             raise ValueError("several positions after the prompt need exact_rows")
+        if count > 1 and not prompt:
+            exact = grouped_attention_is_exact(self.heads, self.kv_heads, self.head_dim, self.dtype)
+            self._groups = _attention_groups(start, count) if exact else [(i, i + 1) for i in range(count)]
         hidden = self.body.embed_tokens(input_ids)
         positions = torch.arange(start, end, device=self.device).unsqueeze(0)
         cos, sin = self.rotary(hidden, position_ids=positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         for index, layer in enumerate(self.layers):
-            attn = layer.self_attn
+            qkv_proj, o_proj, gate_up_proj, down_proj = self.projections[index]
             residual = hidden
-            x = self._rms_norm(layer.input_layernorm, hidden)
-            q = self._linear(attn.q_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
-            k = self._linear(attn.k_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
-            v = self._linear(attn.v_proj, x, prompt).view(1, count, -1, self.head_dim).transpose(1, 2)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            qkv = qkv_proj(self._rms_norm(layer.input_layernorm, hidden), prompt)
+            # q and k rotate together: the same arithmetic per element, half the calls.
+            qk = self._rotate(qkv[..., : self.qk_width].view(1, count, -1, self.head_dim).transpose(1, 2), cos, sin)
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
+            v = qkv[..., self.qk_width :].view(1, count, -1, self.head_dim).transpose(1, 2)
             self.keys[index][:, :, start:end] = k
             self.values[index][:, :, start:end] = v
             out = self._attend(index, q, start, end, prompt)
             out = out.transpose(1, 2).reshape(1, count, -1).contiguous()
-            hidden = residual + self._linear(attn.o_proj, out, prompt)
+            hidden = residual + o_proj(out, prompt)
             residual = hidden
-            x = self._rms_norm(layer.post_attention_layernorm, hidden)
-            mlp = layer.mlp
-            gate, up = self._linear(mlp.gate_proj, x, prompt), self._linear(mlp.up_proj, x, prompt)
-            hidden = residual + self._linear(mlp.down_proj, F.silu(gate) * up, prompt)
+            gate_up = gate_up_proj(self._rms_norm(layer.post_attention_layernorm, hidden), prompt)
+            hidden = residual + down_proj(F.silu(gate_up[..., : self.mlp_width]) * gate_up[..., self.mlp_width :], prompt)
         self.length = end
         hidden = self._rms_norm(self.body.norm, hidden if every_position else hidden[:, -1:, :])
-        return self._linear(self.lm_head, hidden, prompt)[0]
+        return self.lm_head(hidden, prompt)[0]
 
     def rewind(self, length: int) -> None:
         """Forget every position from ``length`` on (rejected draft tokens)."""

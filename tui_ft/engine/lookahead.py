@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from tui_ft.engine.llama_decoder import MAX_ROWS
+from tui_ft.engine.onednn_weights import MAX_ROWS
 
 MAX_GUESSES = MAX_ROWS - 1  # one pass runs the newest token and the guesses
 # Guesses after a match of n tokens: a longer match is a better guess, and each guess costs
