@@ -18,7 +18,15 @@ positions) runs through ``F.linear``, which is fast there. Several positions aft
 
 from __future__ import annotations
 
-from tui_ft.engine.onednn_weights import MAX_ROWS, linear, packed_weight, rows_are_independent, stacking_is_exact
+from tui_ft.engine.onednn_weights import (
+    MAX_ROWS,
+    PROMPT_ROWS_PROBED,
+    linear,
+    packed_weight,
+    prompt_is_exact,
+    rows_are_independent,
+    stacking_is_exact,
+)
 
 SUPPORTED_TYPES = ("llama",)
 FLOAT_LANES = 16  # floats in one AVX-512 register: torch's attention sums the last partial one apart
@@ -50,42 +58,71 @@ def supports_lean_decoding(model) -> bool:
 
 
 class Projection:
-    """Projections of one input (q, k, v; or gate, up), their outputs side by side.
+    """Projections of one input (q, k, v; gate, up; or a single one) on laid-out weights.
 
-    After the prompt they run as one oneDNN call on a stacked laid-out weight when that is
-    exact, else one call each; the prompt and modules that are not plain bf16 ``nn.Linear``
-    (fp32, LoRA layers) run as transformers runs them.
+    After the prompt they run as one oneDNN call on a stacked weight when that is exact,
+    else one call each. A prompt runs a projection's own laid-out weight when that matches
+    ``F.linear`` at prompt lengths (probed), else ``F.linear``. Modules that are not plain
+    bf16 ``nn.Linear`` (fp32, LoRA layers) always run as transformers runs them.
+
+    Args:
+        modules: The projections, in output order.
+        prompt_rows: The most prompt positions run on the laid-out weight at once (the output
+            layer sees only the last position of a prompt); None for any number.
     """
 
-    def __init__(self, modules: list):
+    def __init__(self, modules: list, prompt_rows: int | None = None):
+        import torch
+
         self.modules = modules
+        self.sizes = [module.out_features for module in modules]
         stacked = packed_weight(modules) if len(modules) > 1 else None
-        if stacked is not None and stacking_is_exact(modules):
-            self.packed = [stacked]
-            self.shapes = [(sum(m.out_features for m in modules), modules[0].in_features)]
-        else:
-            self.packed = [packed_weight([module]) for module in modules]
-            self.shapes = [(m.out_features, m.in_features) for m in modules]
+        self.stacked = stacked if stacked is not None and stacking_is_exact(modules, stacked) else None
+        self.single = [None if self.stacked is not None else packed_weight([module]) for module in modules]
+        probed = (1,) if prompt_rows == 1 else PROMPT_ROWS_PROBED
+        self.prompt_ready = [
+            packed is not None and prompt_is_exact(module, packed, probed)
+            for module, packed in zip(modules, self.single)
+        ]
+        self.prompt_rows = prompt_rows
+        self.plain = [type(module) is torch.nn.Linear for module in modules]
 
     @property
     def all_packed(self) -> bool:
         return all(packed is not None for packed in self.packed)
 
-    def __call__(self, x, prompt: bool):
-        import torch
+    @property
+    def packed(self) -> list:
+        """The laid-out weights used after the prompt (None where a module has none)."""
+        return [self.stacked] if self.stacked is not None else self.single
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """(out, in) features of each weight in :attr:`packed`."""
+        if self.stacked is not None:
+            return [(sum(self.sizes), self.modules[0].in_features)]
+        return [(module.out_features, module.in_features) for module in self.modules]
+
+    def parts(self, x, prompt: bool) -> list:
+        """Each module's output for ``x`` (``(1, rows, in)``), in order."""
         import torch.nn.functional as F
 
-        if not prompt and len(self.packed) == 1 and self.packed[0] is not None:
-            return linear(x, self.packed[0])
+        if not prompt and self.stacked is not None:
+            return list(linear(x, self.stacked).split(self.sizes, dim=-1))
+        rows_fit = self.prompt_rows is None or x.shape[1] <= self.prompt_rows
         outputs = []
-        for module, packed in zip(self.modules, self.packed if len(self.packed) == len(self.modules) else [None] * len(self.modules)):
-            if packed is not None and not prompt:
+        for module, packed, ready, plain in zip(self.modules, self.single, self.prompt_ready, self.plain):
+            if packed is not None and (not prompt or (ready and rows_fit)):
                 outputs.append(linear(x, packed))
-            elif type(module) is torch.nn.Linear:  # skips nn.Module.__call__ (hooks, dispatch): less Python
+            elif plain:  # skips nn.Module.__call__ (hooks, dispatch): the same kernel, less Python
                 outputs.append(F.linear(x, module.weight, module.bias))
             else:
                 outputs.append(module(x))
-        return torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+        return outputs
+
+    def __call__(self, x, prompt: bool):
+        """The output of a single projection."""
+        return self.parts(x, prompt)[0]
 
 
 def _attention_groups(start: int, count: int) -> list[tuple[int, int]]:
@@ -175,7 +212,6 @@ class LlamaDecoder:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.gqa = self.heads != self.kv_heads
         self.qk_width = (self.heads + self.kv_heads) * self.head_dim  # q and k, side by side
-        self.mlp_width = config.intermediate_size
         weight = self.body.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         shape = (1, self.kv_heads, max_length, self.head_dim)
@@ -191,7 +227,7 @@ class LlamaDecoder:
                 Projection([attn.q_proj, attn.k_proj, attn.v_proj]), Projection([attn.o_proj]),
                 Projection([mlp.gate_proj, mlp.up_proj]), Projection([mlp.down_proj]),
             ))
-        self.lm_head = Projection([inner.lm_head])
+        self.lm_head = Projection([inner.lm_head], prompt_rows=1)
         every = [self.lm_head] + [projection for layer in self.projections for projection in layer]
         self.packed = sum(len(projection.packed) for projection in every if projection.all_packed)
         self.exact_rows = all(projection.all_packed for projection in every) and self._rows_exact(every, config)
@@ -227,6 +263,21 @@ class LlamaDecoder:
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return (x * cos) + (rotated * sin)
+
+    def _qkv(self, projection: Projection, x, cos, sin, prompt: bool):
+        """Queries and keys (rotated) and values, ``(1, heads, rows, head_dim)`` each."""
+        count = x.shape[1]
+
+        def heads(output):
+            return output.view(1, count, -1, self.head_dim).transpose(1, 2)
+
+        if projection.stacked is not None and not prompt:
+            qkv = linear(x, projection.stacked)
+            # q and k side by side rotate together: the same arithmetic per element, half the calls.
+            qk = self._rotate(heads(qkv[..., : self.qk_width]), cos, sin)
+            return qk[:, : self.heads], qk[:, self.heads :], heads(qkv[..., self.qk_width :])
+        q, k, v = projection.parts(x, prompt)
+        return self._rotate(heads(q), cos, sin), self._rotate(heads(k), cos, sin), heads(v)
 
     def _attend(self, index: int, q, start: int, end: int, prompt: bool):
         import torch
@@ -278,19 +329,15 @@ class LlamaDecoder:
         for index, layer in enumerate(self.layers):
             qkv_proj, o_proj, gate_up_proj, down_proj = self.projections[index]
             residual = hidden
-            qkv = qkv_proj(self._rms_norm(layer.input_layernorm, hidden), prompt)
-            # q and k rotate together: the same arithmetic per element, half the calls.
-            qk = self._rotate(qkv[..., : self.qk_width].view(1, count, -1, self.head_dim).transpose(1, 2), cos, sin)
-            q, k = qk[:, : self.heads], qk[:, self.heads :]
-            v = qkv[..., self.qk_width :].view(1, count, -1, self.head_dim).transpose(1, 2)
+            q, k, v = self._qkv(qkv_proj, self._rms_norm(layer.input_layernorm, hidden), cos, sin, prompt)
             self.keys[index][:, :, start:end] = k
             self.values[index][:, :, start:end] = v
             out = self._attend(index, q, start, end, prompt)
             out = out.transpose(1, 2).reshape(1, count, -1).contiguous()
             hidden = residual + o_proj(out, prompt)
             residual = hidden
-            gate_up = gate_up_proj(self._rms_norm(layer.post_attention_layernorm, hidden), prompt)
-            hidden = residual + down_proj(F.silu(gate_up[..., : self.mlp_width]) * gate_up[..., self.mlp_width :], prompt)
+            gate, up = gate_up_proj.parts(self._rms_norm(layer.post_attention_layernorm, hidden), prompt)
+            hidden = residual + down_proj(F.silu(gate) * up, prompt)
         self.length = end
         hidden = self._rms_norm(self.body.norm, hidden if every_position else hidden[:, -1:, :])
         return self.lm_head(hidden, prompt)[0]
