@@ -3,9 +3,11 @@
 Run: ``.venv/bin/python bench/generate_speed.py [--new-tokens 128] [--repeats 3]``.
 
 Every contender gets the same 300-token chat prompt (an excerpt of the seed chapter to
-summarize, in the model's chat template) and generates 128 tokens greedily with EOS ignored, in one process, round-robin, so a noisy shared machine
-slows them all alike; the table shows medians and the ratio to ``generate()`` fp32. The last
-lines say whether tui_ft's greedy tokens equal ``generate()``'s for the same weights and dtype.
+summarize, in the model's chat template) and generates 128 tokens greedily with EOS ignored, in
+one process, round-robin. The table shows medians, and each contender's speed against
+``generate()`` fp32 as the median of its per-round ratios: on a noisy shared machine a ratio of
+two runs a few seconds apart is steadier than a ratio of two medians. The last lines say
+whether tui_ft's greedy tokens equal ``generate()``'s for the same weights and dtype.
 
 Contenders:
 - tui_ft at its default dtype (``auto``: bf16 on AMX CPUs and CUDA), the same without
@@ -124,7 +126,7 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=300)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--no-cache-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     # One thread by default: on a shared machine, torch's OpenMP threads wait on each other
     # whenever another process holds a core, and 2-thread timings swung 10x between runs.
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every contender "
@@ -170,14 +172,16 @@ def main() -> int:
             ttft, rate, out = run(model, tokenizer, ids, count)
             results[name].append((ttft, rate))
             tokens[name] = out
-    baseline = statistics.median(r for _, r in results["transformers generate() fp32"])
-    print(f"\n{'':34} {'decode tok/s':>12} {'TTFT s':>8} {'vs generate() fp32':>19}")
+    baseline = [r for _, r in results["transformers generate() fp32"]]
+    print(f"\n{'':34} {'decode tok/s':>12} {'TTFT s':>8} {'vs generate() fp32':>19}  per round")
     for name, runs in results.items():
         rate = statistics.median(r for _, r in runs)
         ttft = statistics.median(t for t, _ in runs)
         count = next(c for n, _, _, c in contenders if n == name)
+        ratios = [r / base for (_, r), base in zip(runs, baseline)]  # the seed loop ran in round 1 only
         note = f"  ({count} new tokens)" if count != args.new_tokens else ""
-        print(f"{name:34} {rate:12.1f} {ttft:8.3f} {rate / baseline:18.2f}x{note}")
+        rounds = " ".join(f"{ratio:.2f}" for ratio in ratios)
+        print(f"{name:34} {rate:12.1f} {ttft:8.3f} {statistics.median(ratios):18.2f}x  {rounds}{note}")
     print()
     pairs = [("tui_ft (fp32)", "transformers generate() fp32")]
     if auto != torch.float32:

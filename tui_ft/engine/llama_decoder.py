@@ -1,7 +1,7 @@
 """A lean forward pass for Llama-architecture models, for token-by-token decoding.
 
-Why hand-written: at batch 1 a 135M model's step is short (about 10 ms of matmuls in bf16),
-and transformers' forward adds several milliseconds of Python per token (mask building,
+Why hand-written: at batch 1 a step is a few small matmuls per layer, and transformers'
+forward adds several milliseconds of Python per token (mask building,
 cache objects, output dataclasses, keyword plumbing through 30 layers). This module runs the
 same operations, in the same order and dtypes, on the model's own weights and modules, with
 a preallocated KV cache: the logits are bit-for-bit those of transformers' forward, so greedy
@@ -10,10 +10,10 @@ output equals ``model.generate()``'s (tests and ``bench/generate_speed.py`` chec
 Projections are called as modules when they are not plain ``nn.Linear`` (peft's LoRA layers),
 so adapters work, and peft's ``disable_adapter()`` switches them off as usual.
 
-bf16 on CPU: after the prompt, projections run on weights laid out once for oneDNN, q/k/v and
-gate/up stacked into one call each (:mod:`tui_ft.engine.onednn_weights`); the prompt (many
-positions) runs through ``F.linear``, which is fast there. Several positions after the prompt
-(guessed tokens to check) run in one pass when each comes out as it would alone.
+bf16 on CPU: projections run on weights laid out once for oneDNN, and after the prompt q/k/v
+and gate/up run as one call each (:class:`Projection`, :mod:`tui_ft.engine.onednn_weights`).
+Several positions after the prompt (guessed tokens to check) run in one pass when each comes
+out as it would alone, attention included (:func:`_attention_groups`).
 """
 
 from __future__ import annotations
