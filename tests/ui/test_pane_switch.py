@@ -86,3 +86,28 @@ async def test_a_new_pane_is_built_without_restyling_the_whole_app(ui_home, monk
         # ... and the new panes are styled all the same: the theme's colours are on them.
         header = app.screen.query_one("Header")
         assert header.styles.background == app.get_screen_stack("datasets")[0].query_one("Header").styles.background
+
+
+async def test_a_new_pane_is_not_restyled_on_its_first_visit_unless_the_theme_changed(ui_home, monkeypatch):
+    restyled = []
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        update_styles = app.update_styles
+
+        def recorded(node, animate=True):
+            restyled.append(node)
+            return update_styles(node, animate)
+
+        monkeypatch.setattr(app, "update_styles", recorded)
+        await pilot.press("2")  # Train is built now: its widgets were styled as they mounted
+        await pilot.pause()
+        assert app.current_mode == "train" and app.screen not in restyled
+        await pilot.press("3")
+        await pilot.pause()
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        restyled.clear()
+        await pilot.press("2")  # hidden while the theme changed: restyled when it comes back
+        await pilot.pause()
+        assert app.screen in restyled
