@@ -111,3 +111,22 @@ async def test_a_new_pane_is_not_restyled_on_its_first_visit_unless_the_theme_ch
         await pilot.press("2")  # hidden while the theme changed: restyled when it comes back
         await pilot.pause()
         assert app.screen in restyled
+
+
+async def test_a_pane_switched_past_in_one_batch_skips_its_stale_resume(ui_home, monkeypatch):
+    resumes = count_calls(monkeypatch, Screen, "_on_screen_resume")
+    app = TuiFtApp(ui_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        resumes.clear()
+        with app.batch_update():  # what building a pane in the background does
+            app.switch_mode("train")
+            app.switch_mode("datasets")
+        await pilot.pause(0.3)
+        train = app.get_screen_stack("train")[0]
+        assert train.query("TrainForm")  # built ...
+        assert "TrainScreen" not in resumes  # ... without laying out and reloading a hidden pane
+        await pilot.press("2")
+        await pilot.pause()
+        assert resumes.count("TrainScreen") == 1 and app.screen is train
+        assert train.query_one("TrainForm").region.width > 0  # laid out when shown

@@ -42,6 +42,16 @@ class Pane(Screen):
             # theme (the Train pane: 130-210 ms of a background build, keys waiting).
             self._styled_theme = app.theme
 
+    async def _on_message(self, message) -> None:
+        # A resume that comes when the pane is no longer in front is stale: a pane built in the
+        # background is switched to and away in one batch, and one switched past quickly. Its
+        # handlers laid the whole pane out (the Train form: 120-200 ms while keys waited, and
+        # the app lays a prebuilt pane out again off screen) and reloaded what mounting had
+        # just loaded. The pane gets a fresh resume when it is shown.
+        if isinstance(message, events.ScreenResume) and not self.is_current:
+            return
+        await super()._on_message(message)
+
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         theme = self.app.theme
         if event.refresh_styles and self._styled_theme == theme:
