@@ -106,10 +106,13 @@ def test_adapter_switches_off_to_the_base_model(lora_run, tiny_model_dir):
     assert chat.reply(messages, settings) == tuned  # the adapter is back on after the switch
 
 
-def test_adapter_greedy_equals_transformers_generate(lora_run):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_adapter_greedy_equals_transformers_generate(lora_run, dtype):
+    """LoRA layers on q, v and down run as modules, the plain k, o, gate and up on laid-out
+    (in bf16: stacked where exact) weights: the tokens are still generate()'s."""
     from tui_ft.engine.token_loop import eos_token_ids, generate_token_ids
 
-    chat = load_chat_model("lora-run", lora_run, dtype="float32")
+    chat = load_chat_model("lora-run", lora_run, dtype=dtype)
     ids = encode_text(chat.tokenizer, "### Instruction:\nHello\n\n### Response:\n")
     ours = list(generate_token_ids(chat.model, ids, GenerationSettings(max_new_tokens=12), eos_token_ids(chat.model, chat.tokenizer)))
     with torch.inference_mode():
