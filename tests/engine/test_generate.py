@@ -306,3 +306,20 @@ def test_projections_reading_one_input_share_one_oneDNN_call(wide):
     assert len(qkv.packed) == 1 and qkv.shapes == [(128 + 64 + 64, 128)]
     assert len(gate_up.packed) == 1 and gate_up.shapes == [(2 * 256, 128)]
     assert decoder.packed == 1 + 4 * wide.config.num_hidden_layers
+
+
+def test_an_inexact_stacking_falls_back_to_one_weight_each(wide, tokenizer, prompt, monkeypatch):
+    from tui_ft.engine import llama_decoder, onednn_weights
+
+    ids = encode_text(tokenizer, prompt)
+    expected = LlamaDecoder(wide, len(ids) + 1)
+    monkeypatch.setattr(llama_decoder, "stacking_is_exact", lambda modules, stacked: False)
+    decoder = LlamaDecoder(wide, len(ids) + 1)
+    qkv = decoder.projections[0][0]
+    assert qkv.stacked is None and all(packed is not None for packed in qkv.single)
+    stacked_keys = [key for key in onednn_weights._PACKED if len(key) > 1]
+    assert stacked_keys == []  # the stacked copy found inexact is not kept beside the single ones
+    with torch.inference_mode():
+        expected.forward(torch.tensor([ids]))
+        decoder.forward(torch.tensor([ids]))
+        assert torch.equal(decoder.forward(torch.tensor([[11]])), expected.forward(torch.tensor([[11]])))

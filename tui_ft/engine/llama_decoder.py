@@ -21,6 +21,7 @@ from __future__ import annotations
 from tui_ft.engine.onednn_weights import (
     MAX_ROWS,
     PROMPT_ROWS_PROBED,
+    forget_packed,
     linear,
     packed_weight,
     prompt_is_exact,
@@ -77,7 +78,10 @@ class Projection:
         self.modules = modules
         self.sizes = [module.out_features for module in modules]
         stacked = packed_weight(modules) if len(modules) > 1 else None
-        self.stacked = stacked if stacked is not None and stacking_is_exact(modules, stacked) else None
+        if stacked is not None and not stacking_is_exact(modules, stacked):
+            forget_packed(modules)  # each module gets its own below
+            stacked = None
+        self.stacked = stacked
         self.single = [None if self.stacked is not None else packed_weight([module]) for module in modules]
         probed = (1,) if prompt_rows == 1 else PROMPT_ROWS_PROBED
         self.prompt_ready = [

@@ -73,6 +73,11 @@ def packed_weight(modules):
     return cached[1]
 
 
+def forget_packed(modules) -> None:
+    """Drop the cached laid-out weight of ``modules`` (a stacking found inexact: no second copy)."""
+    _PACKED.pop(tuple(id(module) for module in modules), None)
+
+
 def _probe(kind: str, shapes: tuple, check) -> bool:
     import torch
 
