@@ -255,11 +255,12 @@ def test_attention_groups_split_where_the_last_partial_register_or_key_block_cha
     from tui_ft.engine.llama_decoder import _attention_groups
 
     # keys 14..22: 14 and 15 end in the register of positions 0-15, 16..22 in the next one
-    assert _attention_groups(13, 9) == [(0, 2), (2, 9)]
-    assert _attention_groups(16, 9) == [(0, 9)]  # keys 17..25: one register
+    assert _attention_groups(13, 9, 16) == [(0, 2), (2, 9)]
+    assert _attention_groups(16, 9, 16) == [(0, 9)]  # keys 17..25: one register
     # keys 510..514: 510-511 | 512 (a new register, still the first 512-key block) | 513-514
-    assert _attention_groups(509, 5) == [(0, 2), (2, 3), (3, 5)]
-    assert _attention_groups(40, 1) == [(0, 1)]
+    assert _attention_groups(509, 5, 16) == [(0, 2), (2, 3), (3, 5)]
+    assert _attention_groups(40, 1, 16) == [(0, 1)]
+    assert _attention_groups(13, 9, 8) == [(0, 2), (2, 9)] and _attention_groups(20, 9, 8) == [(0, 3), (3, 9)]  # AVX2
 
 
 def test_grouped_attention_is_exact_here_and_the_grouping_rule_matters():

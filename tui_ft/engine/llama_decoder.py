@@ -30,7 +30,7 @@ from tui_ft.engine.onednn_weights import (
 )
 
 SUPPORTED_TYPES = ("llama",)
-FLOAT_LANES = 16  # floats in one AVX-512 register: torch's attention sums the last partial one apart
+FLOAT_LANES = {"AVX512": 16, "AVX2": 8}  # floats in one of torch's vector registers, by its CPU kernels
 KV_BLOCK = 512  # torch's CPU attention splits keys into blocks of this many positions
 _ATTENTION_PROBED: dict[tuple, bool] = {}
 
@@ -129,7 +129,14 @@ class Projection:
         return self.parts(x, prompt)[0]
 
 
-def _attention_groups(start: int, count: int) -> list[tuple[int, int]]:
+def float_lanes() -> int | None:
+    """Floats in one vector register of the CPU kernels torch runs (None: unknown)."""
+    import torch
+
+    return FLOAT_LANES.get(torch.backends.cpu.get_cpu_capability())
+
+
+def _attention_groups(start: int, count: int, lanes: int) -> list[tuple[int, int]]:
     """Runs ``[first, last)`` of positions after ``start`` whose attention may share one call.
 
     torch's CPU attention sums whole registers of scores, then the last partial register one
@@ -140,7 +147,7 @@ def _attention_groups(start: int, count: int) -> list[tuple[int, int]]:
 
     def block(index: int) -> tuple[int, int]:
         keys = start + index + 1
-        return keys // FLOAT_LANES, (keys - 1) // KV_BLOCK
+        return keys // lanes, (keys - 1) // KV_BLOCK
 
     groups, first = [], 0
     for index in range(1, count + 1):
@@ -172,7 +179,10 @@ def grouped_attention_is_exact(heads: int, kv_heads: int, head_dim: int, dtype) 
     import torch
     import torch.nn.functional as F
 
-    key = (heads, kv_heads, head_dim, dtype, torch.get_num_threads())
+    lanes = float_lanes()
+    key = (heads, kv_heads, head_dim, dtype, torch.get_num_threads(), lanes)
+    if lanes is None:
+        return False
     if key not in _ATTENTION_PROBED:
         generator = torch.Generator().manual_seed(3)
         exact = True
@@ -182,7 +192,7 @@ def grouped_attention_is_exact(heads: int, kv_heads: int, head_dim: int, dtype) 
                 query = torch.randn(1, heads, count, head_dim, generator=generator).to(dtype)
                 keys = torch.randn(1, kv_heads, start + count, head_dim, generator=generator).to(dtype)
                 values = torch.randn(1, kv_heads, start + count, head_dim, generator=generator).to(dtype)
-                for first, last in _attention_groups(start, count):
+                for first, last in _attention_groups(start, count, lanes):
                     stop = start + last
                     together = _attend_rows(query[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], 0.125, heads != kv_heads)
                     for row in range(first, last):
@@ -325,7 +335,7 @@ class LlamaDecoder:
             raise ValueError("several positions after the prompt need exact_rows")
         if count > 1 and not prompt:
             exact = grouped_attention_is_exact(self.heads, self.kv_heads, self.head_dim, self.dtype)
-            self._groups = _attention_groups(start, count) if exact else [(i, i + 1) for i in range(count)]
+            self._groups = _attention_groups(start, count, float_lanes()) if exact else [(i, i + 1) for i in range(count)]
         hidden = self.body.embed_tokens(input_ids)
         positions = torch.arange(start, end, device=self.device).unsqueeze(0)
         cos, sin = self.rotary(hidden, position_ids=positions)
