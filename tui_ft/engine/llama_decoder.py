@@ -157,15 +157,22 @@ def _attention_groups(start: int, count: int, lanes: int) -> list[tuple[int, int
     return groups
 
 
-def _attend_rows(query, keys, values, scale: float, gqa: bool):
-    """Attention of several positions at once, each to the keys before it (see
-    :func:`_attention_groups`): the positions go in as a batch, with a mask, so each is
-    computed as a single position is."""
+def _rows_mask(rows: int, stop: int, device=None):
+    """Which of ``stop`` keys each of the last ``rows`` positions sees (itself and those before)."""
     import torch
+
+    return torch.arange(stop, device=device) < torch.arange(stop - rows + 1, stop + 1, device=device).view(rows, 1, 1, 1)
+
+
+def _attend_rows(query, keys, values, scale: float, gqa: bool, allowed=None):
+    """Attention of several positions at once, each to the keys before it (see
+    :func:`_attention_groups`): the positions go in as a batch, with a mask (``allowed``,
+    :func:`_rows_mask`), so each is computed as a single position is."""
     import torch.nn.functional as F
 
     rows, stop = query.shape[2], keys.shape[2]
-    allowed = torch.arange(stop) < torch.arange(stop - rows + 1, stop + 1).view(rows, 1, 1, 1)
+    if allowed is None:
+        allowed = _rows_mask(rows, stop, query.device)
     out = F.scaled_dot_product_attention(
         query.transpose(0, 2), keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1),
         attn_mask=allowed, scale=scale, enable_gqa=gqa,
@@ -304,14 +311,15 @@ class LlamaDecoder:
             )
         # Positions after the prompt: each as single-token decoding computes it.
         parts = []
-        for first, last in self._groups:
+        for (first, last), allowed in zip(self._groups, self._masks):
             stop = start + last
             if last - first == 1:
                 parts.append(F.scaled_dot_product_attention(
                     q[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], scale=self.scaling, enable_gqa=self.gqa
                 ))
             else:
-                parts.append(_attend_rows(q[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], self.scaling, self.gqa))
+                parts.append(_attend_rows(q[:, :, first:last], keys[:, :, :stop], values[:, :, :stop], self.scaling, self.gqa,
+                                          allowed))
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
     def forward(self, input_ids, every_position: bool = False):
@@ -336,6 +344,9 @@ class LlamaDecoder:
         if count > 1 and not prompt:
             exact = grouped_attention_is_exact(self.heads, self.kv_heads, self.head_dim, self.dtype)
             self._groups = _attention_groups(start, count, float_lanes()) if exact else [(i, i + 1) for i in range(count)]
+            # The same masks serve every layer: made once a pass.
+            self._masks = [_rows_mask(last - first, start + last, self.device) if last - first > 1 else None
+                           for first, last in self._groups]
         hidden = self.body.embed_tokens(input_ids)
         positions = torch.arange(start, end, device=self.device).unsqueeze(0)
         cos, sin = self.rotary(hidden, position_ids=positions)
