@@ -11,6 +11,7 @@ from fake_runs import app_on, append_records, eval_record, fresh_workspace, make
 from tui_ft.engine.run_monitor import downsample
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets import metric_plots
 from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
 
@@ -193,8 +194,9 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
 
     monkeypatch.setattr(runs_module, "RunHistory", CountedHistory)
     builds = []
-    build = MetricPlot._build
-    monkeypatch.setattr(MetricPlot, "_build", lambda self: builds.append(self.spec and (self.spec.title, tuple(self.size), tuple(len(p) for _, p in self.lines))) or build(self))
+    draw = metric_plots.draw_picture
+    monkeypatch.setattr(metric_plots, "draw_picture", lambda figure, job: builds.append(
+        (job.title, job.width, job.height, tuple(len(points) for _, points in job.lines))) or draw(figure, job))
     app = app_on("runs", home)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await polled(pilot)
@@ -206,7 +208,7 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
             await pilot.pause()
             assert screen.selected == name and len(dict(plot(screen, "Loss").lines)["train"]) in (300, 200)
         assert sorted(opened) == ["first", "second"]  # each history read once
-        builds = [build for build in builds if build and build[2]]  # not the empty plots before a history came
+        builds = [build for build in builds if build[3]]  # not the empty plots before a history came
         assert len(builds) == 8, builds  # four plots a run, drawn once each; coming back used the pictures
         # A run that keeps logging is redrawn from its grown history, not from an old picture.
         append_records(home / "checkpoints" / "second", [train_record(201)])
@@ -234,7 +236,7 @@ async def test_a_runs_pane_built_in_the_background_draws_its_plots_before_its_fi
             await pilot.pause(0.05)
             built = app.is_mode_built("runs") and app.get_screen_stack("runs")[0]
             drawn = built and [p for p in built.query(MetricPlot) if any(300 in shown for shown, _ in p._rendered.values())]
-            if drawn:
+            if len(drawn or ()) == 4:  # the pictures come one by one from the drawing thread
                 break
         assert app.current_mode == "datasets"
         assert len(drawn) == 4  # every plot has a picture of the run's 300 steps, made off screen

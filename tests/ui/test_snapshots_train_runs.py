@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fake_runs import app_on, fresh_workspace, make_run
+from tui_ft.ui.widgets.metric_plots import MetricPlot
 
 TRAIN_HOME = Path("/tmp/tui_ft_ui_snap_train")
 RUNS_HOME = Path("/tmp/tui_ft_ui_snap_runs")
@@ -17,6 +18,17 @@ async def settle(pilot):
     for _ in range(3):
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
+    for _ in range(50):  # the plots' pictures come from a drawing thread
+        if not any(plot.is_drawing for plot in pilot.app.screen.query(MetricPlot)):
+            break
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+    shot = None
+    for _ in range(20):  # until the screen stops changing (a loaded machine lags by a few frames)
+        previous, shot = shot, pilot.app.export_screenshot()
+        if shot == previous:
+            break
+        await pilot.pause(0.05)
 
 
 @pytest.fixture

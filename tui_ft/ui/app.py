@@ -16,6 +16,7 @@ from tui_ft.ui.screens.benchmark import BenchmarkScreen
 from tui_ft.ui.screens.chat import ChatScreen
 from tui_ft.ui.screens.datasets import DatasetsScreen
 from tui_ft.ui.screens.help import HelpScreen, warm_help_table
+from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.screens.train import TrainScreen
 
@@ -115,6 +116,8 @@ class TuiFtApp(App):
         """
         if screen.is_current or not screen.is_attached or screen in self.screen_stack:
             return
+        if isinstance(screen, Pane):
+            screen.set_breakpoint_classes(self.size)
         screen._refresh_layout(self.size)  # Textual's own layout pass; it paints only a current screen
         screen._compositor.render_update(full=True)
 

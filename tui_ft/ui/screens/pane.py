@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from textual import events
 from textual._context import NoActiveAppError
+from textual.geometry import Size
 from textual.screen import Screen
 
 
@@ -61,3 +62,31 @@ class Pane(Screen):
         self._css_update_count = self.app._css_update_count
         # No super() call: Textual calls every class's handler of an event, Screen's next
         # (calling it here too ran it twice a switch).
+
+    def _screen_resized(self, size: Size) -> None:
+        # Textual lays a screen out again each time it is switched to (switch_mode calls this),
+        # even at the size it was laid out at with nothing changed: 25-40 ms of each visit to
+        # the Train form (180 widgets). A layout asked for while the pane was hidden is queued
+        # (``_layout_required``) and done at the first update after the switch either way.
+        if size == self._compositor.size and not self._layout_required:
+            return
+        super()._screen_resized(size)
+
+    def set_breakpoint_classes(self, size: Size) -> None:
+        """Set the breakpoint classes (``-tall``, ``-short``…) for a screen of ``size``.
+
+        Textual sets them when a Resize reaches the screen, after laying it out; a pane laid out
+        off screen before that was laid out for the wrong breakpoint (the Runs pane with one
+        plot instead of four), and only a shown screen is laid out again when they change.
+        """
+        app = self.app
+        horizontal = (app.HORIZONTAL_BREAKPOINTS if self.HORIZONTAL_BREAKPOINTS is None
+                      else self.HORIZONTAL_BREAKPOINTS) or []
+        vertical = (app.VERTICAL_BREAKPOINTS if self.VERTICAL_BREAKPOINTS is None else self.VERTICAL_BREAKPOINTS) or []
+        if not (horizontal or vertical):
+            return
+        classes = dict.fromkeys((name for _, name in horizontal + vertical), False)
+        for name in [*self._get_breakpoint_classes(size.width, horizontal),
+                     *self._get_breakpoint_classes(size.height, vertical)]:
+            classes[name] = True
+        self.update_classes(classes, animate=False)

@@ -223,10 +223,6 @@ class RunsScreen(Pane):
             self.query_one("#log", VerticalScroll).scroll_end(animate=False)
         self.show_info()
         self.refresh_bindings_if_changed()
-        if not self.is_current and message.histories:
-            # Built in the background and not shown yet: draw the new plots now rather than
-            # in the frame of the first visit (170-370 ms of plots and table, idle).
-            self.call_after_refresh(self.app.paint_offscreen, self)
         if self._poll_again:
             self.poll_runs()
 
@@ -279,6 +275,10 @@ class RunsScreen(Pane):
         overlays = {n: h for n, h in sorted(self.histories.items()) if n in marked and n != self.selected}
         for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora")):
             plot.show(spec, series, overlays)
+            if not self.is_current:
+                # Built in the background and not shown yet (nothing renders it): have the
+                # pictures drawn now rather than on the first visit.
+                plot.prepare()
 
     def show_info(self) -> None:
         info = self.query_one("#run-info", Static)

@@ -38,6 +38,15 @@ class RunTable(DataTable):
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
+    def _update_dimensions(self, new_rows) -> None:
+        # Textual measures new and changed cells when the table is next idle, and keys its caches
+        # of drawn cells and rows without the column widths: a frame drawn in between (the plots
+        # repainting as their pictures arrive) kept rows cut to the old widths ("lor" for
+        # "lora-seed") until their next change. A new count starts those caches over.
+        super()._update_dimensions(new_rows)
+        self._update_count += 1
+        self.refresh()
+
     def update_runs(self, rows: list[RunRow]) -> None:
         """Show ``rows``: changed cells are updated, new runs added, deleted runs removed."""
         names = [row.info.name for row in rows]

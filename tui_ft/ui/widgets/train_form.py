@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from tui_ft.engine.config import ConfigError, TrainConfig, method_defaults
@@ -90,8 +90,8 @@ class TrainForm(VerticalScroll):
     TrainForm .field { height: auto; }
     TrainForm .field > Label { width: 19; padding: 0 1 0 0; text-align: right; color: $text-muted; }
     TrainForm .field:focus-within > Label { color: $text; text-style: bold; }
-    TrainForm .field > Vertical { width: 1fr; max-width: 72; height: auto; }
-    TrainForm .field-error { color: $error; padding: 0 1; height: auto; }
+    TrainForm .field > Input, TrainForm .field > Select { width: 1fr; max-width: 72; }
+    TrainForm .field-error { color: $error; margin: 0 0 0 19; padding: 0 1; height: auto; max-width: 72; }
     TrainForm .field-error.-empty { display: none; }
     TrainForm #form-errors { color: $error; height: auto; padding: 0 1; }
     TrainForm #form-errors.-empty { display: none; }
@@ -105,6 +105,8 @@ class TrainForm(VerticalScroll):
         self.method = "lora"
         defaults = TrainConfig().to_dict() | method_defaults("lora")
         self.initial = {name: format_value(value) for name, value in defaults.items()}
+        self._rows: dict[str, Horizontal] = {}  # by field name: looked up without walking the form
+        self._errors: dict[str, Static] = {}  # the line under a field, made the first time it has an error
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-errors", classes="-empty")
@@ -132,11 +134,13 @@ class TrainForm(VerticalScroll):
             yield Static("", id="launch-status")
 
     def _row(self, name: str, label: str, widget) -> ComposeResult:
-        with Horizontal(classes="field", id=f"row-{name}"):
+        # Two widgets a row: the form is the largest pane (25 rows), and each widget costs
+        # its share of every build, layout and repaint of the Train pane. An error line is
+        # made under a field only when it has an error (:meth:`_error_line`).
+        with Horizontal(classes="field", id=f"row-{name}") as row:
+            self._rows[name] = row
             yield Label(label)
-            with Vertical():
-                yield widget
-                yield Static("", id=f"error-{name}", classes="field-error -empty")
+            yield widget
 
     def on_mount(self) -> None:
         self.show_method_fields()
@@ -200,7 +204,14 @@ class TrainForm(VerticalScroll):
 
     def show_method_fields(self) -> None:
         for field in FIELDS:
-            self.query_one(f"#row-{field.name}").set_class(not self.field_applies(field), "-hidden")
+            hidden = not self.field_applies(field)
+            self._rows[field.name].set_class(hidden, "-hidden")
+            if field.name in self._errors:
+                self._errors[field.name].set_class(hidden, "-hidden")
+
+    def is_shown(self, name: str) -> bool:
+        """Whether the row of field ``name`` is shown (rows of other methods are hidden)."""
+        return not self._rows[name].has_class("-hidden")
 
     # -- values and errors ----------------------------------------------------------------
 
@@ -235,8 +246,16 @@ class TrainForm(VerticalScroll):
             raise ConfigError(missing)
         return config
 
+    def _error_line(self, name: str) -> Static:
+        """The error line under field ``name``, made (empty) the first time it is asked for."""
+        line = self._errors.get(name)
+        if line is None:
+            line = self._errors[name] = Static("", id=f"error-{name}", classes="field-error -empty")
+            self.mount(line, after=self._rows[name])
+        return line
+
     def clear_errors(self) -> None:
-        for error in self.query(".field-error"):
+        for error in self._errors.values():
             error.update("")
             error.add_class("-empty")
         self.query_one("#form-errors", Static).update("")
@@ -253,12 +272,12 @@ class TrainForm(VerticalScroll):
         general = []
         first = None
         for name, messages in by_field.items():
-            found = self.query(f"#error-{name}")
-            if not found or self.query_one(f"#row-{name}").has_class("-hidden"):
+            if name not in self._rows or not self.is_shown(name):
                 general += [f"{name}: {m}" for m in messages]
                 continue
-            found.first().update(Text("\n".join(messages)))
-            found.first().remove_class("-empty")
+            line = self._error_line(name)
+            line.update(Text("\n".join(messages)))
+            line.remove_class("-empty")
             first = first or name
         if general:
             self.query_one("#form-errors", Static).update(Text("\n".join(general)))
@@ -266,16 +285,13 @@ class TrainForm(VerticalScroll):
         if first:
             widget = self.query_one(f"#field-{first}")
             widget.focus()
-            self.scroll_to_widget(self.query_one(f"#row-{first}"), animate=False)
+            self.scroll_to_widget(self._rows[first], animate=False)
         elif general:
             self.scroll_home(animate=False)
 
     def errors_shown(self) -> dict[str, str]:
         """The errors on screen, by field (``""`` for the general ones); for tests and the status line."""
-        shown = {}
-        for error in self.query(".field-error"):
-            if not error.has_class("-empty"):
-                shown[error.id.removeprefix("error-")] = str(error.render())
+        shown = {name: str(line.render()) for name, line in self._errors.items() if not line.has_class("-empty")}
         general = self.query_one("#form-errors", Static)
         if not general.has_class("-empty"):
             shown[""] = str(general.render())
@@ -283,10 +299,9 @@ class TrainForm(VerticalScroll):
 
     @on(Input.Changed)
     def clear_field_error(self, event: Input.Changed) -> None:
-        name = (event.input.id or "").removeprefix("field-")
-        found = self.query(f"#error-{name}")
-        if found:
-            found.first().add_class("-empty")
+        line = self._errors.get((event.input.id or "").removeprefix("field-"))
+        if line is not None:
+            line.add_class("-empty")
 
     def set_status(self, text: str, style: str = "") -> None:
         """Show what the launch is doing beside the Start button."""
