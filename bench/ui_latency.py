@@ -51,7 +51,7 @@ KEYS = {"1": "1", "2": "2", "3": "3", "5": "5", "p": "p", "l": "l", "up": None, 
 # help screen over the form; Benchmark. A round ends where it started, so rounds repeat.
 ROUND = ["3", "up", "up", "down", "p", "p", "l", "l", "1", "down", "down", "up", "2", "question_mark", "escape", "5"]
 HISTORY_STEPS = 3000
-PAINT_WAIT = 1.0  # seconds to wait for a frame that shows a key's effect
+PAINT_WAIT = 5.0  # seconds to wait for a frame that shows a key's effect (a slow key counts, not dropped)
 FIRST_PAINT_CODE = """
 import sys, time
 from pathlib import Path

@@ -107,6 +107,7 @@ class TrainForm(VerticalScroll):
         self.initial = {name: format_value(value) for name, value in defaults.items()}
         self._rows: dict[str, Horizontal] = {}  # by field name: looked up without walking the form
         self._errors: dict[str, Static] = {}  # the line under a field, made the first time it has an error
+        self._choices: dict[str, list[tuple[str, str]]] = {}  # what each list Select was last given
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-errors", classes="-empty")
@@ -156,6 +157,9 @@ class TrainForm(VerticalScroll):
             self.set_timer(0.05, lambda: self.set_choices(models, datasets))
             return
         for select, options in zip(selects, (models, datasets, datasets)):
+            if self._choices.get(select.id) == options:
+                continue  # the pane reloads its lists on every visit; setting them rebuilds the menu
+            self._choices[select.id] = list(options)
             current = select.value
             select.set_options(options)
             if current in {value for _, value in options}:
