@@ -158,6 +158,11 @@ class MetricPlot(PlotextPlot):
         shows = tuple((label, points) for label, points in self.lines)
         return (self.size, self.app.theme, self.spec, shows), tuple(len(points) for _, points in self.lines)
 
+    def _picture(self, shows: tuple, lengths: tuple) -> Text | None:
+        """The kept picture of ``shows`` at ``lengths``, if there is one."""
+        cached = self._rendered.get(shows)
+        return cached[1] if cached is not None and cached[0] == lengths else None
+
     def render(self):
         shows, lengths = self.render_key()
         cached = self._rendered.get(shows)
@@ -179,17 +184,14 @@ class MetricPlot(PlotextPlot):
         """Whether a picture is being drawn for what the plot shows, or waits to be."""
         if self._drawing is not None:
             return True
-        shows, lengths = self.render_key()
-        cached = self._rendered.get(shows)
-        return bool(self.size.area) and self.spec is not None and (cached is None or cached[0] != lengths)
+        return bool(self.size.area) and self.spec is not None and self._picture(*self.render_key()) is None
 
     def prepare(self) -> None:
         """Start drawing the picture of what the plot shows now, unless it is drawn or being drawn."""
         if not self.size.area or self.spec is None:
             return  # not laid out yet: no size to draw at
         shows, lengths = self.render_key()
-        cached = self._rendered.get(shows)
-        if (cached is not None and cached[0] == lengths) or self._drawing == (shows, lengths):
+        if self._picture(shows, lengths) is not None or self._drawing == (shows, lengths):
             return
         self._drawing = (shows, lengths)
         width, height = self.size
