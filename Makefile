@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint report stress bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,19 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# pyflakes, pycodestyle, isort, bugbear and pyupgrade, as configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+
+# docs/reliability.md is written by the reliability tests, only when asked (a test run leaves
+# the tree clean): run them all so every section is complete, then commit the file.
+report: setup
+	TUI_FT_WRITE_REPORT=1 $(BIN)/python -m pytest -q -x tests/reliability
+
+# The suite on fresh clones of HEAD, N times, with two CPU-bound processes beside it (issue 16).
+stress:
+	bash tests/stress.sh $(or $(N),5)
 
 bench: setup
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -178,7 +178,7 @@ def main() -> int:
         rate = statistics.median(r for _, r in runs)
         ttft = statistics.median(t for t, _ in runs)
         count = next(c for n, _, _, c in contenders if n == name)
-        ratios = [r / base for (_, r), base in zip(runs, baseline)]  # the seed loop ran in round 1 only
+        ratios = [r / base for (_, r), base in zip(runs, baseline, strict=False)]  # the seed loop ran in round 1 only
         note = f"  ({count} new tokens)" if count != args.new_tokens else ""
         rounds = " ".join(f"{ratio:.2f}" for ratio in ratios)
         print(f"{name:34} {rate:12.1f} {ttft:8.3f} {statistics.median(ratios):18.2f}x  {rounds}{note}")

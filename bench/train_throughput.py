@@ -192,10 +192,10 @@ def run_trl(model_path: Path, records: list[dict], steps: int | None, heldout, o
             overrides: dict | None = None) -> Result:
     """TRL's SFTTrainer on prompt/completion pairs (``overrides`` for its SFTConfig); step times from a callback."""
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from datasets import Dataset
     from tui_ft.engine.models import load_tokenizer
 
     class StepTimes(TrainerCallback):

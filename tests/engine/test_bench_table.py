@@ -11,8 +11,18 @@ import pytest
 
 from tui_ft.engine import eval_store
 from tui_ft.engine.bench_table import (
-    BenchTable, Column, Row, build_table, candidate_columns, cell_text, export_table, file_default_scorer, job_cells,
-    list_rows, sort_rows, workspace_stamp,
+    BenchTable,
+    Column,
+    Row,
+    build_table,
+    candidate_columns,
+    cell_text,
+    export_table,
+    file_default_scorer,
+    job_cells,
+    list_rows,
+    sort_rows,
+    workspace_stamp,
 )
 
 BENCH = Column("benchmark", "datasets/seed_benchmark.jsonl")

@@ -83,7 +83,7 @@ def _cell(value) -> str:
 
 
 def with_lines(expected: list, lines: list[int]) -> list:
-    for item, line in zip(expected, lines):
+    for item, line in zip(expected, lines, strict=False):
         item.line = line
     return expected
 

@@ -16,13 +16,13 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from polling import wait_for
-
 from tui_ft.engine.config import TrainConfig, validate_config
 from tui_ft.engine.distributed import Group, shard
 from tui_ft.engine.group_launcher import failure_message
 from tui_ft.engine.runs import create_run, launch_run, list_checkpoints, read_metrics, read_status, resume_run, stop_run
 from tui_ft.engine.train import train_run
+
+from polling import wait_for
 
 # Full fine-tuning (every weight moves, so a wrong gradient shows) without dropout. The global
 # batch of 4 splits into 2 + 2; 17 training examples leave a last batch of one, so once an

@@ -76,8 +76,9 @@ def our_dpo(policy, reference, batch: dict, beta: float, tokenizer) -> dict:
 
 def test_dpo_loss_equals_trl_on_a_fixed_batch(tiny_model_dir, reference_dir, tmp_path):
     import trl  # the test extra installs it: the check runs in CI
-    from datasets import Dataset
     from transformers import AutoTokenizer
+
+    from datasets import Dataset
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     policy, reference = load(tiny_model_dir), load(reference_dir)

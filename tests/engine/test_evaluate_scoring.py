@@ -122,7 +122,7 @@ def test_choice_scoring_picks_the_likeliest_choice(tiny):
     result = score_choices(model, tokenizer, items, "chat", batch_size=2)
     assert [r.reply for r in result.items][:1] == ["yes"]
     assert result.items[0].correct and not result.items[1].correct
-    for item, outcome in zip(items, result.items):
+    for item, outcome in zip(items, result.items, strict=False):
         prompt_text = render_prompt([{"role": "user", "content": item.prompt}], tokenizer, "chat")
         direct = [_direct_choice_logprob(model, tokenizer, prompt_text, c) for c in item.choices]
         assert outcome.details["loglikelihoods"] == pytest.approx(direct, rel=1e-5, abs=1e-4)

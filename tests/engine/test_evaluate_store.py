@@ -112,7 +112,7 @@ def test_checkpoint_of_a_run_is_its_base_plus_trainable_weights(workspace, tiny_
     model = build_model(config, "cpu")
     torch.manual_seed(1)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.requires_grad:  # LoRA's B starts at zero: make the adapter change the output
                 param.add_(torch.randn_like(param) * 0.5)
     (run_dir / "ckpt" / "step-2").mkdir(parents=True)

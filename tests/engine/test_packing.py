@@ -80,7 +80,7 @@ def test_a_packed_row_restarts_positions_and_never_predicts_across_examples(toke
     objective = SFTObjective(examples(4), tokenizer, "alpaca", 128, train_on_prompt=True)
     items = objective.items
     batch = collate_packed(items, objective.pad_id)
-    for row_ids, row_positions, row_labels in zip(batch["input_ids"], batch["position_ids"], batch["labels"]):
+    for _row_ids, row_positions, row_labels in zip(batch["input_ids"], batch["position_ids"], batch["labels"], strict=False):
         starts = [i for i, p in enumerate(row_positions.tolist()) if p == 0]
         assert all(row_labels[i] == IGNORE_INDEX for i in starts)  # nothing predicts a segment's first token
     assert batch["tokens"] == sum(len(item.input_ids) for item in items)

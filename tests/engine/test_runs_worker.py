@@ -10,15 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 
-from polling import wait_for
-
 from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, resume_run, stop_run
+
+from polling import wait_for
 
 LAUNCH = "import sys; from tui_ft.engine.runs import launch_run; print(launch_run(sys.argv[1]))"
 

@@ -45,7 +45,7 @@ def test_histogram_bins_by_hand():
     bins = histogram(lengths, bins=10)
     assert len(bins) == 10 and sum(count for _, _, count in bins) == len(lengths)
     assert bins[0][0] == 3 and bins[-1][0] <= 248 <= bins[-1][1]
-    assert all(low <= high and high + 1 == following for (low, high, _), (following, _, _) in zip(bins, bins[1:]))
+    assert all(low <= high and high + 1 == following for (low, high, _), (following, _, _) in zip(bins, bins[1:], strict=False))
 
 
 @pytest.mark.parametrize("template", ["alpaca", "chat"])

@@ -33,7 +33,7 @@ def assistant(text: str) -> dict:
 def trained_runs(tokenized, tokenizer) -> list[str]:
     """Decode each run of consecutive labelled tokens, checking labels equal the ids there."""
     runs, current = [], []
-    for token, label in zip(tokenized.input_ids, tokenized.labels):
+    for token, label in zip(tokenized.input_ids, tokenized.labels, strict=False):
         if label == IGNORE_INDEX:
             if current:
                 runs.append(tokenizer.decode(current))

@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
-from report import Section
 from tui_ft.cli import main
+
+from report import Section
 from workers import new_run
 
 TRAIN = ["train", "--model", "{tiny}", "--dataset", "seed_instructions.jsonl", "--method", "lora"]

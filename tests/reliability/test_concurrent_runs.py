@@ -24,8 +24,9 @@ import orjson
 import psutil
 import pytest
 
-from report import Section
 from tui_ft.engine.runs import read_metrics, read_status
+
+from report import Section
 from workers import new_run, wait_for
 
 STEPS = 30
@@ -69,7 +70,7 @@ def test_two_runs_two_dashboards_and_a_hangup(workspace, tiny_model_dir, tmp_pat
         assert len(pids) == 2
         # Pause each worker (SIGSTOP) as soon as it trains: the one that loaded first waits for
         # the other, so the hangup comes while both are mid-run and they then train side by side.
-        waiting = dict(zip(pids, run_dirs))
+        waiting = dict(zip(pids, run_dirs, strict=False))
         while waiting:
             pid, run_dir = wait_for(lambda: next(((p, d) for p, d in waiting.items()
                                                   if (s := read_status(d))["state"] == "running" and s["step"] >= 1), None),

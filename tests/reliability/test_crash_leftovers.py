@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from report import Section
 from tui_ft.cli import main
 from tui_ft.engine import runs
 from tui_ft.engine.run_files import MetricsTail, MetricsWriter, update_status
 from tui_ft.engine.run_monitor import RunHistory, last_record, run_rows
 from tui_ft.engine.runs import list_runs, read_metrics, read_status, resume_run
+
+from report import Section
 from workers import new_run
 
 STEPS = 5

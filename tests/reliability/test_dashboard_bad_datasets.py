@@ -11,8 +11,9 @@ import random
 
 from textual.widgets import DataTable, Static
 
-from report import Section
 from tui_ft.ui.app import TuiFtApp
+
+from report import Section
 
 GOOD = {"instruction": "Say hi.", "response": "Hi."}
 

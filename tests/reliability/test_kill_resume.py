@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from report import Section
 from tui_ft.cli import main
 from tui_ft.engine import runs
 from tui_ft.engine.runs import list_checkpoints, list_runs, read_metrics, read_status, resume_run
 from tui_ft.engine.train import train_run
+
+from report import Section
 from workers import Progress, checkpoint_contents, forked, new_run, one_thread, train_losses, train_steps, wait_for  # noqa: F401
 
 STEPS = 24  # 8 examples in batches of 2: 4 steps an epoch, so kills land in several epochs

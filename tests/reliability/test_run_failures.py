@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from report import Section
 from tui_ft.engine.run_files import read_run_config
 from tui_ft.engine.runs import list_checkpoints, read_metrics, read_status
 from tui_ft.engine.train_data import SFTObjective, StepOutput
 from tui_ft.engine.worker import run_worker
+
+from report import Section
 from workers import checkpoint_contents, new_run, one_thread, train_steps  # noqa: F401
 
 FAIL_AT = 3  # the step whose forward is made to fail

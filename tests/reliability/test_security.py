@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from report import Section
 from tui_ft.cli import main
 from tui_ft.engine.config import TrainConfig, validate_config
 from tui_ft.engine.models import ModelError, load_model, load_tokenizer, resolve_model
 from tui_ft.engine.worker import run_worker
+
+from report import Section
 from workers import new_run, one_thread  # noqa: F401
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tui_ft"

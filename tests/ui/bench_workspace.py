@@ -60,7 +60,7 @@ def store(home: Path, model: str, record: dict, checkpoint: str | None = None) -
 
 def benchmark_record(correct: list[bool]) -> dict:
     items = [{"prompt": q, "expected": e, "reply": r[0] if ok else r[1], "correct": ok, "line": i + 1}
-             for i, (q, e, r, ok) in enumerate(zip(QUESTIONS, EXPECTED, REPLIES, correct))]
+             for i, (q, e, r, ok) in enumerate(zip(QUESTIONS, EXPECTED, REPLIES, correct, strict=False))]
     return {"kind": "benchmark", "benchmark": BENCHMARK, "scorer": "contains", "settings": {"max_new_tokens": 64},
             "score": sum(correct) / len(correct), "n": len(correct), "items": items}
 

@@ -10,15 +10,22 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_workspace import (  # noqa: F401 (fixture)
-    BENCHMARK, PPL, BenchApp, benchmark_record, copy_datasets, make_run, bench_home,
-)
 from textual.widgets import DataTable, Static
 
 from tui_ft.engine import eval_store
 from tui_ft.engine.models import default_model_dir
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
+
+from bench_workspace import (  # noqa: F401 (fixture)
+    BENCHMARK,
+    PPL,
+    BenchApp,
+    bench_home,
+    benchmark_record,
+    copy_datasets,
+    make_run,
+)
 
 
 async def open_pane(app, pilot):

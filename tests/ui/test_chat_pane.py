@@ -6,12 +6,13 @@ behaviour is tested in milliseconds; one test streams a real reply from a tiny m
 
 import orjson
 import pytest
-from chat_fakes import BASE_PIECES, TUNED_PIECES, ChatFirstApp, FakeLoader, make_chat_home
 from textual.widgets import Input, Static
 
 from tui_ft.engine import chat_model
 from tui_ft.engine.sampling import GenerationSettings
 from tui_ft.ui.widgets.chat_conversation import ChatMessage, Conversation
+
+from chat_fakes import BASE_PIECES, TUNED_PIECES, ChatFirstApp, FakeLoader, make_chat_home
 
 FULL_TUNED = "".join(TUNED_PIECES)
 

@@ -1,9 +1,10 @@
 """Pilot tests of the Datasets pane: file list, problems, example with the loss mask."""
 
-from polling import settle_workers
 from textual.widgets import DataTable, Static
 
 from tui_ft.ui.app import TuiFtApp
+
+from polling import settle_workers
 
 
 async def wait_ready(app, pilot):

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
 from tui_ft.engine.run_monitor import downsample
 from tui_ft.ui.screens.runs import RunsScreen
-from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets import metric_plots
+from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
+
+from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
 
 HOME = Path("/tmp/tui_ft_ui_runs")
 
@@ -219,11 +220,10 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
 
 
 async def test_a_runs_pane_built_in_the_background_draws_its_plots_before_its_first_visit(home, monkeypatch):
-    from tui_ft.ui.app import TuiFtApp
-
     import time
 
     import tui_ft.ui.screens.runs as runs_module
+    from tui_ft.ui.app import TuiFtApp
 
     make_run(home, "done", state="finished", steps=300, total=300)
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ("runs",))

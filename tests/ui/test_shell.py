@@ -34,7 +34,6 @@ async def test_help_lists_every_pane_key(ui_home):
 
 def help_text(screen: HelpScreen) -> str:
     """The help screen's text as it is drawn, line by line."""
-    from textual.widgets import Static
 
     return "\n".join(widget.render_line(y).text for widget in screen.query("#help-body > *") for y in range(widget.size.height))
 

@@ -1,6 +1,7 @@
 """Snapshots of the Benchmark pane at 80×24 and 120×40: the table from fixed stored results, and a drill-down."""
 
 import pytest
+
 from bench_workspace import BenchApp, bench_home  # noqa: F401 (fixture)
 
 

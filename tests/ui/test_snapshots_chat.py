@@ -1,10 +1,11 @@
 """Snapshots of the Chat pane at 80×24 and 120×40: a fixed conversation with a fake model."""
 
 import pytest
-from chat_fakes import ChatFirstApp, FakeLoader, make_chat_home
 from textual.widgets import Input
 
 from tui_ft.engine import chat_model
+
+from chat_fakes import ChatFirstApp, FakeLoader, make_chat_home
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """Snapshots of the shell and the Datasets pane at 80×24 and 120×40 (fixed data, no cursor blink)."""
 
 import pytest
-from polling import settle_workers
 
 from tui_ft.ui.app import TuiFtApp
+
+from polling import settle_workers
 
 
 async def settle(pilot):

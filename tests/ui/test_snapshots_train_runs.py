@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_runs import app_on, fresh_workspace, make_run
 from tui_ft.ui.widgets.metric_plots import MetricPlot
+
+from fake_runs import app_on, fresh_workspace, make_run
 
 TRAIN_HOME = Path("/tmp/tui_ft_ui_snap_train")
 RUNS_HOME = Path("/tmp/tui_ft_ui_snap_runs")

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Select
 
-from fake_runs import app_on, fresh_workspace
 from tui_ft.engine.runs import read_status, stop_run
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.screens.train import TrainScreen
 from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
+
+from fake_runs import app_on, fresh_workspace
 
 HOME = Path("/tmp/tui_ft_ui_train")
 

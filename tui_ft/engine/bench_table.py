@@ -330,7 +330,7 @@ def job_cells(status: dict, home: Path) -> list[JobCell]:
     state = status.get("state", "queued")
     done, start, cells, current_seen = status.get("done", 0), 0, [], False
     for ref in refs:
-        for (kind, path), size in zip(tasks, sizes):
+        for (kind, path), size in zip(tasks, sizes, strict=False):
             shown = display_path(Path(path), home)
             column = benchmark_column(shown, job.get("scorer"), home) if kind == "benchmark" else Column(kind, shown)
             share, start = max(0, min(done - start, size)), start + size
@@ -405,7 +405,7 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
         for row in rows:
             values = [table.value(row, c) for c in table.columns]
             shown = [("" if v is None else round(100 * v, 2) if c.kind == "benchmark" else round(v, 4))
-                     for v, c in zip(values, table.columns)]
+                     for v, c in zip(values, table.columns, strict=False)]
             writer.writerow([row.ref, row.checkpoint or "", *shown])
     document = {
         "columns": [{"key": c.key, "kind": c.kind, "path": c.path, "label": c.label, "scorer": c.scorer or None}

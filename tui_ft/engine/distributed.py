@@ -111,7 +111,7 @@ def reduce_stats(stats: list[dict], group: Group) -> list[dict]:
     device = group.device if group.backend == "nccl" else "cpu"
     values = torch.tensor([sums[key] for key in keys], dtype=torch.float64, device=device)
     dist.all_reduce(values)
-    return [{key: _as_number(value) for key, value in zip(keys, values.tolist())}]
+    return [{key: _as_number(value) for key, value in zip(keys, values.tolist(), strict=False)}]
 
 
 def _as_number(value: float):

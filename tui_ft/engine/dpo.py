@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from tui_ft.engine.data import PreferencePair, preference_examples
-from tui_ft.engine.train_data import StepOutput, collate_tokenized, selected_logits, sorted_batches, trained_token_count
 from tui_ft.engine.templates import IGNORE_INDEX, tokenize_example
+from tui_ft.engine.train_data import StepOutput, collate_tokenized, selected_logits, sorted_batches, trained_token_count
 
 REFERENCE_FILE = "reference_logps.safetensors"
 

@@ -187,10 +187,11 @@ class StatusWriter:
 
 def run_job(job_dir: Path) -> int:
     """Run the job in ``job_dir`` in this process; returns the exit status."""
+    from transformers.utils import logging as hf_logging
+
     from tui_ft.engine.evaluate import EvaluationStopped, default_settings, evaluate_many
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.readers import DatasetError
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # progress is in status.json; bars would only clutter the log
     job = read_json(job_dir / "job.json")

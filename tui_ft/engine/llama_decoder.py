@@ -86,7 +86,7 @@ class Projection:
         probed = (1,) if prompt_rows == 1 else PROMPT_ROWS_PROBED
         self.prompt_ready = [
             packed is not None and prompt_is_exact(module, packed, probed)
-            for module, packed in zip(modules, self.single)
+            for module, packed in zip(modules, self.single, strict=False)
         ]
         self.prompt_rows = prompt_rows
         self.plain = [type(module) is torch.nn.Linear for module in modules]
@@ -115,7 +115,7 @@ class Projection:
             return list(linear(x, self.stacked).split(self.sizes, dim=-1))
         rows_fit = self.prompt_rows is None or x.shape[1] <= self.prompt_rows
         outputs = []
-        for module, packed, ready, plain in zip(self.modules, self.single, self.prompt_ready, self.plain):
+        for module, packed, ready, plain in zip(self.modules, self.single, self.prompt_ready, self.plain, strict=False):
             if packed is not None and (not prompt or (ready and rows_fit)):
                 outputs.append(linear(x, packed))
             elif plain:  # skips nn.Module.__call__ (hooks, dispatch): the same kernel, less Python
@@ -263,7 +263,7 @@ class LlamaDecoder:
         widths = (config.hidden_size, config.intermediate_size, self.head_dim)
         if any(width % 32 for width in widths):
             return False
-        shapes = {shape: packed for projection in projections for shape, packed in zip(projection.shapes, projection.packed)}
+        shapes = {shape: packed for projection in projections for shape, packed in zip(projection.shapes, projection.packed, strict=False)}
         return all(rows_are_independent(packed, i, o) for (o, i), packed in shapes.items())
 
     @staticmethod
@@ -311,7 +311,7 @@ class LlamaDecoder:
             )
         # Positions after the prompt: each as single-token decoding computes it.
         parts = []
-        for (first, last), allowed in zip(self._groups, self._masks):
+        for (first, last), allowed in zip(self._groups, self._masks, strict=False):
             stop = start + last
             if last - first == 1:
                 parts.append(F.scaled_dot_product_attention(

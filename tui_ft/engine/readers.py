@@ -243,7 +243,7 @@ def _read_csv(path: Path, name: str) -> Iterator[tuple[int, dict | Problem]]:
             if len(row) > len(header):
                 yield line, Problem(name, line, "more values than header columns")
                 continue
-            yield line, {key: _csv_value(key, value) for key, value in zip(header, row)}
+            yield line, {key: _csv_value(key, value) for key, value in zip(header, row, strict=False)}
     except csv.Error as error:
         yield start, Problem(name, start, f"invalid CSV: {error}")
         return

@@ -164,7 +164,7 @@ class Series:
     def points(self) -> list[tuple[float, float]]:
         """Every point, oldest first."""
         count = len(self)
-        return list(zip(self.steps[:count], self.values[:count]))
+        return list(zip(self.steps[:count], self.values[:count], strict=False))
 
     def downsample(self, count: int) -> list[tuple[float, float]]:
         """The same reduction as :func:`downsample` (bucket means over the whole history), from the sums."""

@@ -231,7 +231,7 @@ def score_choices(model, tokenizer, items: Sequence[BenchmarkItem], template: st
         logprobs = [scored[position + k][0] for k in range(len(item.choices))]
         position += len(item.choices)
         best = max(range(len(logprobs)), key=logprobs.__getitem__)
-        norm = [lp / max(1, len(choice)) for lp, choice in zip(logprobs, item.choices)]
+        norm = [lp / max(1, len(choice)) for lp, choice in zip(logprobs, item.choices, strict=False)]
         best_norm = max(range(len(norm)), key=norm.__getitem__)
         normalised_correct += item.choices[best_norm] == item.expected
         details = {"choices": list(item.choices), "loglikelihoods": logprobs, "reply_norm": item.choices[best_norm]}

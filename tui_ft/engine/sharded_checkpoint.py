@@ -29,7 +29,6 @@ def is_sharded_checkpoint(folder: Path) -> bool:
 
 def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict, keep: int, group: Group) -> Path:
     """Write ``ckpt/step-N`` from every rank; returns its path (on every rank)."""
-    import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 

@@ -65,7 +65,7 @@ def dataset_stats(dataset: Dataset, tokenizer, template: str, max_length: int = 
         return DatasetStats(0, 0, 0.0, 0, 0, 0, max_length)
     total = sum(lengths)
     if dataset.format == "preference":
-        lengths = [max(chosen, rejected) for chosen, rejected in zip(lengths[::2], lengths[1::2])]
+        lengths = [max(chosen, rejected) for chosen, rejected in zip(lengths[::2], lengths[1::2], strict=False)]
     return DatasetStats(
         examples=len(lengths),
         min_tokens=min(lengths),

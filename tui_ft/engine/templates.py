@@ -151,7 +151,7 @@ def tokenize_rendered(
     )
     ids = encoding["input_ids"]
     labels = []
-    for token, (start, end) in zip(ids, encoding["offset_mapping"]):
+    for token, (start, end) in zip(ids, encoding["offset_mapping"], strict=False):
         # A token trains when it overlaps a trained span: a reply's first token may begin
         # in the prompt (" Hello" after a template's "assistant:") and must still be
         # learnt. A zero-width token (an added BOS) overlaps nothing and trains only with
@@ -176,7 +176,7 @@ def mask_segments(tokenized: Tokenized, tokenizer) -> list[tuple[str, bool]]:
     segments: list[tuple[str, bool]] = []
     run: list[int] = []
     trained = None
-    for token, label in zip(tokenized.input_ids, tokenized.labels):
+    for token, label in zip(tokenized.input_ids, tokenized.labels, strict=False):
         flag = label != IGNORE_INDEX
         if trained is not None and flag != trained:
             segments.append((tokenizer.decode(run), trained))

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tui_ft.engine.run_files import METRICS_FILE, MetricsWriter, read_json, read_run_config, update_status, STATUS_FILE
+from tui_ft.engine.run_files import METRICS_FILE, STATUS_FILE, MetricsWriter, read_json, read_run_config, update_status
 
 # Exit status of a rank that failed because another one went away (a symptom, not the cause).
 PEER_LOST_EXIT = 3

@@ -18,8 +18,19 @@ from textual.widgets import DataTable, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.bench_table import (
-    BenchTable, Column, JobCell, Row, build_table, candidate_columns, export_table, job_cells, list_rows,
-    read_jobs, sort_columns, sort_rows, workspace_stamp,
+    BenchTable,
+    Column,
+    JobCell,
+    Row,
+    build_table,
+    candidate_columns,
+    export_table,
+    job_cells,
+    list_rows,
+    read_jobs,
+    sort_columns,
+    sort_rows,
+    workspace_stamp,
 )
 from tui_ft.engine.eval_worker import FINAL_STATES
 from tui_ft.engine.evaluate import display_path, start_eval_job, stop_eval_job

@@ -273,7 +273,7 @@ class RunsScreen(Pane):
         series = self.histories.get(self.selected or "", {})
         marked = self.query_one(RunTable).marked  # a run seen before but no longer marked is not drawn
         overlays = {n: h for n, h in sorted(self.histories.items()) if n in marked and n != self.selected}
-        for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora")):
+        for plot, spec in zip(self.query(MetricPlot), plots_for(row.info.method if row else "lora"), strict=False):
             plot.show(spec, series, overlays)
             if not self.is_current:
                 # Built in the background and not shown yet (nothing renders it): have the

@@ -63,7 +63,7 @@ class RatingScreen(ModalScreen[dict | None]):
     def action_score(self, value: int) -> None:
         self.scores.append(value)
         if len(self.scores) == len(RATING_FIELDS):
-            self.dismiss({"target": self.target, **dict(zip(RATING_FIELDS, self.scores))})
+            self.dismiss({"target": self.target, **dict(zip(RATING_FIELDS, self.scores, strict=False))})
         else:
             self.show()
 

@@ -10,7 +10,6 @@ methods, so tab only visits what matters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.text import Text
 from textual import on
@@ -156,7 +155,7 @@ class TrainForm(VerticalScroll):
             # its menu (setting options then fails): try again in a moment.
             self.set_timer(0.05, lambda: self.set_choices(models, datasets))
             return
-        for select, options in zip(selects, (models, datasets, datasets)):
+        for select, options in zip(selects, (models, datasets, datasets), strict=False):
             if self._choices.get(select.id) == options:
                 continue  # the pane reloads its lists on every visit; setting them rebuilds the menu
             self._choices[select.id] = list(options)
