@@ -77,7 +77,9 @@ def test_check_reports_every_problem_on_one_line_and_exits_1(tmp_path):
 
 
 def test_check_one_valid_file_exits_0(tmp_path):
-    (tmp_path / "ok.csv").write_text('messages\n"[{""role"": ""user"", ""content"": ""hi""}, {""role"": ""assistant"", ""content"": ""yo""}]"\n')
+    (tmp_path / "ok.csv").write_text(
+        'messages\n"[{""role"": ""user"", ""content"": ""hi""}, {""role"": ""assistant"", ""content"": ""yo""}]"\n'
+    )
     result = tui_ft("data", "check", "ok.csv", cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "ok.csv: ok\n")
 
@@ -97,13 +99,18 @@ def test_show_prints_format_stats_and_the_rendered_example(tmp_path, tokenizer, 
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     examples = [Example([{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]) for r in records]
     lengths = [tokenize_example(e, tokenizer, "alpaca") for e in examples]
-    status = main(["--home", str(tmp_path), "data", "show", "two.jsonl", "--template", "alpaca", "--examples", "1", "--max-length", str(len(lengths[1].input_ids))])
+    status = main(
+        ["--home", str(tmp_path), "data", "show", "two.jsonl", "--template", "alpaca", "--examples", "1",
+         "--max-length", str(len(lengths[1].input_ids))]
+    )
     out = capsys.readouterr().out
     assert status == 0
     lines = out.splitlines()
     assert lines[0] == "two.jsonl: instruction, 2 examples, template alpaca"
     longest, shortest = max(t.full_length for t in lengths), min(t.full_length for t in lengths)
-    assert lines[1] == f"tokens per example: min {shortest}, median {(longest + shortest) / 2:g}, max {longest}; 1 over max length {shortest}"
+    assert lines[1] == (
+        f"tokens per example: min {shortest}, median {(longest + shortest) / 2:g}, max {longest}; 1 over max length {shortest}"
+    )
     first = tokenize_example(examples[0], tokenizer, "alpaca", max_length=shortest)
     assert first.truncated and first.trained_tokens < lengths[0].trained_tokens
     assert f"line 1: {shortest} tokens, {first.trained_tokens} trained" in out  # truncated to max length

@@ -96,12 +96,18 @@ CASES = {
         lambda: [Example([user("Name a colour."), assistant("Blue.")]), Example([system("Be brief."), user("Say hi."), assistant("Hi!")])],
     ),
     "alpaca": (
-        [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}, {"instruction": "Greet.", "input": "", "output": "Hello."}],
+        [
+            {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+            {"instruction": "Greet.", "input": "", "output": "Hello."},
+        ],
         "instruction",
         lambda: [Example([user("Add the numbers."), assistant("5")], input="2 and 3"), Example([user("Greet."), assistant("Hello.")])],
     ),
     "dolly": (
-        [{"instruction": "When was it built?", "context": "The tower was\nbuilt in 1889.", "response": "In 1889.", "category": "closed_qa"}],
+        [
+            {"instruction": "When was it built?", "context": "The tower was\nbuilt in 1889.", "response": "In 1889.",
+             "category": "closed_qa"},
+        ],
         "instruction",
         lambda: [Example([user("When was it built?"), assistant("In 1889.")], input="The tower was\nbuilt in 1889.")],
     ),
@@ -128,7 +134,10 @@ CASES = {
     ),
     "sharegpt": (
         [
-            {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}, {"from": "human", "value": "Thanks"}, {"from": "gpt", "value": "Welcome."}]},
+            {"conversations": [
+                {"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                {"from": "human", "value": "Thanks"}, {"from": "gpt", "value": "Welcome."},
+            ]},
             {"conversations": [{"from": "user", "value": "Q"}, {"from": "assistant", "value": "A"}]},
         ],
         "chat",
@@ -138,7 +147,10 @@ CASES = {
         ],
     ),
     "preference": (
-        [{"prompt": "Say hi.", "chosen": "Hello!", "rejected": "Go away."}, {"prompt": "2+2?", "chosen": "4", "rejected": "5", "system": "Math."}],
+        [
+            {"prompt": "Say hi.", "chosen": "Hello!", "rejected": "Go away."},
+            {"prompt": "2+2?", "chosen": "4", "rejected": "5", "system": "Math."},
+        ],
         "preference",
         lambda: [PreferencePair("Say hi.", "Hello!", "Go away."), PreferencePair("2+2?", "4", "5", system="Math.")],
     ),
@@ -237,7 +249,9 @@ def test_instruction_field_problems(tmp_path):
         (6, "field 'input' must be a string, got dict"),
     ]
     records = load_dataset(tmp_path / "bad.jsonl", strict=False).records
-    assert [(r.line, r.messages[0]["content"], r.messages[1]["content"]) for r in records] == [(1, "ok", "ok"), (7, "x", "42"), (8, "fallback", "y")]
+    assert [(r.line, r.messages[0]["content"], r.messages[1]["content"]) for r in records] == [
+        (1, "ok", "ok"), (7, "x", "42"), (8, "fallback", "y"),
+    ]
 
 
 def test_chat_problems(tmp_path):
@@ -362,11 +376,15 @@ def test_sft_preference_and_benchmark_views(tmp_path):
 
     path, _ = write_records(tmp_path, "bench", CASES["benchmark"][0], "jsonl")
     bench = load_dataset(path)
-    assert sft_examples(bench) == [Example([user("What is 2 + 2?"), assistant("4")], 1), Example([user("Pick the planet."), assistant("Mars")], 2)]
+    assert sft_examples(bench) == [
+        Example([user("What is 2 + 2?"), assistant("4")], 1), Example([user("Pick the planet."), assistant("Mars")], 2),
+    ]
     assert benchmark_items(bench) == bench.records
 
     path, _ = write_records(tmp_path, "qa", CASES["qa"][0], "jsonl")
-    assert benchmark_items(load_dataset(path)) == [BenchmarkItem("Capital of Italy?", "Rome.", [], 1), BenchmarkItem("Capital of Peru?", "Lima.", [], 2)]
+    assert benchmark_items(load_dataset(path)) == [
+        BenchmarkItem("Capital of Italy?", "Rome.", [], 1), BenchmarkItem("Capital of Peru?", "Lima.", [], 2),
+    ]
 
     path, _ = write_records(tmp_path, "prompts", CASES["prompts"][0], "jsonl")
     assert sft_examples(load_dataset(path)) == []

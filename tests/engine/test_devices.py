@@ -93,5 +93,6 @@ def test_a_run_asking_more_processes_than_gpus_is_refused_without_importing_torc
     assert found == (["this machine has 1 CUDA device(s), got nproc 2"] if refused else []), errors
     code = ("import os, sys; os.environ['CUDA_VISIBLE_DEVICES'] = '0'; from tui_ft.engine.config import TrainConfig; "
             "from tui_ft.engine.config_checks import check_values; "
-            "check_values(TrainConfig(model='default', dataset='d.jsonl', nproc=2, batch_size=4).resolved()); print('torch' in sys.modules)")
+            "check_values(TrainConfig(model='default', dataset='d.jsonl', nproc=2, batch_size=4).resolved()); "
+            "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -44,7 +44,8 @@ def test_history_fits_by_dropping_the_oldest_turns(tiny_chat):
     assert "Question number 5" in text
     assert text.count("<|im_start|>user") == text.count("<|im_start|>assistant")  # whole turns only
     assert notice and "dropped" in notice
-    assert fit_history(messages, tokenizer, "chat", budget=whole) == (encode_text(tokenizer, render_prompt(messages, tokenizer, "chat")), None)
+    whole_prompt = encode_text(tokenizer, render_prompt(messages, tokenizer, "chat"))
+    assert fit_history(messages, tokenizer, "chat", budget=whole) == (whole_prompt, None)
 
 
 def test_stream_truncates_to_the_context_and_says_so(tiny_chat):
@@ -63,7 +64,8 @@ def test_alpaca_template_reply_equals_stream(tiny_chat):
     settings = GenerationSettings(max_new_tokens=10, temperature=0.9, seed=3)
     streamed = "".join(tiny_chat.stream(messages, settings, template="alpaca"))
     assert streamed == tiny_chat.reply(messages, settings, template="alpaca")
-    assert tiny_chat.last_stats.prompt_tokens == len(encode_text(tiny_chat.tokenizer, "### Instruction:\nSay something.\n\n### Response:\n"))
+    prompt = "### Instruction:\nSay something.\n\n### Response:\n"
+    assert tiny_chat.last_stats.prompt_tokens == len(encode_text(tiny_chat.tokenizer, prompt))
 
 
 def test_stream_refuses_a_conversation_not_ending_with_the_user(tiny_chat):

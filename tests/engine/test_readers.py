@@ -125,9 +125,14 @@ def test_utf16_and_utf32_files_are_named(tmp_path):
 
 
 def test_json_array_elements_report_their_first_line(tmp_path):
-    text = '\ufeff[\r\n  {"question": "q1",\r\n   "answer": "a1"},\r\n\r\n  [1],\r\n  {"question": "q3", "answer": "a3"}, "x",\r\n  null\r\n]\r\n'
+    text = (
+        '\ufeff[\r\n  {"question": "q1",\r\n   "answer": "a1"},\r\n\r\n  [1],\r\n'
+        '  {"question": "q3", "answer": "a3"}, "x",\r\n  null\r\n]\r\n'
+    )
     path = write(tmp_path, "a.json", text)
-    assert problems_of(path) == [(5, "expected a JSON object, got an array"), (6, "expected a JSON object, got a string"), (7, "expected a JSON object, got null")]
+    assert problems_of(path) == [
+        (5, "expected a JSON object, got an array"), (6, "expected a JSON object, got a string"), (7, "expected a JSON object, got null"),
+    ]
     assert [e.line for e in load_dataset(path, strict=False).records] == [2, 6]
 
 
@@ -151,8 +156,10 @@ def test_json_single_object_is_one_record(tmp_path):
     "text, expected",
     [
         ('[{"question": "q", "answer": "a"},\n{"question": "q2", "ans', [(2, "truncated JSON: the file ends inside an element")]),
-        ('[{"question": "q", "answer": "a"},\n {"question": "q2", "answer": "a"}\n', [(3, "truncated JSON: the array is not closed with ']'")]),
-        ('[{"question": "q", "answer": "a"}\n {"question": "q2", "answer": "a"}]', [(2, "invalid JSON: expected ',' or ']' between elements")]),
+        ('[{"question": "q", "answer": "a"},\n {"question": "q2", "answer": "a"}\n',
+         [(3, "truncated JSON: the array is not closed with ']'")]),
+        ('[{"question": "q", "answer": "a"}\n {"question": "q2", "answer": "a"}]',
+         [(2, "invalid JSON: expected ',' or ']' between elements")]),
         ('[{"question": "q", "answer": "a"},\n{"question": "q2" "answer": "a"},\n{}]', [(2, "invalid JSON: Expecting ',' delimiter")]),
         ('[{"question": "q", "answer": "a"}]\n\n]', [(3, "invalid JSON: extra data after the array")]),
         ('{"question": "q", "answer": "a"}\n{"question": "q", "answer": "a"}', [(2, "invalid JSON: extra data after the object")]),
@@ -162,7 +169,8 @@ def test_json_single_object_is_one_record(tmp_path):
         ("[\n" + "[" * 100_000, [(2, "invalid JSON: nested too deeply")]),
         ('[\n{"question": 1' + "1" * 5000 + ', "answer": "a"}]', [(2, "invalid JSON: a number with too many digits")]),
         ('[{"question": "q", "answer": "a"},\n{"question": "\\ud800", "answer": "a"}]', [(2, "invalid JSON: no low surrogate in string")]),
-        ('[{"question": "q", "answer": "a"},\n\n{"question": "q",\n "answer": NaN}]', [(4, "invalid JSON: unexpected character, expected a JSON value")]),
+        ('[{"question": "q", "answer": "a"},\n\n{"question": "q",\n "answer": NaN}]',
+         [(4, "invalid JSON: unexpected character, expected a JSON value")]),
     ],
     ids=[
         "cut-inside-element", "array-not-closed", "missing-comma", "bad-element", "extra-after-array",

@@ -113,7 +113,8 @@ SECTION = Section(
     [
         "Written by `tests/reliability/test_cli_inputs.py`: each value once, through `tui_ft.cli.main` in-process, and",
         f"{len(IN_SUBPROCESS)} of them again as `python -m tui_ft` subprocesses. Every one exits non-zero with no traceback",
-        "and leaves no new run folder; every refusal is one line, argparse's own included. `data check` prints its findings on stdout, the others on stderr. `TINY` is a tiny model folder,",
+        "and leaves no new run folder; every refusal is one line, argparse's own included. "
+        "`data check` prints its findings on stdout, the others on stderr. `TINY` is a tiny model folder,",
         "`WORKSPACE` the test's workspace.",
     ],
     ["bad input", "command (… = the usual model, dataset and method)", "exit", "lines", "error line"],

@@ -42,9 +42,13 @@ CODECS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1", "cp1252", "sh
 # --- generated content -----------------------------------------------------------------------
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6
+)
 turns = st.lists(
-    st.fixed_dictionaries({}, optional={"role": st.sampled_from(ROLES) | scalars, "content": scalars, "from": st.sampled_from(ROLES), "value": scalars}),
+    st.fixed_dictionaries(
+        {}, optional={"role": st.sampled_from(ROLES) | scalars, "content": scalars, "from": st.sampled_from(ROLES), "value": scalars}
+    ),
     max_size=4,
 )
 odd_records = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), json_values | turns, max_size=5)
@@ -209,25 +213,30 @@ def outcome_of(path: Path, data: bytes) -> str:
     return "records"
 
 
+def fuzz_fault(fault: str, strategy, examples: int, folder: str, counter, tally: dict[str, Counter]) -> None:
+    """Try one fault's ``examples`` cases, counting their outcomes in ``tally["fault|suffix"]``."""
+
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def check(case):
+        suffix, data = case
+        path = Path(folder) / f"case{next(counter)}{suffix}"
+        path.write_bytes(data)
+        try:
+            tally[f"{fault}|{suffix}"][outcome_of(path, data)] += 1
+        finally:
+            path.unlink()
+
+    check()
+
+
 def run_fuzz() -> dict[str, dict[str, int]]:
     """Try every fault; return the outcomes as ``{"fault|suffix": {outcome: count}}``."""
     tally: dict[str, Counter] = defaultdict(Counter)
     with tempfile.TemporaryDirectory(prefix="fuzz_datasets_") as folder:
         counter = iter(range(10**9))
         for fault, (strategy, examples) in FAULTS.items():
-
-            @settings(max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-            @given(case=strategy)
-            def check(case):
-                suffix, data = case
-                path = Path(folder) / f"case{next(counter)}{suffix}"
-                path.write_bytes(data)
-                try:
-                    tally[f"{fault}|{suffix}"][outcome_of(path, data)] += 1
-                finally:
-                    path.unlink()
-
-            check()
+            fuzz_fault(fault, strategy, examples, folder, counter, tally)
     return {key: dict(outcomes) for key, outcomes in tally.items()}
 
 

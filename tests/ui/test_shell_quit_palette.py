@@ -1,4 +1,7 @@
-"""Pilot tests of two shell keys the issue names: ctrl+q quits from anywhere; ctrl+p opens the palette, with the dashboard's own commands."""
+"""Pilot tests of two shell keys the issue names.
+
+ctrl+q quits from anywhere; ctrl+p opens the palette, with the dashboard's own commands.
+"""
 
 from textual.command import CommandPalette
 from textual.widgets import Input

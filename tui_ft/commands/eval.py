@@ -22,7 +22,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--benchmark", action="append", default=[], metavar="PATH", help="a benchmark file (repeatable)")
     parser.add_argument("--perplexity", action="append", default=[], metavar="PATH", help="a dataset whose replies are scored (repeatable)")
     parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's own)")
-    parser.add_argument("--scorer", choices=("contains", "exact", "choice"), help="default: choice when every item has choices, else contains")
+    parser.add_argument(
+        "--scorer", choices=("contains", "exact", "choice"), help="default: choice when every item has choices, else contains"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="reply length limit for benchmarks (default 64)")
     parser.add_argument("--max-length", type=int, default=None, metavar="N", help="truncate perplexity examples to N tokens")
     parser.add_argument("--checkpoint", metavar="step-N", help="an intermediate checkpoint of a run instead of its final weights")

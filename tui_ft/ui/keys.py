@@ -30,7 +30,9 @@ DATASET_BINDINGS = [
     Binding("right,n", "example(1)", "Next example", id="datasets.next", tooltip="Show the next example"),
     Binding("left,p", "example(-1)", "Prev example", id="datasets.prev", tooltip="Show the previous example"),
     Binding("t", "toggle_template", "Template", id="datasets.template", tooltip="Switch between chat and alpaca templates"),
-    Binding("a", "toggle_train_on_prompt", "Loss on all", id="datasets.mask", tooltip="Compute the loss on every token, or on replies only"),
+    Binding(
+        "a", "toggle_train_on_prompt", "Loss on all", id="datasets.mask", tooltip="Compute the loss on every token, or on replies only"
+    ),
     Binding("r", "rescan", "Rescan", id="datasets.rescan", tooltip="Read datasets/ again"),
 ]
 
@@ -38,7 +40,9 @@ DATASET_BINDINGS = [
 # ctrl keys, because the prompt input has focus; ctrl+e is a priority binding since the input
 # would otherwise take it (end of line, which the End key still does).
 CHAT_BINDINGS = [
-    Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated; when idle, leave the prompt so 1-5 switch panes"),
+    Binding(
+        "escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated; when idle, leave the prompt so 1-5 switch panes"
+    ),
     Binding("ctrl+b", "toggle_compare", "Compare", id="chat.compare", tooltip="Answer with the base model and the tuned run side by side"),
     Binding("ctrl+r", "rate", "Rate", id="chat.rate", tooltip="Rate the last reply: helpfulness, accuracy, clarity (1–5)"),
     Binding("ctrl+n", "new_conversation", "New", id="chat.new", tooltip="Start a new conversation"),

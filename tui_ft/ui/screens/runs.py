@@ -4,7 +4,8 @@ A timer asks a thread worker to poll about once a second: it reads the small sta
 of every run, tails ``metrics.jsonl`` of the watched runs (the selected one and the marked
 ones) from where it stopped, samples the worker's CPU, memory and GPU, and posts one
 :class:`RunsScreen.RunsPolled` message. Only one poll runs at a time, so the tails need no
-lock; the series they fill are append-only, so the plots read them without copies. Training itself runs in detached worker processes: closing this pane changes nothing.
+lock; the series they fill are append-only, so the plots read them without copies. Training
+itself runs in detached worker processes: closing this pane changes nothing.
 """
 
 from __future__ import annotations
