@@ -10,7 +10,7 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from tui_ft.ui import keys
+from tui_ft.ui import compat, keys
 from tui_ft.ui.commands import DashboardCommands
 from tui_ft.ui.screens.benchmark import BenchmarkScreen
 from tui_ft.ui.screens.chat import ChatScreen
@@ -118,8 +118,8 @@ class TuiFtApp(App):
             return
         if isinstance(screen, Pane):
             screen.set_breakpoint_classes(self.size)
-        screen._refresh_layout(self.size)  # Textual's own layout pass; it paints only a current screen
-        screen._compositor.render_update(full=True)
+        compat.lay_out(screen, self.size)  # Textual's own layout pass; it paints only a current screen
+        compat.render_offscreen(screen)
 
     def switch_mode(self, mode: str):
         """Show the pane of ``mode``; a pane already built is shown in the next frame."""

@@ -16,9 +16,11 @@ that pane re-parsed the whole stylesheet (150-400 ms).
 from __future__ import annotations
 
 from textual import events
-from textual._context import NoActiveAppError
 from textual.geometry import Size
 from textual.screen import Screen
+from textual.types import NoActiveAppError
+
+from tui_ft.ui import compat
 
 
 class Pane(Screen):
@@ -37,13 +39,13 @@ class Pane(Screen):
             app = self.app
         except NoActiveAppError:  # made outside an app
             return
-        if app._dom_ready:  # a first screen has been laid out: the stylesheet is set up
-            self._css_update_count = app._css_update_count
+        if compat.app_laid_out(app):  # a first screen has been laid out: the stylesheet is set up
+            compat.mark_styles_current(self, app)
             # Likewise its first ScreenResume need not restyle what mounting styles with this
             # theme (the Train pane: 130-210 ms of a background build, keys waiting).
             self._styled_theme = app.theme
 
-    async def _on_message(self, message) -> None:
+    async def _on_message(self, message) -> None:  # a private hook: tui_ft/ui/compat.py
         # A resume that comes when the pane is no longer in front is stale: a pane built in the
         # background is switched to and away in one batch, and one switched past quickly. Its
         # handlers laid the whole pane out (the Train form: 120-200 ms while keys waited, and
@@ -53,22 +55,22 @@ class Pane(Screen):
             return
         await super()._on_message(message)
 
-    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:  # a private hook: tui_ft/ui/compat.py
         theme = self.app.theme
         if event.refresh_styles and self._styled_theme == theme:
             event.refresh_styles = False
         self._styled_theme = theme
         # switch_mode has refreshed the CSS (when it changed) before this event: it is current.
-        self._css_update_count = self.app._css_update_count
+        compat.mark_styles_current(self, self.app)
         # No super() call: Textual calls every class's handler of an event, Screen's next
         # (calling it here too ran it twice a switch).
 
-    def _screen_resized(self, size: Size) -> None:
+    def _screen_resized(self, size: Size) -> None:  # a private hook: tui_ft/ui/compat.py
         # Textual lays a screen out again each time it is switched to (switch_mode calls this),
         # even at the size it was laid out at with nothing changed: 25-40 ms of each visit to
         # the Train form (180 widgets). A layout asked for while the pane was hidden is queued
         # (``_layout_required``) and done at the first update after the switch either way.
-        if size == self._compositor.size and not self._layout_required:
+        if size == compat.laid_out_size(self) and not compat.layout_pending(self):
             return
         super()._screen_resized(size)
 
@@ -86,7 +88,7 @@ class Pane(Screen):
         if not (horizontal or vertical):
             return
         classes = dict.fromkeys((name for _, name in horizontal + vertical), False)
-        for name in [*self._get_breakpoint_classes(size.width, horizontal),
-                     *self._get_breakpoint_classes(size.height, vertical)]:
+        for name in [*compat.breakpoint_classes(self, size.width, horizontal),
+                     *compat.breakpoint_classes(self, size.height, vertical)]:
             classes[name] = True
         self.update_classes(classes, animate=False)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from tui_ft.ui import compat
+
 
 def shown_keys(screen: Screen) -> tuple:
     """What the footer shows for ``screen``: each shown binding's key, label, action and state."""
@@ -27,7 +29,7 @@ class KeyFooter(Footer):
     _shown: tuple | None = None
 
     def bindings_changed(self, screen: Screen) -> None:
-        self._bindings_ready = True
+        compat.set_footer_bindings_ready(self)
         if screen.app.app_focus and self.is_attached and screen is self.screen:
             # After the refresh, as Footer does: the screen's widgets (which its check_action
             # may query) are mounted by then.

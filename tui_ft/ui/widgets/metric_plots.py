@@ -23,6 +23,7 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from tui_ft.engine.run_monitor import Series
+from tui_ft.ui import compat
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
 BRAILLE_POINTS_PER_CELL = 2  # the braille marker draws two points per column
@@ -100,7 +101,7 @@ def draw_picture(figure: Plot, job: PictureJob) -> Text:
             figure.xlabel("step")
         # What PlotextPlot.render does, with the size and theme taken on the UI thread.
         figure.plotsize(job.width, job.height)
-        figure._set_size(job.width, job.height)
+        compat.set_figure_size(figure, job.width, job.height)
         figure.theme(job.theme)
         return Text.from_ansi(figure.build())
 
@@ -195,7 +196,7 @@ class MetricPlot(PlotextPlot):
             return
         self._drawing = (shows, lengths)
         width, height = self.size
-        job = PictureJob(width, height, self._get_plotext_theme_name(self.app.theme), self.spec.title,
+        job = PictureJob(width, height, compat.plotext_theme_name(self, self.app.theme), self.spec.title,
                          self.point_budget(), tuple(self.lines))
         # Not an exclusive worker: cancelling one fails everyone who waits for the app's workers.
         # A draw that is no longer wanted skips itself instead (:meth:`_draw`).
@@ -212,7 +213,7 @@ class MetricPlot(PlotextPlot):
             if self._drawing != (shows, lengths):
                 return
             try:
-                picture = draw_picture(self._plot, job)
+                picture = draw_picture(self.plt, job)
             except Exception as error:  # noqa: BLE001 - a plot that cannot be drawn says why, in place
                 picture = Text(f"{job.title}: could not draw the plot ({error})", style="bold red")
         if not get_current_worker().is_cancelled:

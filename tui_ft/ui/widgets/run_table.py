@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui_ft.engine.run_monitor import RunRow, format_duration
+from tui_ft.ui import compat
 
 STATE_STYLES = {
     "queued": "dim",
@@ -38,13 +39,13 @@ class RunTable(DataTable):
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
-    def _update_dimensions(self, new_rows) -> None:
+    def _update_dimensions(self, new_rows) -> None:  # a private hook: tui_ft/ui/compat.py
         # Textual measures new and changed cells when the table is next idle, and keys its caches
         # of drawn cells and rows without the column widths: a frame drawn in between (the plots
         # repainting as their pictures arrive) kept rows cut to the old widths ("lor" for
         # "lora-seed") until their next change. A new count starts those caches over.
         super()._update_dimensions(new_rows)
-        self._update_count += 1
+        compat.restart_table_caches(self)
         self.refresh()
 
     def update_runs(self, rows: list[RunRow]) -> None:
