@@ -11,6 +11,7 @@ written. Between kills the engine's ``resume_run`` starts the next worker; after
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -38,8 +39,9 @@ SECTION = Section(
     [
         "Written by `tests/reliability/test_kill_resume.py`. A tiny Llama (2 layers, the real tokenizer) trains",
         f"{STEPS} steps on CPU with a checkpoint every step; its worker is killed with SIGKILL {KILLS} times per method",
-        "(after a seeded random number of steps plus a random part of a step; two of them when a checkpoint's staging",
-        "folder appears), each time resumed with the engine's `resume_run`, and finished with `tui-ft runs resume`. The",
+        "(after a seeded random number of steps plus a random part of a step; two of them held inside a checkpoint",
+        "write, its weights written and the rest not, and killed there), each time resumed with the engine's",
+        "`resume_run`, and finished with `tui-ft runs resume`. The",
         "reference is the same config trained without interruption. Workers are forked from the test process (no",
         "second import of torch); `tests/engine/test_runs_worker.py` kills a `launch_run` worker the same way.",
     ],
@@ -66,18 +68,52 @@ def final_weights(run_dir: Path) -> dict:
     return load_file(next(folder.glob("*.safetensors")))
 
 
-def kill_when(progress: Progress, starts: int, steps: int, run_dir: Path, delay: float | None) -> None:
+class CheckpointGate:
+    """Holds a forked worker inside a checkpoint write until it is killed, when the gate is shut.
+
+    ``torch.save`` is wrapped in the test process before the workers are forked: once the gate
+    file exists, the worker that writes a staging folder's ``optimizer.pt`` says so in a file
+    and then waits to be killed. A kill aimed at a checkpoint so always lands mid-write (the
+    weights written, the optimizer, scheduler, RNG and position not yet), however fast the
+    write and however busy the machine.
+    """
+
+    def __init__(self, folder: Path, monkeypatch):
+        import torch
+
+        self.gate, self.reached = folder / "hold-checkpoint-writes", folder / "checkpoint-write-held"
+        real_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            real_save(obj, f, *args, **kwargs)
+            name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)  # a path or an open file
+            path = Path(name) if isinstance(name, (str, os.PathLike)) else None
+            if path and path.name == "optimizer.pt" and path.parent.name.startswith(".tmp-step-") and self.gate.exists():
+                self.reached.write_text(str(path.parent))
+                while True:  # until the test's SIGKILL
+                    time.sleep(0.05)
+
+        monkeypatch.setattr(torch, "save", save)
+
+    def hold_next_write(self) -> Path:
+        """Shut the gate and wait until a worker is held mid-write; returns its staging folder."""
+        self.reached.unlink(missing_ok=True)
+        self.gate.touch()
+        staging = Path(wait_for(lambda: self.reached.exists() and self.reached.read_text(), "a checkpoint write to be held"))
+        assert staging.is_dir() and staging.name.startswith(".tmp-step-"), staging
+        return staging
+
+    def open(self) -> None:
+        self.gate.unlink(missing_ok=True)
+
+
+def kill_when(progress: Progress, starts: int, steps: int, gate: CheckpointGate | None, delay: float = 0.0) -> None:
     """Wait until the ``starts``-th worker trained ``steps`` steps, then wait ``delay`` seconds or,
-    when ``delay`` is None, until a checkpoint's staging folder appears (a kill mid-write)."""
+    with ``gate``, until the worker is held inside a checkpoint write (a kill mid-write)."""
     wait_for(lambda: progress.update().starts >= starts and progress.step >= progress.start_step + steps,
              f"worker {starts} to train {steps} steps")
-    if delay is None:
-        ckpt = run_dir / "ckpt"
-        try:
-            wait_for(lambda: any(p.name.startswith(".tmp-step-") for p in ckpt.iterdir()), "a checkpoint write",
-                     timeout=10.0, interval=0.0005)
-        except AssertionError:
-            pass  # the write was too quick to see: the kill still lands somewhere in a step
+    if gate is not None:
+        gate.hold_next_write()
     else:
         time.sleep(delay)
 
@@ -97,12 +133,18 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
     monkeypatch.setattr(runs, "launch_run", forked.launch)  # resume_run starts forked workers too
     rng = random.Random(f"kill-9-{method}")
     progress = Progress(run_dir)
+    gate = CheckpointGate(workspace, monkeypatch)
     pid = forked.launch(run_dir)
-    loaded = 0
+    loaded = held = 0
     for trial in range(KILLS):
         aimed_at_checkpoint = trial % 4 == 3
-        kill_when(progress, trial + 1, rng.randint(1, 2), run_dir, None if aimed_at_checkpoint else rng.uniform(0, step_wall))
+        delay = rng.uniform(0, step_wall)  # drawn every trial: the other trials' delays stay as they were
+        kill_when(progress, trial + 1, rng.randint(1, 2), gate if aimed_at_checkpoint else None, delay)
         forked.kill(pid)
+        if aimed_at_checkpoint:
+            gate.open()
+            held += 1
+            assert any(p.name.startswith(".tmp-step-") for p in (run_dir / "ckpt").iterdir())  # killed mid-write
         status = read_status(run_dir)
         assert status["state"] == "died", status
         assert [r.state for r in list_runs(workspace) if r.name == "killed"] == ["died"]
@@ -116,6 +158,7 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
         if trial < KILLS - 1:
             pid = resume_run(run_dir)
     assert progress.step < STEPS  # every kill landed before the end: each trial interrupted the run
+    assert held == KILLS // 4  # the kills aimed at a checkpoint write each landed inside one
 
     capsys.readouterr()
     assert main(["--home", str(workspace), "runs", "resume", "killed"]) == 0
@@ -150,7 +193,7 @@ def test_kill_9_before_the_first_checkpoint_restarts_with_one_clean_history(work
     run_dir = new_run(workspace, tiny_model_dir, name="early", **common)
     progress = Progress(run_dir)
     pid = forked.launch(run_dir)
-    kill_when(progress, 1, 2, run_dir, 0.0)
+    kill_when(progress, 1, 2, None)
     forked.kill(pid)
     assert read_status(run_dir)["state"] == "died" and list_checkpoints(run_dir) == []
     monkeypatch.setattr(runs, "launch_run", forked.launch)
