@@ -47,6 +47,7 @@ def run_show(args) -> int:
     from tui_ft.engine.models import load_tokenizer, resolve_model
     from tui_ft.engine.stats import dataset_stats
     from tui_ft.engine.templates import default_template, mask_segments, tokenize_example
+    from tui_ft.safe_text import clean, plain
 
     if args.max_length < 1:
         raise UserError(f"--max-length must be at least 1, got {args.max_length}")
@@ -55,7 +56,7 @@ def run_show(args) -> int:
     template = args.template or default_template(tokenizer)
     stats = dataset_stats(dataset, tokenizer, template, args.max_length)
     console = Console()
-    console.print(f"[bold]{args.path}[/]: {dataset.format}, {stats.examples} examples, template {template}")
+    console.print(plain(args.path, style="bold") + f": {dataset.format}, {stats.examples} examples, template {template}")
     console.print(
         f"tokens per example: min {stats.min_tokens}, median {stats.median_tokens:g}, max {stats.max_tokens}; "
         f"{stats.over_max_length} over max length {stats.max_length}"
@@ -74,7 +75,7 @@ def run_show(args) -> int:
         console.rule(f"line {example.line}: {len(tokenized.input_ids)} tokens, {tokenized.trained_tokens} trained")
         text = Text()
         for segment, trained in mask_segments(tokenized, tokenizer):
-            text.append(segment, style="bold green" if trained else "dim")
+            text.append(clean(segment), style="bold green" if trained else "dim")  # the file's text: no escapes
         console.print(text)
     console.print("[dim]dim: prompt (no loss)[/]  [bold green]green: trained tokens[/]")
     return 0

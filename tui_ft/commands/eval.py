@@ -104,6 +104,8 @@ def _print_table(results: list[dict], show_items: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tui_ft.safe_text import plain
+
     console = Console()
     table = Table("model", "benchmark or dataset", "scorer", "score/ppl", "n/tokens", "")
     for column in table.columns[:2]:
@@ -111,15 +113,19 @@ def _print_table(results: list[dict], show_items: bool) -> None:
     for record in results:
         model = record["model"] + (f" @ {record['checkpoint']}" if record.get("checkpoint") else "")
         stored = "stored" if record.get("cached") else f"{record.get('seconds', 0):.1f} s"
+        # Names and items come from result and dataset files: plain text (no escapes, no markup).
         if record["kind"] == "benchmark":
-            table.add_row(model, record["benchmark"], record["scorer"], f"{record['score']:.3f}", str(record["n"]), stored)
+            table.add_row(plain(model), plain(record["benchmark"]), plain(record["scorer"]), f"{record['score']:.3f}",
+                          str(record["n"]), stored)
         else:
-            table.add_row(model, record["dataset"], "perplexity", f"{record['perplexity']:.3f}", str(record["tokens"]), stored)
+            table.add_row(plain(model), plain(record["dataset"]), "perplexity", f"{record['perplexity']:.3f}",
+                          str(record["tokens"]), stored)
     console.print(table)
     for record in results if show_items else []:
         if record["kind"] != "benchmark":
             continue
-        items = Table("", "prompt", "expected", "reply", title=f"{record['model']} · {record['benchmark']}")
+        items = Table("", "prompt", "expected", "reply", title=plain(f"{record['model']} · {record['benchmark']}"))
         for item in record["items"]:
-            items.add_row("[green]✓[/]" if item["correct"] else "[red]✗[/]", item["prompt"], item["expected"], item["reply"])
+            items.add_row("[green]✓[/]" if item["correct"] else "[red]✗[/]", plain(item["prompt"]), plain(item["expected"]),
+                          plain(item["reply"]))
         console.print(items)

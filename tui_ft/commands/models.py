@@ -18,6 +18,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from tui_ft.engine.models import ensure_default_model, list_models
+    from tui_ft.safe_text import plain
 
     console = Console(stderr=True)
     with console.status("preparing the default model") as status:
@@ -29,6 +30,6 @@ def run(args) -> int:
     table = Table("ref", "kind", "path")
     for model in models:
         path = model["path"] + (f" + {model['adapter']}" if model.get("adapter") else "")
-        table.add_row(model["ref"], model["kind"], path)
+        table.add_row(plain(model["ref"]), plain(model["kind"]), plain(path))  # names from run folders: plain text
     Console().print(table)
     return 0

@@ -29,6 +29,7 @@ def run_list(args) -> int:
     from rich.table import Table
 
     from tui_ft.engine.runs import list_runs
+    from tui_ft.safe_text import plain
 
     runs = list_runs(args.home)
     if args.json:
@@ -44,8 +45,9 @@ def run_list(args) -> int:
     for r in runs:
         progress = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         ago = _ago(now - r.updated) if r.updated else ""
-        dataset = r.dataset.rsplit("/", 1)[-1]
-        table.add_row(r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)
+        dataset = str(r.dataset).rsplit("/", 1)[-1]
+        # Every cell comes from files someone else may have written: plain text, no escapes, no markup.
+        table.add_row(*(plain(cell) for cell in (r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)))
     Console().print(table)
     return 0
 
@@ -70,6 +72,7 @@ def _run_dir(args):
 
 def run_stop(args) -> int:
     from tui_ft.engine.runs import FINAL_STATES, read_status, stop_run
+    from tui_ft.safe_text import clean
 
     run_dir = _run_dir(args)
     state = read_status(run_dir)["state"]
@@ -80,7 +83,7 @@ def run_stop(args) -> int:
     if args.wait:
         while read_status(run_dir)["state"] not in FINAL_STATES:
             time.sleep(0.3)
-    print(f"{args.name}: {read_status(run_dir)['state']}")
+    print(f"{args.name}: {clean(read_status(run_dir)['state'])}")
     return 0
 
 

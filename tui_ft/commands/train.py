@@ -108,12 +108,14 @@ def follow(run_dir: Path, offset: int = 0) -> int:
 
     from tui_ft.engine.run_files import FINAL_STATES, LOG_FILE
     from tui_ft.engine.runs import MetricsTail, metrics_path, read_status, stop_run
+    from tui_ft.safe_text import clean, plain
 
     console = Console(stderr=True)
     tail = MetricsTail(metrics_path(run_dir))
     tail.offset = offset
     stopping = False
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    # The run's files may come from someone else: their text is shown plain (no escapes, no markup).
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"))
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("starting", total=None, info="", eta="?")
@@ -123,7 +125,7 @@ def follow(run_dir: Path, offset: int = 0) -> int:
                 status = read_status(run_dir)
                 eta = status.get("eta_s")
                 changes = {"info": info} if info else {}
-                progress.update(task, description=status["state"], total=status.get("total_steps"),
+                progress.update(task, description=clean(status["state"]), total=status.get("total_steps"),
                                 completed=status.get("step", 0), eta=_duration(eta) if eta is not None else "?",
                                 **changes)
                 if status["state"] in FINAL_STATES:
@@ -137,15 +139,17 @@ def follow(run_dir: Path, offset: int = 0) -> int:
                 stop_run(run_dir)
                 console.print("stopping at the next step with a checkpoint (Ctrl+C again to leave it running)")
     _show_records(progress, tail.read_new())
-    console.print(f"{run_dir.name}: {status['state']}: {status.get('message', '')}")
+    console.print(plain(f"{run_dir.name}: {status['state']}: {status.get('message', '')}"))
     if status["state"] == "died":
         log = (run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-8:]
-        console.print("\n".join(log), markup=False, highlight=False)
+        console.print(plain("\n".join(log)))
     return 0 if status["state"] in ("finished", "stopped") else 1
 
 
 def _show_records(progress, records: list[dict]) -> str:
     """Print events and evaluations above the bar; return the latest training line."""
+    from tui_ft.safe_text import plain
+
     info = ""
     for record in records:
         if record.get("kind") == "train":
@@ -156,7 +160,7 @@ def _show_records(progress, records: list[dict]) -> str:
             extra = f"  ppl {record['ppl']:.2f}" if record.get("ppl") is not None else ""
             progress.console.print(f"step {record['step']}: eval loss {record.get('loss', 0):.4f}{extra}")
         elif record.get("kind") == "event" and record.get("event") != "checkpoint":
-            progress.console.print(f"step {record.get('step', 0)}: {record.get('message', record.get('event'))}")
+            progress.console.print(plain(f"step {record.get('step', 0)}: {record.get('message', record.get('event'))}"))
     return info
 
 

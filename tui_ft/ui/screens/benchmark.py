@@ -34,6 +34,7 @@ from tui_ft.engine.bench_table import (
 )
 from tui_ft.engine.eval_worker import FINAL_STATES
 from tui_ft.engine.evaluate import display_path, start_eval_job, stop_eval_job
+from tui_ft.safe_text import plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.bench_grid import BenchGrid
@@ -305,7 +306,7 @@ class BenchmarkScreen(Pane):
         column = next((c for c in self.visible_columns() if c.key == self.sort_key), None)
         if column is not None:
             parts.append(f"sorted by {column.label}, {'best' if self.sort_best_first else 'worst'} first")
-        self.query_one("#bench-status", Static).update(" · ".join(parts))
+        self.query_one("#bench-status", Static).update(plain(" · ".join(parts)))  # names from files: never markup
 
     @on(ColumnPicker.ColumnPicked)
     def column_picked(self, event: ColumnPicker.ColumnPicked) -> None:

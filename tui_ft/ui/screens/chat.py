@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.engine.ratings import append_rating, ratings_path, read_ratings, run_folder, summarize_ratings
 from tui_ft.engine.sampling import GenerationSettings
+from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.chat_conversation import BASE, SINGLE, TUNED, Conversation, Exchange, Reply
@@ -176,7 +177,7 @@ class ChatScreen(Pane):
         if message.ref != self.model_ref:
             return  # the user picked another model meanwhile
         if message.error:
-            self.set_status(Text(message.error, style="red"))
+            self.set_status(plain(message.error, style="red"))
             self.notify(message.error, severity="error", title="Model")
             self.pending_prompt = ""
             return
@@ -249,15 +250,16 @@ class ChatScreen(Pane):
                 self.streaming = False
             elif event.worker.group == "chat-load":
                 self.pending_prompt = ""
-                self.set_status(Text(f"could not load {self.model_ref}: {error}", style="red"))
+                self.set_status(plain(f"could not load {self.model_ref}: {error}", style="red"))
 
     # -- helpers -------------------------------------------------------------------------
 
     def refresh_model_options(self) -> None:
         refs = [m["ref"] for m in self.models]
-        options = [(model_label(m), m["ref"]) for m in self.models]
+        # Run names and folders label the options: Text, as a str label would be read as markup.
+        options = [(plain(model_label(m)), m["ref"]) for m in self.models]
         if self.model_ref and self.model_ref not in refs:  # a folder picked by path
-            options.append((model_label({"ref": self.model_ref, "kind": "folder"}), self.model_ref))
+            options.append((plain(model_label({"ref": self.model_ref, "kind": "folder"})), self.model_ref))
         select = self.query_one("#model", Select)
         with self.prevent(Select.Changed):
             select.set_options(options)
@@ -315,7 +317,8 @@ class ChatScreen(Pane):
         return exchanges[-1] if exchanges else None
 
     def set_status(self, text: str | Text) -> None:
-        self.query_one("#status", Static).update(text)
+        """Show ``text`` under the conversation; a ``str`` is shown plain (it often holds a model's name)."""
+        self.query_one("#status", Static).update(plain(text) if isinstance(text, str) else text)
 
     def refresh_ratings(self) -> None:
         """Show the mode and the count and means of the picked model's ratings."""
@@ -324,7 +327,7 @@ class ChatScreen(Pane):
             text.append("compare: base │ tuned\n", style="bold")
         if self.model_ref:
             summary = summarize_ratings(read_ratings(ratings_path(self.model_ref, self.app.home)))
-            text.append(f"ratings of {self.model_ref}: {summary.line()}")
+            text.append(clean(f"ratings of {self.model_ref}: {summary.line()}"))
         self.query_one("#ratings", Static).update(text)
 
     def watch_compare(self) -> None:

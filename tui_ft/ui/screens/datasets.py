@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from tui_ft.engine.data import Dataset, Example, find_datasets, load_dataset, preference_examples, sft_examples
 from tui_ft.engine.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
+from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
@@ -205,7 +206,7 @@ class DatasetsScreen(Pane):
         table = self.query_one("#files", DataTable)
         table.clear()
         for row in self.rows:
-            name = str(row.path.relative_to(self.app.home / "datasets"))
+            name = plain(row.path.relative_to(self.app.home / "datasets"))  # a file name: never markup
             if row.dataset is None:
                 table.add_row(Text("✗", style="bold red"), name, "?", "")
                 continue
@@ -225,13 +226,13 @@ class DatasetsScreen(Pane):
         bar = self.query_one("#model-progress", ProgressBar)
         bar.display = message.fraction < 1
         bar.update(total=100, progress=int(message.fraction * 100))
-        self.query_one("#stats", Static).update(f"Preparing the default model: {message.what}")
+        self.query_one("#stats", Static).update(plain(f"Preparing the default model: {message.what}"))
 
     @on(TokenizerLoaded)
     def tokenizer_loaded(self, message: TokenizerLoaded) -> None:
         self.query_one("#model-progress").display = False
         if message.error:
-            self.query_one("#stats", Static).update(Text(message.error, style="red"))
+            self.query_one("#stats", Static).update(plain(message.error, style="red"))
             self.notify(message.error, severity="error")
             return
         self.tokens, self.tokenizer_info = message.tokens, message.info
@@ -268,18 +269,19 @@ class DatasetsScreen(Pane):
             return
         summary = self.query_one("#summary", Static)
         problems = self.query_one("#problems", Static)
+        # The file's name, its problems and its examples are the file's text: plain, no escapes.
         if row.dataset is None:
-            summary.update(f"{row.path.name}: unreadable")
-            problems.update(Text(row.error, style="red"))
+            summary.update(plain(f"{row.path.name}: unreadable"))
+            problems.update(plain(row.error, style="red"))
             return
         dataset = row.dataset
         state = f"{len(dataset.problems)} problems" if dataset.problems else "valid"
-        summary.update(f"{row.path.name} — {dataset.format}, {len(dataset)} examples, {state}")
+        summary.update(plain(f"{row.path.name} — {dataset.format}, {len(dataset)} examples, {state}"))
         if dataset.problems:
             text = Text()
             for problem in dataset.problems[:500]:
-                text.append(f"{problem.path}:{problem.line}: ", style="bold red")
-                text.append(problem.message + "\n")
+                text.append(clean(f"{problem.path}:{problem.line}: "), style="bold red")
+                text.append(clean(problem.message) + "\n")
             if len(dataset.problems) > 500:
                 text.append(f"… and {len(dataset.problems) - 500} more\n", style="dim")
             problems.update(text)
@@ -321,7 +323,7 @@ class DatasetsScreen(Pane):
             return  # the cursor moved on while it was tokenized
         view = self.query_one("#example", Static)
         if message.rendered is None:
-            view.update(Text(message.error, style="red"))
+            view.update(plain(message.error, style="red"))
             return
         rendered, example, shown = message.rendered, message.example, message.shown
         text = Text()
@@ -335,7 +337,7 @@ class DatasetsScreen(Pane):
         text.append("dim = prompt (no loss)   ", style="dim")
         text.append("green = trained tokens\n\n", style="bold green")
         for segment, trained in rendered.segments:
-            text.append(segment, style="bold green" if trained else "dim")
+            text.append(clean(segment), style="bold green" if trained else "dim")
         view.update(text)
 
     # -- actions -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from textual.geometry import Size
 from textual.screen import Screen
 from textual.types import NoActiveAppError
 
+from tui_ft.safe_text import clean
 from tui_ft.ui import compat
 
 
@@ -27,6 +28,16 @@ class Pane(Screen):
     """A dashboard pane (one mode of the app)."""
 
     _styled_theme: str | None = None
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Textual's ``notify``, but plain text: no markup, no escape sequences.
+
+        A pane's notifications carry run and model names, file paths and error lines read from
+        files someone else may have written: ``colleague-model[/x]`` parsed as markup raised
+        ``MarkupError`` when the toast was drawn, and the dashboard exited.
+        """
+        super().notify(clean(message), title=clean(title), severity=severity, timeout=timeout, markup=markup)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -36,6 +36,7 @@ from tui_ft.engine.run_monitor import (
     run_rows,
 )
 from tui_ft.engine.runs import RunError, resume_run, stop_run
+from tui_ft.safe_text import clean
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.export_dialog import ExportDialog
@@ -220,7 +221,7 @@ class RunsScreen(Pane):
         if watched & set(message.histories):
             self.draw_plots()
         if message.log is not None:
-            self.query_one("#log-text", Static).update(Text(message.log))
+            self.query_one("#log-text", Static).update(Text(clean(message.log)))  # the worker's output: no escapes
             self.query_one("#log", VerticalScroll).scroll_end(animate=False)
         self.show_info()
         self.refresh_bindings_if_changed()
@@ -288,9 +289,11 @@ class RunsScreen(Pane):
             info.update("No runs yet: start one in the Train pane (2)." if not self.rows else "")
             return
         run = row.info
+        # Names, the model and the message come from the run's files: no escapes (Text is never markup).
+        model, dataset = clean(run.model), clean(run.dataset)
         text = Text()
-        text.append(run.name, style="bold")
-        text.append(f" · {run.state} · {run.method} on {Path(run.dataset).name} · {Path(run.model).name or run.model}")
+        text.append(clean(run.name), style="bold")
+        text.append(clean(f" · {run.state} · {run.method} on {Path(dataset).name} · {Path(model).name or model}"))
         if run.state in LIVE_STATES and self.usage:
             text.append(f" · pid {run.pid} CPU {self.usage.cpu_percent:.0f}% RAM {format_bytes(self.usage.rss_bytes)}")
             gpu = self.usage.gpu
@@ -299,7 +302,7 @@ class RunsScreen(Pane):
                 own = f"{format_bytes(gpu.process_bytes)} of " if gpu.process_bytes is not None else ""
                 text.append(f" · GPU {util}{own}{format_bytes(gpu.used_bytes)}/{format_bytes(gpu.total_bytes)}")
         if run.message:
-            text.append(f" · {run.message}", style="dim")
+            text.append(f" · {clean(run.message)}", style="dim")
         info.update(text)
 
     # -- actions -------------------------------------------------------------------------

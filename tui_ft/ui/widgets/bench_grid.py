@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui_ft.engine.bench_table import BenchTable, Column, JobCell, Row, cell_text
+from tui_ft.safe_text import clean, plain
 
 MODEL_COLUMN = "model"
 
@@ -55,14 +56,14 @@ class BenchGrid(DataTable):
     def label(self, row: Row) -> Text:
         """The model cell: a dot when marked; checkpoints dimmer than final weights."""
         text = Text("● " if row.key in self.marked else "  ", style="bold yellow")
-        text.append(row.label, style="dim" if row.kind == "checkpoint" else "bold" if row.key in self.marked else "")
+        text.append(clean(row.label), style="dim" if row.kind == "checkpoint" else "bold" if row.key in self.marked else "")
         return text
 
     def cell(self, row: Row, column: Column) -> Text:
         """A score cell: a running job's progress, else the stored value, else nothing."""
         job = self.jobs.get((row.key, column.key))
         if job is not None:
-            return Text(job.text, style="yellow", justify="right")
+            return Text(clean(job.text), style="yellow", justify="right")
         return Text(cell_text(self.bench.cell(row, column)), justify="right")
 
     def show(self, bench: BenchTable, order: list[Row]) -> None:
@@ -72,7 +73,7 @@ class BenchGrid(DataTable):
         self.clear(columns=True)
         self.add_column("model", key=MODEL_COLUMN)
         for col in bench.columns:
-            self.add_column(col.label, key=col.key)
+            self.add_column(plain(col.label), key=col.key)  # a file's name: a str label would be read as markup
         for r in order:
             self.add_row(self.label(r), *(self.cell(r, c) for c in bench.columns), key=r.key)
         self.move_to(row if row in order else None, column)

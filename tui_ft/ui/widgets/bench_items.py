@@ -10,16 +10,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from tui_ft.engine.bench_table import cell_text
+from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.widgets.key_footer import KeyFooter
 
 SHORT = 36  # characters of a prompt or reply shown in the list; the full text is shown below
 
 
-def one_line(text: str, width: int = SHORT) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def one_line(text: str, width: int = SHORT) -> Text:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis (plain: a file's text is never markup)."""
+    flat = " ".join(clean(text).split())
+    return plain(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def mark(correct: bool) -> Text:
@@ -55,7 +56,7 @@ class BenchItemsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(summary(self.record, self.row_label), id="bench-items-summary", classes="pane-title")
+        yield Static(plain(summary(self.record, self.row_label)), id="bench-items-summary", classes="pane-title")
         yield DataTable(id="bench-items", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="bench-item-scroll"):
             yield Static("", id="bench-item-detail")
@@ -66,9 +67,9 @@ class BenchItemsScreen(Screen[None]):
         items = self.record.get("items") or []
         if self.record["kind"] != "benchmark":
             table.display = False
-            self.query_one("#bench-item-detail", Static).update(
+            self.query_one("#bench-item-detail", Static).update(plain(
                 "Perplexity is one number over the whole dataset: exp(total NLL / scored tokens).\n"
-                f"tokens scored: {self.record.get('tokens')}   max length: {self.record.get('max_length') or 'none'}")
+                f"tokens scored: {self.record.get('tokens')}   max length: {self.record.get('max_length') or 'none'}"))
             return
         table.add_columns("#", "", "prompt", "expected", "reply")
         for number, item in enumerate(items, 1):
@@ -94,11 +95,11 @@ class BenchItemsScreen(Screen[None]):
         text.append("  ")
         text.append_text(mark(item.get("correct", False)))
         text.append("\nprompt: ", style="bold")
-        text.append(str(item.get("prompt", "")))
+        text.append(clean(item.get("prompt", "")))
         text.append("\nexpected: ", style="bold")
-        text.append(str(item.get("expected", "")), style="cyan")
+        text.append(clean(item.get("expected", "")), style="cyan")
         text.append("\nreply: ", style="bold")
-        text.append(str(item.get("reply", "")))
+        text.append(clean(item.get("reply", "")))
         self.query_one("#bench-item-detail", Static).update(text)
 
     def action_close(self) -> None:

@@ -9,6 +9,7 @@ from textual.message import Message
 from textual.widgets import Select, Static
 
 from tui_ft.engine.bench_table import Column
+from tui_ft.safe_text import plain
 
 
 def option_label(column: Column) -> str:
@@ -50,7 +51,7 @@ class ColumnPicker(Horizontal):
         options = [(option_label(c), c.key) for c in columns]
         with self.prevent(Select.Changed):
             if options != self.options:
-                select.set_options(options)
+                select.set_options([(plain(label), key) for label, key in options])  # file names: never markup
                 self.options = options
             if target in {key for _, key in options}:
                 select.value = target
@@ -62,5 +63,5 @@ class ColumnPicker(Horizontal):
     @on(Select.Changed)
     def select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        if event.value is not Select.BLANK:
+        if event.value != Select.NULL:  # the blank entry ("nothing to evaluate") picks no column
             self.post_message(self.ColumnPicked(str(event.value)))

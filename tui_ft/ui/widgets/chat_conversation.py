@@ -12,6 +12,8 @@ from rich.text import Text
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
+from tui_ft.safe_text import clean
+
 SINGLE, BASE, TUNED = "reply", "base", "tuned"  # reply labels: one model, or the two compare columns
 
 
@@ -44,8 +46,9 @@ class ChatMessage(Static):
 
     def show(self, suffix: str = "") -> None:
         """Repaint the title and text; ``suffix`` is a dim note such as ``(stopped)``."""
-        content = Text(self.title + "\n", style="bold")
-        content.append(self.text or ("…" if not suffix else ""))
+        # The model's name and reply may carry escape sequences (a shared model's tokenizer): removed.
+        content = Text(clean(self.title) + "\n", style="bold")
+        content.append(clean(self.text) or ("…" if not suffix else ""))
         if suffix:
             content.append(f" {suffix}", style="dim italic")
         self.update(content)

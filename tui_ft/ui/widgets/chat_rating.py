@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui_ft.engine.ratings import RATING_FIELDS
+from tui_ft.safe_text import clean
 from tui_ft.ui import keys
 
 
@@ -48,7 +49,7 @@ class RatingScreen(ModalScreen[dict | None]):
 
     def show(self) -> None:
         description = dict(self.targets)[self.target]
-        text = Text(f"Rate {description}\n", style="bold")
+        text = Text(clean(f"Rate {description}") + "\n", style="bold")  # it names the model
         for index, name in enumerate(RATING_FIELDS):
             score = str(self.scores[index]) if index < len(self.scores) else "_"
             style = "reverse" if index == len(self.scores) else ""

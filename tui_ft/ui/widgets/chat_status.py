@@ -6,6 +6,8 @@ from pathlib import Path
 
 from rich.text import Text
 
+from tui_ft.safe_text import clean
+
 KIND_NAMES = {"default": "default model", "hf-cache": "cached", "folder": "folder", "run": "run"}
 
 
@@ -47,5 +49,5 @@ def describe_replies(replies: list, streaming: bool) -> Text:
                 text.append(" · stopped at max new tokens", style="yellow")
         if reply.notice:
             style = "red" if reply.stats is None and reply.notice != "not started" else "yellow"
-            text.append(("" if reply.stats is None else " · ") + reply.notice, style=style)
+            text.append(("" if reply.stats is None else " · ") + clean(reply.notice), style=style)
     return text

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
+
+from tui_ft.safe_text import clean
 
 
 class ExportDialog(ModalScreen[str | None]):
@@ -33,7 +36,8 @@ class ExportDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Export [b]{self.run_name}[/b] as one merged model (base + adapter) to:")
+            # The run's name is a folder's name: never markup.
+            yield Static(Text.assemble("Export ", (clean(self.run_name), "bold"), " as one merged model (base + adapter) to:"))
             yield Input(str(self.default_out), id="export-path", select_on_focus=False)
             with Horizontal():
                 yield Button("Export", id="export-ok", variant="primary")

@@ -23,6 +23,7 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from tui_ft.engine.run_monitor import Series
+from tui_ft.safe_text import clean
 from tui_ft.ui import compat
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
@@ -141,7 +142,8 @@ class MetricPlot(PlotextPlot):
         lines = [(curve.label, series.get((curve.kind, curve.key))) for curve in spec.curves]
         if spec.overlay:
             first = spec.curves[0]
-            lines += [(name, other.get((first.kind, first.key))) for name, other in (overlays or {}).items()]
+            # Other runs' names label their curves: plotext's output is read as ANSI, so no escapes in them.
+            lines += [(clean(name), other.get((first.kind, first.key))) for name, other in (overlays or {}).items()]
         self.lines = [(label, points) for label, points in lines if points]
         self.refresh()
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.widgets import DataTable
 
 from tui_ft.engine.run_monitor import RunRow, format_duration
+from tui_ft.safe_text import plain
 from tui_ft.ui import compat
 
 STATE_STYLES = {
@@ -71,9 +71,10 @@ class RunTable(DataTable):
         progress = row.progress
         return {
             "mark": "●" if info.name in self.marked else " ",
-            "name": info.name,
-            "state": Text(info.state, style=STATE_STYLES.get(info.state, "")),
-            "method": info.method,
+            # Text, never a str: DataTable reads a str cell as markup, and these come from the run's files.
+            "name": plain(info.name),
+            "state": plain(info.state, style=STATE_STYLES.get(info.state, "")),
+            "method": plain(info.method),
             "step": f"{info.step}/{total}" if total else str(info.step),
             "progress": f"{progress * 100:.0f}%" if progress is not None else "—",
             "eta": format_duration(row.eta_s) if row.eta_s is not None else "—",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from tui_ft.engine.config import ConfigError, TrainConfig, method_defaults
+from tui_ft.safe_text import plain
 
 METHOD_CHOICES = (("LoRA adapter", "lora"), ("full fine-tuning", "full"), ("freeze the first N layers", "freeze"),
                   ("DPO on preference pairs", "dpo"))
@@ -160,7 +160,7 @@ class TrainForm(VerticalScroll):
                 continue  # the pane reloads its lists on every visit; setting them rebuilds the menu
             self._choices[select.id] = list(options)
             current = select.value
-            select.set_options(options)
+            select.set_options([(plain(label), value) for label, value in options])  # run and file names: never markup
             if current in {value for _, value in options}:
                 select.value = current
 
@@ -279,11 +279,11 @@ class TrainForm(VerticalScroll):
                 general += [f"{name}: {m}" for m in messages]
                 continue
             line = self._error_line(name)
-            line.update(Text("\n".join(messages)))
+            line.update(plain("\n".join(messages)))
             line.remove_class("-empty")
             first = first or name
         if general:
-            self.query_one("#form-errors", Static).update(Text("\n".join(general)))
+            self.query_one("#form-errors", Static).update(plain("\n".join(general)))
             self.query_one("#form-errors").remove_class("-empty")
         if first:
             widget = self.query_one(f"#field-{first}")
@@ -308,4 +308,4 @@ class TrainForm(VerticalScroll):
 
     def set_status(self, text: str, style: str = "") -> None:
         """Show what the launch is doing beside the Start button."""
-        self.query_one("#launch-status", Static).update(Text(text, style=style))
+        self.query_one("#launch-status", Static).update(plain(text, style=style))
