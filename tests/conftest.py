@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 # As the CLI does: OpenMP threads that spin crawl when tests and workers share the CPU.
@@ -100,12 +101,31 @@ def steady_dashboard(request, monkeypatch):
     The Train pane starts its Processes field at every visible GPU: pinned at none, so the form
     and its snapshots read the same on a GPU server. The heap is not frozen: pytest runs many
     apps in one process, and frozen apps would never be collected (tests/ui/test_pane_switch.py
-    tests the freezing). (One conftest for all tests: test modules import from it by name.)
+    tests the freezing). Each holds the lock of the fixed workspace paths while it runs.
+    (One conftest for all tests: test modules import from it by name.)
     """
     if "ui" not in Path(str(request.node.path)).relative_to(REPO / "tests").parts[:1]:
+        yield
         return
     from tui_ft.ui.app import TuiFtApp
 
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
     monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", None)
     monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)
+    with fixed_paths_lock():
+        yield
+
+
+@contextmanager
+def fixed_paths_lock():
+    """Hold the machine-wide lock of the dashboard tests' fixed workspaces (``/tmp/tui_ft_ui_*``).
+
+    Snapshots show the workspace path, so dashboard tests use one fixed path each, emptied at
+    the start of a test: a second suite on the machine (another checkout's ``make test``) waits
+    for the lock instead of emptying a workspace under a running test.
+    """
+    import fcntl
+
+    with open(UI_HOME.with_name("tui_ft_ui_tests.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
