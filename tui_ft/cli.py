@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.readers import DatasetError
+    from tui_ft.safe_text import clean
 
     args = build_parser().parse_args(argv)
     args.home = workspace(args.home)
@@ -75,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except DatasetError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+        for problem in error.problems:  # file names and contents: someone else's text (tui_ft/safe_text.py)
+            print(clean(problem), file=sys.stderr)
         return 1
     except (ModelError, UserError) as error:
-        print(f"tui-ft: {error}", file=sys.stderr)
+        print(f"tui-ft: {clean(error)}", file=sys.stderr)
         return getattr(error, "status", 2)
     except KeyboardInterrupt:
         print("tui-ft: interrupted", file=sys.stderr)

@@ -48,7 +48,7 @@ SECTION = Section(
      "`[reverse]` in file and folder names, which cannot hold `/`).",
      "Each row asserts: no exception or exit, no ESC byte in what reaches the terminal, the markup shown as text."],
     ["where", "hostile text in", "outcome"],
-    ["cli-runs", "cli-models", "cli-data-show", "runs-pane", "datasets-pane", "benchmark-pane", "chat-pane",
+    ["cli-runs", "cli-models", "cli-data-show", "cli-data-check", "runs-pane", "datasets-pane", "benchmark-pane", "chat-pane",
      "train-pane"],
 )
 
@@ -156,6 +156,21 @@ def test_cli_models_and_data_show(home, capsys, monkeypatch, default_model_path)
     assert "colleague-model[/x]" in out and "[link=https://x]" in out and "shared[reverse]" in out
     SECTION.add("cli-data-show", "`tui-ft data show FILE`", "dataset file name, a line's instruction and response",
                 "exit 0; no ESC byte; the rendered example and the name printed as text")
+
+
+def test_cli_data_check_prints_problems_of_a_hostile_file_as_plain_lines(tmp_path, capsys):
+    bad = tmp_path / f"x{ESCAPES}.jsonl"
+    bad.write_text(json.dumps({"instruction": HOSTILE, "nonsense": 1}) + "\n{bad\n", encoding="utf-8")
+    code = main(["data", "check", str(bad)])
+    captured = capsys.readouterr()
+    assert code == 1
+    for stream, text in (("stdout", captured.out), ("stderr", captured.err)):
+        assert_plain(text, f"tui-ft data check ({stream})")
+    lines = captured.out.splitlines()
+    assert lines and all(line.startswith(f"{tmp_path}/x.jsonl:") for line in lines), lines  # the name, escapes gone
+    assert any(":2: " in line for line in lines), lines  # still one path:line: message per problem
+    SECTION.add("cli-data-check", "`tui-ft data check FILE`", "dataset file name, its lines",
+                "exit 1; no ESC byte; one `path:line: message` a problem")
 
 
 # ----- the dashboard -----------------------------------------------------------------------------

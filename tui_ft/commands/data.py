@@ -25,15 +25,16 @@ def add_parser(commands) -> None:
 
 def run_check(args) -> int:
     from tui_ft.engine.data import check_dataset
+    from tui_ft.safe_text import clean
 
     failed = False
     for path in args.paths:
         problems = check_dataset(path)
         for problem in problems:
-            print(problem)
+            print(clean(problem))  # names and lines from the file: no terminal escapes (tui_ft/safe_text.py)
         failed |= bool(problems)
         if not problems:
-            print(f"{path}: ok", file=sys.stderr)
+            print(f"{clean(path)}: ok", file=sys.stderr)
     return 1 if failed else 0
 
 
