@@ -1,6 +1,6 @@
-"""Training with several processes under torchrun, on this CPU with gloo and two processes.
+"""Training with several processes on one machine, on this CPU with gloo and two processes.
 
-The 2-process runs are real detached runs (torchrun, two workers) on the tiny model; each is
+The 2-process runs are real detached runs (the group launcher, two workers) on the tiny model; each is
 compared with one in-process run of the same global batch: the loss curve must match to float
 tolerance, through a stop, a resume, and a rank that is killed.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from tui_ft.engine.config import TrainConfig, validate_config
 from tui_ft.engine.distributed import Group, shard
-from tui_ft.engine.group_launcher import failure_message
+from tui_ft.engine.group_launcher import RankFailure, failure_message, loopback_interface, rank_env
 from tui_ft.engine.runs import create_run, launch_run, list_checkpoints, read_metrics, read_status, resume_run, stop_run
 from tui_ft.engine.train import train_run
 
@@ -107,20 +107,34 @@ def test_the_failed_rank_is_named_not_the_ranks_that_lost_contact_with_it():
     # Rank 0 failed on its own (non-finite loss) and said why: its message stands.
     assert failure_message({0: failure(1)}, failed) is None
     assert failure_message({0: failure(1)}, running).startswith("rank 0 failed with exit code 1")
+    # The launcher's own records read the same way.
+    assert failure_message({0: RankFailure(3, 100), 1: RankFailure(-9, 100)}, failed).startswith(
+        "rank 1 died: killed by SIGKILL")
+
+
+def test_ranks_on_one_machine_meet_through_a_private_file_store_on_loopback(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTER_PORT", "29500")  # a torchrun around the caller is not our rendezvous
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "outer")
+    env = rank_env(1, 2, tmp_path / "store", loopback_interface())
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("1", "1", "2")
+    assert env["TUI_FT_INIT_METHOD"] == f"file://{tmp_path / 'store'}"
+    assert env["GLOO_SOCKET_IFNAME"] == env["NCCL_SOCKET_IFNAME"] == loopback_interface()
+    assert any(a.address.startswith("127.") for a in psutil.net_if_addrs()[loopback_interface()])
+    assert "MASTER_PORT" not in env and "TORCHELASTIC_RUN_ID" not in env
 
 
 def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_killed_rank(
         workspace, tiny_model_dir, reference, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="two", nproc=2, **COMMON), workspace)
-    torchrun_pid = launch_run(run_dir)
+    launcher_pid = launch_run(run_dir)
     wait_for(lambda: read_status(run_dir)["step"] >= 3, "steps of the 2-process run")
     status = read_status(run_dir)
-    # The run's pid is torchrun's, the parent of both ranks: `died` is judged on it.
-    assert status["pid"] == torchrun_pid
+    # The run's pid is the group launcher's, the parent of both ranks: `died` is judged on it.
+    assert status["pid"] == launcher_pid
     started = rank_lines(run_dir)
     assert sorted((r, w, d, b) for _, r, w, d, b in started) == [(0, 2, "cpu", "gloo"), (1, 2, "cpu", "gloo")]
-    assert all(psutil.Process(pid).ppid() == torchrun_pid for pid, *_ in started)
+    assert all(psutil.Process(pid).ppid() == launcher_pid for pid, *_ in started)
 
     stop_run(run_dir)
     status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("stopped", "failed", "died") and s, "the stop")
@@ -128,8 +142,8 @@ def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_ki
     stopped_at = status["step"]
     assert 3 <= stopped_at < 40
     assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{stopped_at}"]
-    wait_for(lambda: not psutil.pid_exists(torchrun_pid) or psutil.Process(torchrun_pid).status() == psutil.STATUS_ZOMBIE,
-             "torchrun to exit after the stop", timeout=30)
+    wait_for(lambda: not psutil.pid_exists(launcher_pid) or psutil.Process(launcher_pid).status() == psutil.STATUS_ZOMBIE,
+             "the group launcher to exit after the stop", timeout=30)
 
     resume_run(run_dir)
     # Past the evaluation at step 10 (held-out batch split 2 + 1) before the kill.

@@ -10,6 +10,8 @@ def add_parser(commands) -> None:
     parser.add_argument("name", metavar="NAME", help="the run")
     parser.add_argument("--merged", required=True, metavar="OUT_DIR", help="folder to create (must be new or empty)")
     parser.add_argument("--from-checkpoint", action="store_true", help="export the latest checkpoint, not the final weights")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the base model's own Python code (auto_map); run.json saying so is not enough")
     parser.set_defaults(handler=run)
 
 
@@ -25,7 +27,8 @@ def run(args) -> int:
     try:
         run_dir = run_dir_for(args.home, args.name)
         with Console(stderr=True).status(f"exporting {args.name}"):
-            out = export_merged(run_dir, Path(args.merged), from_checkpoint=args.from_checkpoint)
+            out = export_merged(run_dir, Path(args.merged), from_checkpoint=args.from_checkpoint,
+                                trust_remote_code=args.trust_remote_code)
     except RunError as error:
         raise UserError(str(error)) from None
     print(out)

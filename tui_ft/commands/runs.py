@@ -21,6 +21,8 @@ def add_parser(commands) -> None:
     resume = sub.add_parser("resume", help="continue a stopped or dead run from its latest checkpoint")
     resume.add_argument("name", metavar="NAME")
     resume.add_argument("--detach", action="store_true", help="resume in the background and return")
+    resume.add_argument("--trust-remote-code", action="store_true",
+                        help="run the base model's own Python code (auto_map); run.json saying so is not enough")
     resume.set_defaults(handler=run_resume)
 
 
@@ -79,7 +81,12 @@ def run_stop(args) -> int:
     if state in FINAL_STATES:
         print(f"{args.name} is already {state}")
         return 0
-    stop_run(run_dir)
+    if not stop_run(run_dir) and (status := read_status(run_dir))["state"] not in FINAL_STATES:
+        # The pid in status.json is not this run's worker (another process, or none we can tell):
+        # nothing was signalled, and waiting for it would never end.
+        print(f"{args.name}: pid {status.get('pid')!r} in status.json is not this run's worker; "
+              "nothing was signalled (a STOP file asks the run's worker to stop at its next step)")
+        return 1
     if args.wait:
         while read_status(run_dir)["state"] not in FINAL_STATES:
             time.sleep(0.3)
@@ -96,7 +103,7 @@ def run_resume(args) -> int:
     history = metrics_path(run_dir)
     offset = history.stat().st_size if history.is_file() else 0
     try:
-        resume_run(run_dir)
+        resume_run(run_dir, trust_remote_code=args.trust_remote_code)
     except RunError as error:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)

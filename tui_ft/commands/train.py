@@ -74,7 +74,7 @@ def run(args) -> int:
     from tui_ft.engine.config import ConfigError, TrainConfig
     from tui_ft.engine.config_checks import find_dataset
     from tui_ft.engine.data import load_dataset
-    from tui_ft.engine.runs import create_run, launch_run
+    from tui_ft.engine.runs import RunError, create_run, launch_run
 
     values = config_values(args)
     # Dataset problems are printed as PATH:LINE lines (exit 1) by cli.main, before anything else.
@@ -88,10 +88,15 @@ def run(args) -> int:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
     if args.create_only:
+        trust = " --trust-remote-code" if config.trust_remote_code else ""
         print(f"not started; on each server: torchrun --nnodes N --node-rank K --nproc-per-node G "
-              f"--master-addr HOST0 --master-port 29500 -m tui_ft.engine.worker {run_dir}", file=sys.stderr)
+              f"--master-addr HOST0 --master-port 29500 -m tui_ft.engine.worker {run_dir}{trust}", file=sys.stderr)
         return 0
-    launch_run(run_dir)
+    try:
+        # Trust comes from this command's own settings (--set trust_remote_code=true), never from run.json.
+        launch_run(run_dir, trust_remote_code=True) if config.trust_remote_code else launch_run(run_dir)
+    except RunError as error:
+        raise UserError(str(error)) from None
     return 0 if args.detach else follow(run_dir)
 
 

@@ -1,8 +1,13 @@
 """Several training processes as one run: the process group, data shards, reductions, wrapping.
 
-torchrun (``torch.distributed.run``) starts one worker per process and sets ``RANK``,
-``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`join_group` turns those into a process group (nccl on
-CUDA, gloo on CPU). The rules that keep a run's meaning independent of the process count:
+On one machine :mod:`tui_ft.engine.group_launcher` starts one worker per process, and across
+servers torchrun does; either sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, and
+:func:`join_group` turns those into a process group (nccl on CUDA, gloo on CPU). On one machine
+the ranks meet through a file store in a private folder (``$TUI_FT_INIT_METHOD``,
+``file://...``) and gloo and NCCL talk over loopback only: nothing listens where another host
+could reach it. Across servers they meet at torchrun's rendezvous (``env://``).
+
+The rules that keep a run's meaning independent of the process count:
 
 - ``batch_size`` is the *global* micro-batch: every process computes the same global batch
   order from ``(seed, epoch)`` and takes its own contiguous slice (:func:`shard`), so resume
@@ -45,13 +50,22 @@ class Group:
         return f"rank {self.rank} of {self.world} (local rank {self.local_rank}) on {self.device} with {self.backend}"
 
 
-def launched_by_torchrun() -> bool:
-    """True when this process was started by torchrun (it sets ``LOCAL_RANK`` and ``WORLD_SIZE``)."""
+INIT_METHOD_ENV = "TUI_FT_INIT_METHOD"  # set by the group launcher: file://<private folder>/store
+
+
+def launched_as_rank() -> bool:
+    """True when this process is one rank of several (the group launcher or torchrun set ``LOCAL_RANK`` and ``WORLD_SIZE``)."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+launched_by_torchrun = launched_as_rank  # the earlier name
+
+
 def join_group(requested_device: str) -> Group:
-    """Join the process group torchrun set up; the device follows the local rank.
+    """Join the process group of this run's ranks; the device follows the local rank.
+
+    With ``$TUI_FT_INIT_METHOD`` (the group launcher, one machine) the ranks rendezvous through
+    that file store; without it (torchrun across servers) through torchrun's ``env://``.
 
     Args:
         requested_device: The run's ``device`` setting (``auto``, ``cpu``, ``cuda``).
@@ -70,7 +84,11 @@ def join_group(requested_device: str) -> Group:
         backend = "nccl"
     else:
         device, backend = "cpu", "gloo"
-    dist.init_process_group(backend)
+    init_method = os.environ.get(INIT_METHOD_ENV)
+    if init_method:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+    else:
+        dist.init_process_group(backend)
     return Group(rank, world, local_rank, device, backend)
 
 

@@ -73,6 +73,13 @@ class ModelSession:
             known = ", ".join(list_checkpoints(self.run_dir)) or "none yet"
             raise ModelError(f"{ref}: no checkpoint {checkpoint} (available: {known})")
         self.run_config = orjson.loads((self.run_dir / "run.json").read_bytes())
+        from tui_ft.engine.model_setup import model_code_problem
+
+        # run.json's trust_remote_code is not the user's consent: a base model with its own code is
+        # refused here, before anything loads, as a new run's would be.
+        problem = model_code_problem(self.run_config)
+        if problem:
+            raise ModelError(problem)
         # The checkpoint's weights go on the run's base model, which exists before the run ends.
         self.resolved = ModelRef(ref, Path(self.run_config["model_path"]), "run", None, self.run_config.get("template"))
 
@@ -136,7 +143,7 @@ def load_checkpoint_model(run_config: dict, checkpoint_dir: Path, device: str):
     from tui_ft.engine.checkpoint import load_trainable
     from tui_ft.engine.model_setup import build_model
 
-    model = build_model(run_config, device)
+    model = build_model(run_config, device)  # never trusts the model's own code (run.json's flag is not consent)
     try:
         load_trainable(model, checkpoint_dir)
     except (RuntimeError, OSError) as error:

@@ -6,7 +6,8 @@ SSH hangup does not stop it. A job lives in ``<home>/bench/jobs/<id>/``:
 
 - ``job.json`` — what to evaluate (written once, before the worker starts);
 - ``status.json`` — ``state`` (queued, running, stopping, stopped, finished, failed; a dead
-  worker's unfinished job reads ``died``), ``pid``, ``done``, ``total`` (items), ``message``,
+  worker's unfinished job reads ``died``), ``pid`` and ``pid_started`` (its start time: a stop
+  signals only that process, and only while it runs this job), ``done``, ``total`` (items), ``message``,
   ``results`` (one summary a finished result), ``started``, ``updated``; written atomically;
 - ``worker.log`` — the worker's stdout and stderr;
 - ``STOP`` — created to ask the worker to stop between items (SIGTERM does the same).
@@ -27,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tui_ft.engine.eval_store import JOBS_FOLDER, read_json, write_json_atomic
+from tui_ft.engine.processes import EVAL_MODULE, child_env, open_log, owned_process, python_command, start_time
 
 FINAL_STATES = ("stopped", "finished", "failed", "died")
 STOP_FILE = "STOP"
@@ -96,15 +98,20 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
     total = len(refs) * sum(len(t.records) for t in tasks)
     write_json_atomic(job_dir / "status.json", {"state": "queued", "pid": None, "done": 0, "total": total,
                                                 "message": "starting", "results": [], "updated": _now()})
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    with open(job_dir / "worker.log", "ab") as log, open(os.devnull, "rb") as devnull:
-        process = subprocess.Popen([sys.executable, "-m", "tui_ft.engine.eval_worker", str(job_dir)], cwd=home,
-                                   stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    # Started without the workspace (its current folder) on sys.path: a module planted there is never imported.
+    log = open_log(job_dir / "worker.log")  # a fresh folder; never through a link all the same
+    try:
+        process = subprocess.Popen(python_command(EVAL_MODULE, str(job_dir)), cwd=home, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                   env=child_env())
+    finally:
+        os.close(log)
     status = read_json(job_dir / "status.json") or {}
     if status.get("state") == "queued" and status.get("pid") is None:
-        # Tell readers the pid at once; the worker overwrites this with its own writes.
-        write_json_atomic(job_dir / "status.json", status | {"pid": process.pid, "updated": _now()})
+        # Tell readers the pid at once (with its start time, which a stop checks); the worker
+        # overwrites this with its own writes.
+        write_json_atomic(job_dir / "status.json", status | {"pid": process.pid, "pid_started": start_time(process.pid),
+                                                             "updated": _now()})
     return job_dir
 
 
@@ -148,10 +155,14 @@ def stop_eval_job(job_dir: Path) -> bool:
     if status["state"] in FINAL_STATES:
         return False
     (job_dir / STOP_FILE).touch()
-    if pid_alive(status.get("pid")):
+    # Only the job's own worker: a status.json naming another process (pid reuse, a planted file) gets no signal.
+    process = owned_process(status.get("pid"), status.get("pid_started"), job_dir, (EVAL_MODULE,))
+    if process is not None:
+        import psutil
+
         try:
-            os.kill(status["pid"], signal.SIGTERM)
-        except ProcessLookupError:
+            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
+        except psutil.Error:
             pass
     return True
 
@@ -161,8 +172,8 @@ class StatusWriter:
 
     def __init__(self, job_dir: Path, total: int):
         self.path = job_dir / "status.json"
-        self.status = {"state": "running", "pid": os.getpid(), "done": 0, "total": total, "message": "",
-                       "results": [], "started": _now(), "updated": _now()}
+        self.status = {"state": "running", "pid": os.getpid(), "pid_started": start_time(os.getpid()), "done": 0,
+                       "total": total, "message": "", "results": [], "started": _now(), "updated": _now()}
         self.last_write = 0.0
         self.write()
 

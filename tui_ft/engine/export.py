@@ -15,7 +15,7 @@ from tui_ft.engine.runs import RunError, list_checkpoints
 EXPORT_INFO = "tui_ft_export.json"  # which run and template the folder came from
 
 
-def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False) -> Path:
+def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, trust_remote_code: bool = False) -> Path:
     """Write the run's weights as a standalone model folder that transformers loads.
 
     A LoRA run's adapter is merged into its base (peft ``merge_and_unload``); a full or freeze
@@ -27,9 +27,12 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False) -
         run_dir: The run folder.
         out_dir: The folder to create; it must not exist or be empty.
         from_checkpoint: Export the latest checkpoint even when final weights exist.
+        trust_remote_code: Let the base model's own code run (``export --trust-remote-code``);
+            the run's ``run.json`` saying so is not enough.
 
     Raises:
         RunError: When the run has no weights yet or ``out_dir`` is not empty.
+        ModelError: The base model ships its own code and ``trust_remote_code`` is off.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser().resolve()
     config = read_run_config(run_dir)
@@ -40,7 +43,7 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False) -
     staging = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    source = _write_weights(run_dir, config, staging, from_checkpoint)
+    source = _write_weights(run_dir, config, staging, from_checkpoint, trust_remote_code)
     load_tokenizer(Path(config["model_path"])).save_pretrained(staging)
     info = {"run": run_dir.name, "source": source, "template": config.get("template"), "method": config.get("method"),
             "model": config.get("model")}
@@ -51,7 +54,7 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False) -
     return out_dir
 
 
-def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool) -> str:
+def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool, trust_remote_code: bool) -> str:
     """Save merged weights into ``staging``; returns what they came from."""
     from transformers.utils import logging as hf_logging
 
@@ -65,7 +68,7 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
     if not from_checkpoint and (run_dir / "adapter" / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_base(config), run_dir / "adapter").merge_and_unload()
+        model = PeftModel.from_pretrained(load_base(config, trust_remote_code), run_dir / "adapter").merge_and_unload()
         source = "adapter"
     else:
         checkpoints = list_checkpoints(run_dir)
@@ -73,7 +76,7 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
             raise RunError(f"{run_dir.name} has no weights to export yet (no adapter/, model/ or checkpoint)")
         from tui_ft.engine.checkpoint import load_trainable
 
-        model = build_model(config, "cpu")
+        model = build_model(config, "cpu", trust_remote_code)
         load_trainable(model, checkpoints[-1])
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()

@@ -70,14 +70,45 @@ def decoder_layers(model):
     raise ValueError("cannot find the transformer layers of this model to freeze")
 
 
-def load_base(config: dict):
-    """Load the run's base weights in fp32 (a base adapter, if any, is merged in)."""
+def model_code_problem(config: dict) -> str | None:
+    """One line refusing a run whose base model ships its own Python code, or ``None``.
+
+    ``config`` is a ``run.json``, which may come from someone else (a shared or downloaded run):
+    neither its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's
+    consent, so that folder gets the check a new run's model gets. Only the current command's
+    ``--trust-remote-code`` lifts the refusal.
+    """
+    from tui_ft.engine.models import remote_code_problem
+
+    path = config.get("model_path")
+    if not isinstance(path, str) or remote_code_problem(Path(path)) is None:
+        return None
+    return (f"{path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
+            "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
+            "is not enough")
+
+
+def load_base(config: dict, trust_remote_code: bool = False):
+    """Load the run's base weights in fp32 (a base adapter, if any, is merged in).
+
+    Args:
+        config: The run's ``run.json``.
+        trust_remote_code: Run the model's own code: the current command's choice, never
+            ``run.json``'s (see :func:`model_code_problem`).
+
+    Raises:
+        ModelError: The model ships its own code and ``trust_remote_code`` is off.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tui_ft.engine.models import ModelError
+
+    problem = None if trust_remote_code else model_code_problem(config)
+    if problem:
+        raise ModelError(problem)
     model = AutoModelForCausalLM.from_pretrained(
-        config["model_path"], dtype=torch.float32, local_files_only=True,
-        trust_remote_code=bool(config.get("trust_remote_code")),
+        config["model_path"], dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
         use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
     )
     if config.get("base_adapter"):
@@ -112,13 +143,16 @@ def apply_method(model, config: TrainConfig):
     return model
 
 
-def build_model(config: dict, device: str):
-    """The base model with the run's method applied, on ``device``, ready to train."""
+def build_model(config: dict, device: str, trust_remote_code: bool = False):
+    """The base model with the run's method applied, on ``device``, ready to train.
+
+    ``trust_remote_code`` is the current command's choice (see :func:`load_base`).
+    """
     import torch
 
     train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
     torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
-    model = load_base(config)
+    model = load_base(config, trust_remote_code)
     model.config.use_cache = False
     model = apply_method(model, train_config)
     return model.to(device)

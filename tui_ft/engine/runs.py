@@ -142,38 +142,77 @@ def _initial_status() -> dict:
             "message": "waiting for the worker", "started": None, "updated": now}
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    """The command that trains the run: the worker, or torchrun over ``nproc`` workers.
+def worker_command(run_dir: Path, trust_remote_code: bool = False) -> list[str]:
+    """The command that trains the run: the worker, or the group launcher over ``nproc`` workers.
 
-    Several processes start under :mod:`tui_ft.engine.group_launcher`, which runs torchrun
-    (``torch.distributed.run --standalone --nproc-per-node N -m tui_ft.engine.worker RUN_DIR``)
-    in-process and names a failed rank in ``status.json``.
+    Several processes start under :mod:`tui_ft.engine.group_launcher`, which starts one worker
+    per rank on this machine (no network listener) and names a failed rank in ``status.json``.
+    The module runs without the current folder (the run folder) on ``sys.path``
+    (:func:`~tui_ft.engine.processes.python_command`). ``trust_remote_code`` is this launch's
+    own choice, never ``run.json``'s.
     """
+    from tui_ft.engine.processes import GROUP_MODULE, TRUST_FLAG, WORKER_MODULE, python_command
+
     nproc = int(read_run_config(run_dir).get("nproc") or 1)
-    module = "tui_ft.engine.group_launcher" if nproc > 1 else "tui_ft.engine.worker"
-    return [sys.executable, "-m", module, str(run_dir)]
+    module = GROUP_MODULE if nproc > 1 else WORKER_MODULE
+    return python_command(module, str(run_dir), *([TRUST_FLAG] if trust_remote_code else []))
 
 
-def launch_run(run_dir: Path) -> int:
+def check_model_code(run_dir: Path, trust_remote_code: bool = False) -> None:
+    """Refuse a run whose model needs its own Python code, unless this command trusts it.
+
+    ``run.json`` may come from someone else: its ``trust_remote_code`` and ``model_path`` are
+    not the user's consent, so the model folder it names gets the same check as a new run's.
+
+    Raises:
+        RunError: The model ships its own code (``auto_map``) and ``trust_remote_code`` is off.
+    """
+    if trust_remote_code:
+        return
+    from tui_ft.engine.model_setup import model_code_problem
+
+    problem = model_code_problem(read_run_config(run_dir))
+    if problem:
+        raise RunError(problem)
+
+
+def launch_run(run_dir: Path, trust_remote_code: bool = False) -> int:
     """Start the run's worker detached (own session, stdin /dev/null, output to ``worker.log``).
 
+    Args:
+        run_dir: The run folder.
+        trust_remote_code: Run the model's own Python code: the user's choice for this launch
+            (``--trust-remote-code``, ``--set trust_remote_code=true`` for a new run); what
+            ``run.json`` says is never enough.
+
     Returns:
-        The worker's pid (for several processes, torchrun's: the parent of every rank).
+        The worker's pid (for several processes, the group launcher's: the parent of every rank).
+
+    Raises:
+        RunError: ``worker.log`` is a symbolic link (or not a regular file), or the model
+            needs its own code and ``trust_remote_code`` is off.
     """
+    from tui_ft.engine.processes import UnsafeLogError, child_env, open_log, start_time
+
     run_dir = Path(run_dir).resolve()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # torchrun gives the ranks this long to stop after SIGTERM before killing them (default
-    # 30 s): a stop writes a checkpoint first, which takes longer for a big model.
+    check_model_code(run_dir, trust_remote_code)
+    env = child_env(PYTHONUNBUFFERED="1")
+    # The group launcher gives the ranks this long to stop after SIGTERM before killing them
+    # (torchrun's variable and default is 30 s): a stop writes a checkpoint first, which takes
+    # longer for a big model.
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     # OpenMP threads that spin while waiting slow training several-fold when the CPU is shared
     # (the dashboard, other runs, other users); sleeping threads cost little when it is not.
     # Measured here on 2 shared cores: 11-20 s per LoRA step spinning, 3-6 s passive.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with open(run_dir / LOG_FILE, "ab") as log:
+    command = worker_command(run_dir, trust_remote_code)
+    try:
+        log = open_log(run_dir / LOG_FILE)  # never through a link planted as worker.log
+    except UnsafeLogError as error:
+        raise RunError(str(error)) from None
+    try:
         process = subprocess.Popen(
-            worker_command(run_dir),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -182,27 +221,33 @@ def launch_run(run_dir: Path) -> int:
             cwd=run_dir,
             env=env,
         )
+    finally:
+        os.close(log)
     status = read_json(run_dir / STATUS_FILE)
     if status.get("state") == "queued" and not status.get("pid"):
-        # The worker writes its own status once Python starts; until then the pid is known here.
-        update_status(run_dir, pid=process.pid, message="starting the worker")
+        # The worker writes its own status once Python starts; until then the pid is known here,
+        # with its start time: `runs stop` signals only a pid whose start time matches.
+        update_status(run_dir, pid=process.pid, pid_started=start_time(process.pid), message="starting the worker")
     return process.pid
 
 
 def _pid_alive(pid: int | None, started: float | None = None) -> bool:
     """True when ``pid`` runs and is not a zombie (and, when known, started at ``started``)."""
-    if not pid:
-        return False
-    import psutil
+    from tui_ft.engine.processes import process_alive
 
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        # A recycled pid belongs to a process that started later than our worker.
-        return started is None or abs(process.create_time() - started) < 2.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError, ValueError):
-        return False  # TypeError, ValueError: a damaged status.json whose pid is not a positive integer
+    return process_alive(pid, started)
+
+
+def worker_process(run_dir: Path, status: dict):
+    """The run's worker (or group launcher) as a ``psutil.Process``, or ``None`` when ``status`` names none of ours.
+
+    The pid must run :mod:`tui_ft.engine.worker` or :mod:`tui_ft.engine.group_launcher` for
+    this run folder and have started when ``pid_started`` says: a ``status.json`` naming any
+    other process (pid reuse, a damaged or planted file) gets no signal from us.
+    """
+    from tui_ft.engine.processes import RUN_MODULES, owned_process
+
+    return owned_process(status.get("pid"), status.get("pid_started"), Path(run_dir), RUN_MODULES)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -251,34 +296,47 @@ def _typed(value, kinds, default):
 def stop_run(run_dir: Path) -> bool:
     """Ask the run to stop: write ``STOP`` and send SIGTERM; the worker checkpoints at the next step.
 
+    SIGTERM goes only to this run's own worker (:func:`worker_process`): a ``status.json``
+    naming any other process, by pid reuse or on purpose, gets nothing signalled.
+
     Returns:
         True when a live worker was asked; False when there was none (a queued run that never
-        started is marked ``stopped`` at once).
+        started is marked ``stopped`` at once) or the pid in ``status.json`` is not this run's
+        worker (only the ``STOP`` file asks then).
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     if status["state"] in FINAL_STATES:
         return False
     (run_dir / STOP_FILE).touch()
-    if status.get("pid"):
+    process = worker_process(run_dir, status) if status.get("pid") else None
+    if process is not None:
+        import psutil
+
         try:
-            os.kill(status["pid"], signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
             return True
-        except ProcessLookupError:
+        except psutil.Error:
             pass
     if status["state"] == "queued":
         update_status(run_dir, state="stopped", message="stopped before the worker started")
     return False
 
 
-def resume_run(run_dir: Path) -> int:
+def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:
     """Start a worker again for a stopped, died or failed run; it continues from the latest checkpoint.
+
+    Args:
+        run_dir: The run folder.
+        trust_remote_code: Run the model's own Python code (``runs resume --trust-remote-code``);
+            ``run.json`` saying so is not enough.
 
     Returns:
         The new worker's pid.
 
     Raises:
-        RunError: When the run is still running or already finished.
+        RunError: When the run is still running or already finished, or its model needs its
+            own code and ``trust_remote_code`` is off.
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
@@ -286,9 +344,17 @@ def resume_run(run_dir: Path) -> int:
         raise RunError(f"{run_dir.name} is still {status['state']} (pid {status['pid']})")
     if status["state"] == "finished":
         raise RunError(f"{run_dir.name} has already finished")
+    check_model_code(run_dir, trust_remote_code)  # so is a model with its own code, unless trusted now
+    from tui_ft.engine.processes import UnsafeLogError, refuse_log_link
+
+    try:
+        refuse_log_link(run_dir / LOG_FILE)  # and a worker.log planted as a link
+    except UnsafeLogError as error:
+        raise RunError(str(error)) from None
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     update_status(run_dir, state="queued", pid=None, pid_started=None, message="resuming")
-    return launch_run(run_dir)
+    # The one-argument call when not trusting: tests stand in for launch_run with launch_run(run_dir).
+    return launch_run(run_dir, trust_remote_code=True) if trust_remote_code else launch_run(run_dir)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

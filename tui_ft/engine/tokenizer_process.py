@@ -117,11 +117,19 @@ class TokenizerProcess:
 
     @staticmethod
     def _new_pool() -> ProcessPoolExecutor:
-        _start_resource_tracker()
-        # spawn, not fork: the dashboard has threads running, and a forked child would
-        # inherit their locks mid-use. Niced below the dashboard, which answers keys.
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=os.nice, initargs=(CHILD_NICENESS,))
+        from tui_ft.engine.processes import safe_path_env
+
+        # multiprocessing starts `python -c ...`, which imports from the current folder (often the
+        # workspace, maybe someone else's) first: the child and the resource tracker start now,
+        # with PYTHONSAFEPATH (3.11+) keeping that folder off their sys.path.
+        with safe_path_env():
+            _start_resource_tracker()
+            # spawn, not fork: the dashboard has threads running, and a forked child would
+            # inherit their locks mid-use. Niced below the dashboard, which answers keys.
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=os.nice, initargs=(CHILD_NICENESS,))
+            pool.submit(os.getpid)  # submit starts the child process, in this thread
+        return pool
 
 
 def _start_resource_tracker() -> None:

@@ -44,8 +44,10 @@ class Trainer:
             only rank 0 writes status, metrics and checkpoints.
     """
 
-    def __init__(self, run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None):
+    def __init__(self, run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None,
+                 trust_remote_code: bool = False):
         self.group = group or Group()
+        self.trust_remote_code = trust_remote_code  # this launch's choice; run.json's flag is not consent
         self.run_dir = Path(run_dir)
         self.raw_config = read_run_config(self.run_dir)
         fields = TrainConfig.__dataclass_fields__
@@ -89,7 +91,7 @@ class Trainer:
 
         # FSDP moves each shard to the device itself: the whole model never sits on one GPU.
         sharded = config.fsdp and self.group.active
-        self.model = build_model(self.raw_config, "cpu" if sharded else self.device)
+        self.model = build_model(self.raw_config, "cpu" if sharded else self.device, self.trust_remote_code)
         from tui_ft.engine.cpu_speed import speed_up_for_cpu
 
         self.precision = speed_up_for_cpu(self.model, self.device, config.precision)
@@ -358,10 +360,13 @@ def build_objectives(raw_config: dict, config: TrainConfig, tokenizer):
     return build([records[i] for i in train_idx]), eval_data
 
 
-def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None) -> str:
+def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, group: Group | None = None,
+              trust_remote_code: bool = False) -> str:
     """Set up and train the run in ``run_dir``; returns ``finished`` or ``stopped``.
 
-    With ``group`` (a process of a torchrun group), every process of the group calls this.
+    With ``group`` (a process of a group of ranks), every process of the group calls this.
+    ``trust_remote_code`` lets the base model's own code run: the launch's choice
+    (``--trust-remote-code``), never what ``run.json`` says.
 
     Raises:
         TrainingFailed: For a non-finite loss or an out-of-memory error (the caller marks the
@@ -369,7 +374,7 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
     """
     import torch
 
-    trainer = Trainer(run_dir, stop_requested, group)
+    trainer = Trainer(run_dir, stop_requested, group, trust_remote_code)
     try:
         trainer.setup()
         return trainer.train()

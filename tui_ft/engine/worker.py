@@ -1,14 +1,18 @@
-"""Process entry for one run: ``python -m tui_ft.engine.worker RUN_DIR``.
+"""Process entry for one run: ``python -m tui_ft.engine.worker RUN_DIR [--trust-remote-code]``.
 
 Started by :func:`tui_ft.engine.runs.launch_run` in its own session with output to
-``worker.log``. SIGTERM and SIGINT ask for a stop (checkpoint at the next step boundary, then
+``worker.log``, without the run folder on ``sys.path``
+(:func:`tui_ft.engine.processes.python_command`). ``--trust-remote-code`` is the launching
+command's consent to run the model's own code; ``run.json`` saying so is not.
+
+SIGTERM and SIGINT ask for a stop (checkpoint at the next step boundary, then
 ``stopped``); SIGHUP is ignored, so an SSH hangup never ends training. Every ending is
 written to ``status.json``: ``finished``, ``stopped`` or ``failed`` with the reason.
 
-Under torchrun (``nproc`` > 1, see :mod:`tui_ft.engine.group_launcher`) every process runs
-this module; each joins the process group and logs one line (rank, world size, device,
-backend); only rank 0 writes the run's files, and its ``pid`` is torchrun's, the parent of
-every rank.
+With several processes (``nproc`` > 1: :mod:`tui_ft.engine.group_launcher` on one machine,
+or torchrun across servers) every process runs this module; each joins the process group and
+logs one line (rank, world size, device, backend); only rank 0 writes the run's files, and its
+``pid`` is its parent's (the launcher's), the parent of every rank.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
+from tui_ft.engine.processes import TRUST_FLAG, start_time
 from tui_ft.engine.run_files import METRICS_FILE, STATUS_FILE, MetricsWriter, read_json, read_run_config, update_status
 
 # Exit status of a rank that failed because another one went away (a symptom, not the cause).
@@ -40,20 +45,11 @@ class StopFlag:
         print(f"received {signal.Signals(signum).name}: stopping at the next step boundary", flush=True)
 
 
-def _process_start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:  # noqa: BLE001 - the start time only guards against pid reuse
-        return None
-
-
 def mark_running(run_dir: Path, pid: int | None = None) -> None:
-    """Claim the run: the run's pid (ours, or torchrun's), its start time (against pid reuse) and the first start time."""
+    """Claim the run: the run's pid (ours, or the group launcher's), its start time (against pid reuse) and the first start time."""
     pid = pid or os.getpid()
     started = read_json(run_dir / STATUS_FILE).get("started") or time.time()
-    update_status(run_dir, state="running", pid=pid, pid_started=_process_start_time(pid), started=started,
+    update_status(run_dir, state="running", pid=pid, pid_started=start_time(pid), started=started,
                   message="starting")
 
 
@@ -66,14 +62,16 @@ def fail(run_dir: Path, message: str) -> None:
     writer.close()
 
 
-def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None) -> int:
+def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None, trust_remote_code: bool = False) -> int:
     """Train the run; returns the exit status (0 finished or stopped, 1 failed).
 
     Args:
-        group: This process's :class:`~tui_ft.engine.distributed.Group` under torchrun;
+        group: This process's :class:`~tui_ft.engine.distributed.Group` among several;
             ``None`` for a single process.
+        trust_remote_code: Let the model's own code run (the launch's ``--trust-remote-code``).
     """
     from tui_ft.engine.distributed import Group
+    from tui_ft.engine.models import ModelError
     from tui_ft.engine.train import TrainingFailed, train_run
 
     group = group or Group()
@@ -81,8 +79,8 @@ def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None) -> int:
     if group.is_main:
         mark_running(run_dir, os.getppid() if group.active else None)
     try:
-        state = train_run(run_dir, stop or StopFlag(), group)
-    except TrainingFailed as error:
+        state = train_run(run_dir, stop or StopFlag(), group, trust_remote_code)
+    except (TrainingFailed, ModelError) as error:
         # Every rank sees the same reduced loss and raises together: rank 0 reports for all.
         if group.is_main:
             fail(run_dir, str(error))
@@ -93,7 +91,7 @@ def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None) -> int:
             message = f"rank {group.rank} lost contact with another rank: {str(error).splitlines()[0][:200]}"
             print(message, flush=True)
             if group.is_main:
-                # Not `failed` yet: torchrun's launcher names the rank that went away (it may be
+                # Not `failed` yet: the group launcher names the rank that went away (it may be
                 # that one's own failure that is worth reading); a bare torchrun's exit reads `died`.
                 update_status(run_dir, message=f"{message} (details in worker.log)")
             return PEER_LOST_EXIT
@@ -115,9 +113,9 @@ def peer_lost(error: BaseException) -> bool:
 
 
 def end_with_parent() -> None:
-    """Ask Linux for SIGTERM when torchrun (our parent) dies, so no rank trains on as an orphan.
+    """Ask Linux for SIGTERM when our parent (the group launcher, or torchrun) dies, so no rank trains on as an orphan.
 
-    torchrun does not do this for its ranks; a killed torchrun would leave them holding GPUs.
+    Neither launcher does this for its ranks; a killed one would leave them holding GPUs.
     SIGTERM is a stop request: the ranks agree, checkpoint and end as ``stopped``.
     """
     if not sys.platform.startswith("linux"):
@@ -152,28 +150,38 @@ def yield_to_interactive_work() -> None:
             pass  # a platform without nice: train at the usual priority
 
 
+def parse_args(argv: list[str], program: str) -> tuple[Path, bool] | None:
+    """``RUN_DIR [--trust-remote-code]`` as ``(run_dir, trust_remote_code)``; ``None`` (after a usage line) when wrong."""
+    trust = TRUST_FLAG in argv
+    rest = [arg for arg in argv if arg != TRUST_FLAG]
+    if len(rest) != 1 or not (Path(rest[0]) / "run.json").is_file():
+        print(f"usage: python -m {program} RUN_DIR [{TRUST_FLAG}] (a folder with run.json)", file=sys.stderr)
+        return None
+    return Path(rest[0]), trust
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not (Path(argv[0]) / "run.json").is_file():
-        print("usage: python -m tui_ft.engine.worker RUN_DIR (a folder with run.json)", file=sys.stderr)
+    parsed = parse_args(sys.argv[1:] if argv is None else argv, "tui_ft.engine.worker")
+    if parsed is None:
         return 2
+    run_dir, trust = parsed
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.handle)
     signal.signal(signal.SIGINT, stop.handle)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     yield_to_interactive_work()
-    from tui_ft.engine.distributed import join_group, launched_by_torchrun, leave_group
+    from tui_ft.engine.distributed import join_group, launched_as_rank, leave_group
 
-    if not launched_by_torchrun():
-        print(f"worker pid {os.getpid()} for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-        return run_worker(Path(argv[0]), stop)
+    if not launched_as_rank():
+        print(f"worker pid {os.getpid()} for {run_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        return run_worker(run_dir, stop, trust_remote_code=trust)
     end_with_parent()
-    group = join_group(read_run_config(Path(argv[0])).get("device", "auto"))
-    print(f"worker pid {os.getpid()}: {group.describe()}, for {argv[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    group = join_group(read_run_config(run_dir).get("device", "auto"))
+    print(f"worker pid {os.getpid()}: {group.describe()}, for {run_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
           flush=True)
     try:
-        return run_worker(Path(argv[0]), stop, group)
+        return run_worker(run_dir, stop, group, trust)
     finally:
         leave_group(group)
 

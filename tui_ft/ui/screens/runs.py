@@ -11,7 +11,6 @@ itself runs in detached worker processes: closing this pane changes nothing.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -53,8 +52,11 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     A child process, not a thread: loading torch and the weights would hold this process's
     interpreter for seconds and freeze the dashboard.
     """
-    command = [sys.executable, "-m", "tui_ft", "--home", str(home), "export", name, "--merged", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    from tui_ft.engine.processes import child_env, python_command
+
+    # Without the current folder on sys.path: a module planted in the workspace is never imported.
+    command = python_command("tui_ft", "--home", str(home), "export", name, "--merged", str(out))
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env())
     if result.returncode == 0:
         return ""
     lines = (result.stderr or result.stdout).strip().splitlines()

@@ -137,7 +137,10 @@ class TrainScreen(Pane):
             self.post_message(self.RunRefused([("", f"{type(error).__name__}: {error}")]))
             return
         # Past this point the run exists: start it even if the app is closing, so it never stays queued.
-        self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir)))
+        # Trust in the model's own code comes from this form, for this launch (never from run.json).
+        trusted = config.trust_remote_code
+        self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir, trust_remote_code=True) if trusted
+                                           else launch_run(run_dir)))
 
     # -- events --------------------------------------------------------------------------
 
