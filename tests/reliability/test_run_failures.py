@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_ft.engine.run_files import read_run_config
+from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import list_checkpoints, read_metrics, read_status
+from tui_ft.engine.train import oom_advice
 from tui_ft.engine.train_data import SFTObjective, StepOutput
 from tui_ft.engine.worker import run_worker
 
@@ -125,7 +126,7 @@ def test_a_failing_step_fails_the_run_with_advice_and_keeps_the_last_checkpoint(
         assert f"the loss became {float(kind)}" in message, message
     else:
         assert message.startswith("out of memory") and "--batch-size" in message and "--max-length" in message, message
-        assert "--method lora" in message or read_run_config(run_dir)["method"] == "lora"
+        assert "--method lora" not in message, message  # a LoRA run is not told to use LoRA
     assert [p.name for p in list_checkpoints(run_dir)] == [f"step-{FAIL_AT - 2}", f"step-{FAIL_AT - 1}"]
     for folder in list_checkpoints(run_dir):
         checkpoint_contents(folder)
@@ -134,3 +135,14 @@ def test_a_failing_step_fails_the_run_with_advice_and_keeps_the_last_checkpoint(
     assert read_metrics(run_dir)[-1]["event"] == "failed"
     SECTION.add(kind, f"{FORWARD_FAULTS[kind]} at step {FAIL_AT}", 1,
                 f"`failed`: \"{message}\"; checkpoints step-1 and step-2 kept and loadable")
+
+
+@pytest.mark.parametrize(("method", "dpo_mode", "advises_lora"),
+                         [("full", "lora", True), ("freeze", "lora", True), ("dpo", "full", True),
+                          ("lora", "lora", False), ("dpo", "lora", False)])
+def test_out_of_memory_advice_names_lora_only_to_runs_that_train_every_weight(method, dpo_mode, advises_lora):
+    trainer = type("Trainer", (), {"config": TrainConfig(method=method, dpo_mode=dpo_mode)})()
+    advice = oom_advice(trainer)
+    assert advice.startswith("out of memory: try a smaller --batch-size or a shorter --max-length")
+    assert ("--method lora" in advice) == advises_lora, advice
+

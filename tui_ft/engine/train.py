@@ -23,7 +23,7 @@ from tui_ft.engine.run_files import METRICS_FILE, STOP_FILE, MetricsWriter, read
 from tui_ft.engine.runs import list_checkpoints
 from tui_ft.engine.train_data import StepOutput, epoch_batches, steps_per_epoch
 
-OOM_ADVICE = "out of memory: try a smaller --batch-size, a shorter --max-length, or --method lora"
+OOM_ADVICE = "out of memory: try a smaller --batch-size or a shorter --max-length"
 # torch's CPU allocator says "can't allocate memory" (a RuntimeError, not torch.OutOfMemoryError).
 OOM_CLUES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -379,10 +379,10 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
         trainer.setup()
         return trainer.train()
     except (torch.OutOfMemoryError, MemoryError) as error:
-        raise TrainingFailed(f"{OOM_ADVICE} ({_where(trainer)})") from error
+        raise TrainingFailed(f"{oom_advice(trainer)} ({_where(trainer)})") from error
     except RuntimeError as error:
         if any(clue in str(error).lower() for clue in OOM_CLUES):
-            raise TrainingFailed(f"{OOM_ADVICE} ({_where(trainer)})") from error
+            raise TrainingFailed(f"{oom_advice(trainer)} ({_where(trainer)})") from error
         raise
     except OSError as error:
         remove_staging(run_dir)  # a half-written checkpoint holds disk space the user must free
@@ -393,6 +393,11 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
     finally:
         if trainer.metrics is not None:
             trainer.metrics.close()
+
+
+def oom_advice(trainer: Trainer) -> str:
+    """What to change after an out-of-memory error; LoRA is advised only to a run that trains every weight."""
+    return OOM_ADVICE + ("" if trainer.config.uses_lora else ", or --method lora")
 
 
 def _where(trainer: Trainer) -> str:
