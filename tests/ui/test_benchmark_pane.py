@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -243,14 +244,19 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypa
 
     started = []
     monkeypatch.setattr(pane, "start_eval_job", lambda *args, **kwargs: started.append(args))
-    worker = subprocess.Popen(["sleep", "60"])  # stands in for the job's worker process
+    from tui_ft.engine.processes import EVAL_MODULE, start_time
+
     job_dir = bench_home / "bench" / "jobs" / "20260101-000000-abcd"
     job_dir.mkdir(parents=True)
+    # Stands in for the job's worker: a stop signals only a process that runs the evaluation
+    # module for this job's folder and started when its status says.
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", EVAL_MODULE, str(job_dir)])
     eval_store.write_json_atomic(job_dir / "job.json", {
         "id": job_dir.name, "refs": ["default", "run-a"], "checkpoint": None, "perplexity": [],
         "benchmarks": [str(bench_home / "datasets" / "seed_heldout.jsonl")]})
     shutil.copy(bench_home / BENCHMARK, bench_home / "datasets" / "seed_heldout.jsonl")
-    status = {"state": "running", "pid": worker.pid, "done": 3, "total": 10, "message": "", "results": []}
+    status = {"state": "running", "pid": worker.pid, "pid_started": start_time(worker.pid), "done": 3, "total": 10,
+              "message": "", "results": []}
     eval_store.write_json_atomic(job_dir / "status.json", status)
     try:
         app = BenchApp(bench_home)

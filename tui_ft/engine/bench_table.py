@@ -12,6 +12,7 @@ too, so the Benchmark pane only draws; nothing here scores anything.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -20,6 +21,7 @@ from pathlib import Path
 from tui_ft.engine.eval_store import load_results, result_files, write_json_atomic
 from tui_ft.engine.eval_worker import FINAL_STATES, jobs_dir, read_job_status
 from tui_ft.engine.evaluate import default_scorer, display_path
+from tui_ft.engine.run_files import open_no_follow, warn_skipped
 
 BENCHMARK_FORMATS = ("benchmark", "qa", "instruction")  # files benchmark_items can read
 PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies to score
@@ -319,7 +321,17 @@ def job_cells(status: dict, home: Path) -> list[JobCell]:
 
     A job scores every reference on every file in order, and its status counts items over the
     whole plan; each cell gets its part of that count. Cells whose result is written are left out.
+    A job whose files hold values of the wrong types (damaged, or written by hand) has no cells:
+    it is named once on stderr, and the other jobs are shown.
     """
+    try:
+        return _job_cells(status, home)
+    except (TypeError, ValueError, AttributeError, KeyError) as error:
+        warn_skipped(Path(str(status.get("dir", ""))) / "status.json", f"malformed evaluation job: {error}")
+        return []
+
+
+def _job_cells(status: dict, home: Path) -> list[JobCell]:
     if status.get("state") in FINAL_STATES:
         return []
     job = status.get("job") or {}
@@ -370,6 +382,17 @@ def workspace_stamp(home: Path) -> tuple:
 # -- export -------------------------------------------------------------------------------
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+
+
+def csv_cell(value):
+    """A CSV cell that a spreadsheet shows as text: text starting with ``= + - @``, a tab or a CR
+    gets a leading single quote (OWASP's advice against CSV injection). Numbers are kept as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _cell_export(record: dict) -> dict:
     keys = ("score", "n", "scorer", "score_norm") if record["kind"] == "benchmark" else ("perplexity", "tokens", "nll")
     return {k: record[k] for k in (*keys, "template", "created") if k in record}
@@ -399,14 +422,16 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
         base = destination / stem if destination.is_dir() or not destination.suffix else destination.with_suffix("")
     base.parent.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    # Never through a link at the destination (a planted one would overwrite its target).
+    with open(open_no_follow(csv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model", "checkpoint", *(c.label for c in table.columns)])
+        # Labels and names come from result files and folder names someone else may have written.
+        writer.writerow([csv_cell(cell) for cell in ["model", "checkpoint", *(c.label for c in table.columns)]])
         for row in rows:
             values = [table.value(row, c) for c in table.columns]
             shown = [("" if v is None else round(100 * v, 2) if c.kind == "benchmark" else round(v, 4))
                      for v, c in zip(values, table.columns, strict=False)]
-            writer.writerow([row.ref, row.checkpoint or "", *shown])
+            writer.writerow([csv_cell(row.ref), csv_cell(row.checkpoint or ""), *shown])
     document = {
         "columns": [{"key": c.key, "kind": c.kind, "path": c.path, "label": c.label, "scorer": c.scorer or None}
                     for c in table.columns],

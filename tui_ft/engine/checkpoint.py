@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 
 import orjson
+
+from tui_ft.engine.run_files import real_folder, remove_tree
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -41,8 +42,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
     import torch
     from safetensors.torch import save_file
 
-    folder = Path(run_dir) / "ckpt"
-    folder.mkdir(exist_ok=True)
+    folder = checkpoint_folder(run_dir)
     target = folder / f"step-{position['step']}"
     staging = folder / f".tmp-step-{position['step']}-{os.getpid()}"
     remove_staging(run_dir)
@@ -62,10 +62,20 @@ def publish(staging: Path, target: Path, scheduler, rank_rngs: list | None, posi
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     save_rng(staging, rank_rngs)
     (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
-    if target.exists():
-        shutil.rmtree(target)
+    remove_tree(target)  # a link in its place is removed itself, never followed
     os.replace(staging, target)
     _prune(target.parent, keep)
+
+
+def checkpoint_folder(run_dir: Path) -> Path:
+    """The run's ``ckpt/`` folder, created when missing.
+
+    Raises:
+        UnsafeFileError: ``ckpt`` is a symbolic link (or a file): checkpoints are written and old
+            ones deleted there, so a link would have them deleted in its target (an ``OSError``,
+            one line).
+    """
+    return real_folder(Path(run_dir) / "ckpt")
 
 
 def remove_staging(run_dir: Path) -> None:
@@ -77,20 +87,24 @@ def remove_staging(run_dir: Path) -> None:
     whose deletion was cut short. Only one worker writes a run's checkpoints, so any such folder
     present before it writes is a leftover.
     """
-    for leftover in (Path(run_dir) / "ckpt").glob(".tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    folder = Path(run_dir) / "ckpt"
+    if folder.is_symlink() or not folder.is_dir():
+        return  # never delete through a link (the next save refuses it)
+    for leftover in folder.glob(".tmp-*"):
+        remove_tree(leftover)
 
 
 def _prune(folder: Path, keep: int) -> None:
     from tui_ft.engine.runs import list_checkpoints
 
+    real_folder(folder, create=False)  # never prune through a link
     for old in list_checkpoints(folder.parent)[:-keep]:
         # Renamed out of the list first: a kill mid-delete must not leave a step-N that looks
         # complete and is missing files (resume, eval --checkpoint or export would load it).
         hidden = old.with_name(f".tmp-pruned-{old.name}")
-        shutil.rmtree(hidden, ignore_errors=True)  # an earlier, interrupted deletion of the same step
+        remove_tree(hidden)  # an earlier, interrupted deletion of the same step
         os.replace(old, hidden)
-        shutil.rmtree(hidden, ignore_errors=True)
+        remove_tree(hidden)
 
 
 def load_trainable(model, folder: Path) -> None:

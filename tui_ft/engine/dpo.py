@@ -14,7 +14,6 @@ computed once per pair before the first step and cached in the run folder
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from tui_ft.engine.data import PreferencePair, preference_examples
@@ -118,7 +117,9 @@ class DPOObjective:
 
         Called before a checkpoint is loaded, so the model still holds its initial weights.
         """
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file, save
+
+        from tui_ft.engine.run_files import write_bytes_atomic
 
         path = Path(run_dir) / REFERENCE_FILE
         sets = {"train": self} | ({"eval": eval_data} if eval_data is not None else {})
@@ -135,9 +136,8 @@ class DPOObjective:
             raise RuntimeError(f"{REFERENCE_FILE} is missing; full DPO cannot rebuild its reference after training started")
         for data in sets.values():
             data.reference = reference_logps(model, data, device, autocast)
-        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({name: data.reference.contiguous() for name, data in sets.items()}, staging)
-        os.replace(staging, path)
+        # Through a temporary file created exclusively: a link planted in the run folder is never written through.
+        write_bytes_atomic(path, save({name: data.reference.contiguous() for name, data in sets.items()}))
 
 
 def reference_logps(model, data: DPOObjective, device, autocast):

@@ -11,15 +11,17 @@ recomputed and overwritten. Files are written atomically (tmp + ``os.replace``).
 from __future__ import annotations
 
 import hashlib
-import os
+import math
 import re
 from pathlib import Path
 
 import orjson
 
 from tui_ft.engine.models import ModelRef
+from tui_ft.engine.run_files import read_regular, warn_skipped, write_bytes_atomic
 
 JOBS_FOLDER = "jobs"  # <home>/bench/jobs/<id>/ holds detached evaluation jobs, not results
+MAX_RESULT_BYTES = 64 << 20  # a result keeps every item's reply: a few MB for thousands of items
 
 
 def file_sha256(path: Path) -> str:
@@ -74,17 +76,19 @@ def result_path(folder: Path, identity: dict) -> Path:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` atomically: a reader sees the old file or the new one, never half."""
+    """Write JSON to ``path`` atomically: a reader sees the old file or the new one, never half.
+
+    Through a temporary file created exclusively (:func:`tui_ft.engine.run_files.write_bytes_atomic`):
+    a link planted in the folder is never written through.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
-def read_json(path: Path) -> dict | None:
-    """Read a JSON file; ``None`` when it is missing or unreadable."""
+def read_json(path: Path, limit: int = MAX_RESULT_BYTES) -> dict | None:
+    """Read a JSON file; ``None`` when it is missing, unreadable, not a regular file or over ``limit`` bytes."""
     try:
-        return orjson.loads(path.read_bytes())
+        return orjson.loads(read_regular(path, limit))
     except (OSError, orjson.JSONDecodeError):
         return None
 
@@ -116,7 +120,38 @@ def load_results(home: Path) -> list[dict]:
     records = []
     for path in result_files(home):
         record = read_json(path)
-        if isinstance(record, dict) and record.get("kind") in ("benchmark", "perplexity"):
-            record["file"] = str(path)
-            records.append(record)
+        problem = result_problem(record)
+        if problem:
+            warn_skipped(path, problem)  # one damaged or foreign file never empties the table
+            continue
+        record["file"] = str(path)
+        records.append(record)
     return sorted(records, key=lambda r: (r.get("created") or "", r["file"]))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def result_problem(record) -> str | None:
+    """Why a stored result cannot be shown (wrong types, missing fields), or ``None`` when it can.
+
+    Result files may come from elsewhere (a shared workspace, a copied run): the table and the
+    sorting need these fields with these types.
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object, or unreadable"
+    kind = record.get("kind")
+    if kind not in ("benchmark", "perplexity"):
+        return "kind is neither benchmark nor perplexity"
+    needed = {"model": (str,), "created": (str, type(None)), "checkpoint": (str, type(None)),
+              "model_id": (str, type(None)), "scorer": (str, type(None)), "template": (str, type(None))}
+    needed |= {"benchmark": (str,)} if kind == "benchmark" else {"dataset": (str,)}
+    for key, kinds in needed.items():
+        value = record.get(key)
+        if not isinstance(value, kinds):
+            return f"{key} is {type(value).__name__}, not {' or '.join(k.__name__ for k in kinds)}"
+    value_key = "score" if kind == "benchmark" else "perplexity"
+    if not _number(record.get(value_key)):
+        return f"{value_key} is not a number"
+    return None

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tui_ft.engine.eval_store import JOBS_FOLDER, read_json, write_json_atomic
 from tui_ft.engine.processes import EVAL_MODULE, child_env, open_log, owned_process, python_command, start_time
+from tui_ft.engine.run_files import parse_pid, touch_flag
 
 FINAL_STATES = ("stopped", "finished", "failed", "died")
 STOP_FILE = "STOP"
@@ -117,7 +118,8 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
 
 def pid_alive(pid: int | None) -> bool:
     """True when a process with ``pid`` runs (a zombie, finished but not reaped, is dead)."""
-    if not pid:
+    pid = parse_pid(pid)  # -1, 0, "x" from a damaged status.json: no process
+    if pid is None:
         return False
     import psutil
 
@@ -133,7 +135,12 @@ def read_job_status(job_dir: Path) -> dict:
     A job whose worker is gone before reaching a final state reads ``died``.
     """
     job_dir = Path(job_dir)
-    status = read_json(job_dir / "status.json") or {"state": "failed", "message": "no status.json", "done": 0, "total": 0}
+    status = read_json(job_dir / "status.json")
+    if not isinstance(status, dict) or not status:
+        status = {"state": "failed", "message": "no status.json", "done": 0, "total": 0}
+    raw_pid, status["pid"] = status.get("pid"), parse_pid(status.get("pid"))
+    if raw_pid is not None and status["pid"] is None and status.get("state") not in FINAL_STATES:
+        status["state"] = "died"  # -1, 0, "x": a damaged status names no worker, and nothing is signalled
     if status.get("state") not in FINAL_STATES and not pid_alive(status.get("pid")):
         # A queued job has no pid for a moment while it launches; give it that moment.
         if status.get("pid") is not None or status.get("state") != "queued":
@@ -154,7 +161,10 @@ def stop_eval_job(job_dir: Path) -> bool:
     status = read_job_status(job_dir)
     if status["state"] in FINAL_STATES:
         return False
-    (job_dir / STOP_FILE).touch()
+    try:
+        touch_flag(job_dir / STOP_FILE)  # never through a link planted as STOP
+    except OSError:
+        pass  # SIGTERM asks the worker to stop too
     # Only the job's own worker: a status.json naming another process (pid reuse, a planted file) gets no signal.
     process = owned_process(status.get("pid"), status.get("pid_started"), job_dir, (EVAL_MODULE,))
     if process is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.models import is_model_folder, load_tokenizer
+from tui_ft.engine.models import check_adapter, is_model_folder, load_tokenizer
 from tui_ft.engine.run_files import read_run_config
 from tui_ft.engine.runs import RunError, list_checkpoints
 
@@ -68,7 +68,8 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
     if not from_checkpoint and (run_dir / "adapter" / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_base(config, trust_remote_code), run_dir / "adapter").merge_and_unload()
+        adapter = check_adapter(run_dir / "adapter")  # safetensors only, never adapter_model.bin
+        model = PeftModel.from_pretrained(load_base(config, trust_remote_code), adapter).merge_and_unload()
         source = "adapter"
     else:
         checkpoints = list_checkpoints(run_dir)

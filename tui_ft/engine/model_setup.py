@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +113,9 @@ def load_base(config: dict, trust_remote_code: bool = False):
     if config.get("base_adapter"):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, config["base_adapter"]).merge_and_unload()
+        from tui_ft.engine.models import check_adapter
+
+        model = PeftModel.from_pretrained(model, check_adapter(config["base_adapter"])).merge_and_unload()
     return model
 
 
@@ -167,14 +168,15 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
     staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     # Every staging folder, not only ours: a worker killed mid-save left one named after its pid
     # (a whole model's worth of disk for full fine-tuning). One worker writes a run at a time.
+    from tui_ft.engine.run_files import remove_tree
+
     for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove_tree(leftover)  # a link planted under a staging name is removed itself, never written through
     model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     if not uses_lora:
         model.config.use_cache = True
         model.config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    if target.exists():
-        shutil.rmtree(target)
+    remove_tree(target)  # a link in its place is removed itself, never followed
     os.replace(staging, target)
     return target

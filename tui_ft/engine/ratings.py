@@ -14,6 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from tui_ft.engine.run_files import MAX_RATINGS_BYTES, open_append, read_tail
+
 RATINGS_FILE = "ratings.jsonl"
 RATING_FIELDS = ("helpfulness", "accuracy", "clarity")
 MIN_SCORE, MAX_SCORE = 1, 5
@@ -91,35 +93,32 @@ def append_rating(target: Path, record: dict) -> dict:
 
     Raises:
         ValueError: A score is missing or outside 1–5.
+        UnsafeFileError: The ratings file is a symbolic link (never written through) or not a
+            regular file (an ``OSError``).
     """
     check_scores(record)
     record = {"time": time.time(), **record}
     path = _as_file(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
+    with open_append(path) as handle:
         # A writer that died mid-line left a fragment: start on a fresh line so this record stays whole.
-        torn = handle.tell() > 0 and not _ends_with_newline(path)
+        torn = handle.tell() > 0 and read_tail(path, 1) != b"\n"
         handle.write((b"\n" if torn else b"") + orjson.dumps(record) + b"\n")
         handle.flush()
     return record
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
-
-
 def read_ratings(target: Path) -> list[dict]:
     """Every complete rating in a ratings file (a run folder or a file); none when it is missing.
 
-    Lines that are not whole JSON objects with valid scores (a torn last line) are skipped.
+    Lines that are not whole JSON objects with valid scores (a torn last line) are skipped. Only
+    a regular file is read, and of a file over ``MAX_RATINGS_BYTES`` only its last ratings.
     """
     path = _as_file(target)
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError:
-        return []
+    data = read_tail(path, MAX_RATINGS_BYTES)
+    lines = data.splitlines()
+    if len(data) >= MAX_RATINGS_BYTES:
+        lines = lines[1:]  # cut by the start of the read
     records = []
     for line in lines:
         try:

@@ -9,7 +9,6 @@ is cheap: status files are small, ``metrics.jsonl`` is read incrementally (the p
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.run_files import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail, read_json
+from tui_ft.engine.run_files import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail, read_json, read_tail
 from tui_ft.engine.runs import RunInfo, list_runs
 
 TAIL_BYTES = 16384  # enough for the last records of metrics.jsonl or a screen of worker.log
@@ -82,13 +81,8 @@ def last_record(path: Path, kind: str, tail_bytes: int = TAIL_BYTES) -> dict | N
 
 
 def _tail_bytes(path: Path, count: int) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            file.seek(max(0, size - count))
-            return file.read()
-    except OSError:
-        return b""
+    """At most the last ``count`` bytes of a regular file (``/dev/zero`` or a FIFO reads as empty)."""
+    return read_tail(path, count)
 
 
 def log_tail(run_dir: Path, max_lines: int = 200, tail_bytes: int = 4 * TAIL_BYTES) -> str:

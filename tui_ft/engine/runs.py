@@ -33,7 +33,9 @@ from tui_ft.engine.run_files import (
     read_json,
     read_metrics,
     read_run_config,
+    touch_flag,
     update_status,
+    warn_skipped,
     write_json_atomic,
 )
 
@@ -153,9 +155,33 @@ def worker_command(run_dir: Path, trust_remote_code: bool = False) -> list[str]:
     """
     from tui_ft.engine.processes import GROUP_MODULE, TRUST_FLAG, WORKER_MODULE, python_command
 
-    nproc = int(read_run_config(run_dir).get("nproc") or 1)
+    nproc = run_nproc(read_run_config(run_dir))
     module = GROUP_MODULE if nproc > 1 else WORKER_MODULE
     return python_command(module, str(run_dir), *([TRUST_FLAG] if trust_remote_code else []))
+
+
+def run_nproc(config: dict) -> int:
+    """The number of processes ``run.json`` asks for, checked against this machine.
+
+    ``run.json`` may come from elsewhere (a shared or copied run): a count that is not a whole
+    number from 1 to the machine's GPUs or CPU cores (whichever is more) is refused rather than
+    started as that many processes.
+
+    Raises:
+        RunError: The count is not such a number.
+    """
+    nproc = config.get("nproc", 1)
+    nproc = 1 if nproc is None else nproc
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise RunError(f"run.json: nproc must be a whole number of processes (1 or more), got {nproc!r}")
+    limit = os.cpu_count() or 1
+    if nproc > limit:
+        from tui_ft.engine.devices import visible_gpu_count
+
+        limit = max(limit, visible_gpu_count())
+    if nproc > limit:
+        raise RunError(f"run.json: nproc {nproc} is more processes than this machine has GPUs or CPU cores ({limit})")
+    return nproc
 
 
 def check_model_code(run_dir: Path, trust_remote_code: bool = False) -> None:
@@ -272,12 +298,15 @@ def list_runs(home: Path) -> list[RunInfo]:
     for run_dir in root.iterdir() if root.is_dir() else []:
         config = read_run_config(run_dir)
         if not config:
+            if os.path.lexists(run_dir / RUN_FILE):
+                warn_skipped(run_dir / RUN_FILE, "not a readable JSON object of at most a few MB, in a regular file")
             continue
         status = read_status(run_dir)
         runs.append((_typed(config.get("created"), (int, float), 0.0), RunInfo(
             name=run_dir.name, path=run_dir, state=str(status.get("state", "queued")),
             step=_typed(status.get("step"), int, 0), total_steps=_typed(status.get("total_steps"), int, None),
-            method=config.get("method", "?"), model=config.get("model", "?"), dataset=config.get("dataset", "?"),
+            method=_typed(config.get("method"), str, "?"), model=_typed(config.get("model"), str, "?"),
+            dataset=_typed(config.get("dataset"), str, "?"),
             started=_typed(status.get("started"), (int, float), None), updated=_typed(status.get("updated"), (int, float), None),
             message=str(status.get("message", "")), pid=_typed(status.get("pid"), int, None),
         )))
@@ -308,7 +337,10 @@ def stop_run(run_dir: Path) -> bool:
     status = read_status(run_dir)
     if status["state"] in FINAL_STATES:
         return False
-    (run_dir / STOP_FILE).touch()
+    try:
+        touch_flag(run_dir / STOP_FILE)  # never through a link planted as STOP
+    except OSError:
+        pass  # SIGTERM alone asks the worker to stop too
     process = worker_process(run_dir, status) if status.get("pid") else None
     if process is not None:
         import psutil
@@ -344,6 +376,7 @@ def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:
         raise RunError(f"{run_dir.name} is still {status['state']} (pid {status['pid']})")
     if status["state"] == "finished":
         raise RunError(f"{run_dir.name} has already finished")
+    run_nproc(read_run_config(run_dir))  # a bad count is refused before the status changes
     check_model_code(run_dir, trust_remote_code)  # so is a model with its own code, unless trusted now
     from tui_ft.engine.processes import UnsafeLogError, refuse_log_link
 
@@ -351,7 +384,7 @@ def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:
         refuse_log_link(run_dir / LOG_FILE)  # and a worker.log planted as a link
     except UnsafeLogError as error:
         raise RunError(str(error)) from None
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a link is removed itself, never its target
     update_status(run_dir, state="queued", pid=None, pid_started=None, message="resuming")
     # The one-argument call when not trusting: tests stand in for launch_run with launch_run(run_dir).
     return launch_run(run_dir, trust_remote_code=True) if trust_remote_code else launch_run(run_dir)
@@ -363,7 +396,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     found = []
     for path in folder.iterdir() if folder.is_dir() else []:
         match = CHECKPOINT_PATTERN.match(path.name)
-        if match and path.is_dir():
+        if match and path.is_dir() and not path.is_symlink():  # a link is not a checkpoint of this run
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 

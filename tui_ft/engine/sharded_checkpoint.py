@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.checkpoint import STATE_FILE, load_rng, publish, remove_staging, rng_state
+from tui_ft.engine.checkpoint import STATE_FILE, checkpoint_folder, load_rng, publish, remove_staging, rng_state
 from tui_ft.engine.distributed import Group, barrier, broadcast_object, gather_objects
 
 METADATA_FILE = ".metadata"  # written by DCP
@@ -36,7 +36,7 @@ def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict
     target = folder / f"step-{position['step']}"
     staging = None
     if group.is_main:
-        folder.mkdir(exist_ok=True)
+        checkpoint_folder(run_dir)  # a link as ckpt/ is refused: old checkpoints are deleted there
         staging = folder / f".tmp-step-{position['step']}-{os.getpid()}"
         remove_staging(run_dir)  # leftovers of a killed worker, as the one-process save does
         staging.mkdir()

@@ -379,7 +379,11 @@ class ChatScreen(Pane):
                       "use_adapter": reply.use_adapter, "settings": exchange.settings,
                       "system_prompt": exchange.system_prompt, **result}
             path = ratings_path(reply.model, self.app.home)
-            append_rating(path, record)
+            try:
+                append_rating(path, record)
+            except OSError as error:  # a link or a FIFO planted as the ratings file: refused, not followed
+                self.notify(f"Rating not saved: {error}", severity="error", markup=False)
+                return
             self.refresh_ratings()
             self.notify(f"Rated {reply.model}: " + ", ".join(f"{k} {v}" for k, v in result.items()), title=path.name)
 
