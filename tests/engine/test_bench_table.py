@@ -108,6 +108,15 @@ def test_job_progress_is_split_over_its_cells(home):
     assert job_cells(status | {"state": "finished"}, home) == []
 
 
+def test_an_export_in_its_default_folder_is_not_read_back_as_a_result(home, capsys):
+    table = BenchTable([Row("default", "d", None, "model", "default")], [BENCH], {
+        ("d@", BENCH.key): {"kind": "benchmark", "score": 0.5, "n": 2, "scorer": "exact", "items": [{}]}})
+    csv_path, json_path = export_table(table, home)
+    assert json_path.parent == home / "bench" / "exports" and json_path.is_file()
+    assert json_path not in eval_store.result_files(home)
+    assert "skipped" not in capsys.readouterr().err  # no warning about a file that was never a result
+
+
 def test_export_to_a_given_path(home):
     rows = [Row("default", "d", None, "model", "default"), Row("run-a", "r", "step-5", "checkpoint", "run-a · step-5")]
     table = BenchTable(rows, [BENCH, PPL], {

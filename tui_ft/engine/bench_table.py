@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from tui_ft.engine.eval_store import load_results, result_files, write_json_atomic
+from tui_ft.engine.eval_store import EXPORTS_FOLDER, load_results, result_files, write_json_atomic
 from tui_ft.engine.eval_worker import FINAL_STATES, jobs_dir, read_job_status
 from tui_ft.engine.evaluate import default_scorer, display_path
 from tui_ft.engine.run_files import open_no_follow, warn_skipped
@@ -416,7 +416,7 @@ def export_table(table: BenchTable, home: Path, rows: list[Row] | None = None,
     rows = table.rows if rows is None else rows
     stem = f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if destination is None:
-        base = Path(home) / "bench" / "exports" / stem
+        base = Path(home) / "bench" / EXPORTS_FOLDER / stem
     else:
         destination = Path(destination).expanduser()
         base = destination / stem if destination.is_dir() or not destination.suffix else destination.with_suffix("")

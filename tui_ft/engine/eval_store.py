@@ -20,6 +20,7 @@ import orjson
 from tui_ft.engine.models import ModelRef
 from tui_ft.engine.run_files import read_regular, warn_skipped, write_bytes_atomic
 
+EXPORTS_FOLDER = "exports"  # bench_table.export_table's default destination
 JOBS_FOLDER = "jobs"  # <home>/bench/jobs/<id>/ holds detached evaluation jobs, not results
 MAX_RESULT_BYTES = 64 << 20  # a result keeps every item's reply: a few MB for thousands of items
 
@@ -104,7 +105,8 @@ def lookup(path: Path, fingerprint: dict) -> dict | None:
 def result_files(home: Path) -> list[Path]:
     """Every stored result file in the workspace: ``bench/*/`` and ``checkpoints/*/bench/``."""
     home = Path(home)
-    files = [p for p in (home / "bench").glob("*/*.json") if p.parent.name != JOBS_FOLDER]
+    # jobs/ holds job state and exports/ the tables a user exported: neither is a result.
+    files = [p for p in (home / "bench").glob("*/*.json") if p.parent.name not in (JOBS_FOLDER, EXPORTS_FOLDER)]
     files += list((home / "checkpoints").glob("*/bench/*.json"))
     return [p for p in files if not p.name.startswith(".")]
 
