@@ -31,7 +31,10 @@ from workers import new_run, wait_for
 
 STEPS = 30
 POLLER = Path(__file__).with_name("dashboard_poller.py")
-LAUNCHER = ("import sys, time\nfrom tui_ft.engine.runs import launch_run\n"
+# The launcher stands in for a dashboard in a terminal, where a hangup ends it: SIGHUP is set back
+# to its default, since an ignored SIGHUP is inherited (a suite started under nohup ignores it).
+LAUNCHER = ("import signal, sys, time\nsignal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+            "from tui_ft.engine.runs import launch_run\n"
             "print(*[launch_run(p) for p in sys.argv[1:]], flush=True)\ntime.sleep(600)\n")
 
 SECTION = Section(
