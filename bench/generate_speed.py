@@ -32,14 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tui_ft.engine.chat_model import resolve_dtype  # noqa: E402
-from tui_ft.engine.detokenize import IncrementalDecoder  # noqa: E402
-from tui_ft.engine.llama_decoder import LlamaDecoder  # noqa: E402
-from tui_ft.engine.lookahead import greedy_with_lookup  # noqa: E402
+from tui_ft.engine.data.templates import encode_text, render_prompt  # noqa: E402
+from tui_ft.engine.generation.chat_model import resolve_dtype  # noqa: E402
+from tui_ft.engine.generation.detokenize import IncrementalDecoder  # noqa: E402
+from tui_ft.engine.generation.fast_cpu.llama_decoder import LlamaDecoder  # noqa: E402
+from tui_ft.engine.generation.fast_cpu.prompt_lookup import greedy_with_lookup  # noqa: E402
+from tui_ft.engine.generation.sampling import GenerationSettings  # noqa: E402
+from tui_ft.engine.generation.token_loop import generate_token_ids  # noqa: E402
 from tui_ft.engine.models import load_model, resolve_model  # noqa: E402
-from tui_ft.engine.sampling import GenerationSettings  # noqa: E402
-from tui_ft.engine.templates import encode_text, render_prompt  # noqa: E402
-from tui_ft.engine.token_loop import generate_token_ids  # noqa: E402
 
 SEED_TEXT = Path("/work/shared/seed/fine-tuning-chapter.txt")
 

@@ -148,9 +148,9 @@ def last_mean(values: list[float], count: int = 5) -> float:
 
 def run_tui_ft(name: str, home: Path, train_path: Path, steps: int | None, heldout, settings: dict) -> Result:
     """The engine's Trainer, in-process (the worker adds only process start-up)."""
-    from tui_ft.engine.config import TrainConfig
     from tui_ft.engine.runs import create_run, read_metrics
-    from tui_ft.engine.train import Trainer
+    from tui_ft.engine.runs.config import TrainConfig
+    from tui_ft.engine.training.trainer import Trainer
 
     config = TrainConfig(model="default", dataset=str(train_path), method="lora", epochs=1, max_steps=steps,
                          batch_size=BATCH, max_length=MAX_LENGTH, template="alpaca", lr=LR, eval_split=0.0,
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tui_ft.engine.data import load_dataset, sft_examples
     from tui_ft.engine.models import load_tokenizer, resolve_model
-    from tui_ft.engine.train_data import SFTObjective
+    from tui_ft.engine.training.batching import SFTObjective
 
     args = parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -102,8 +102,8 @@ def finished_run(home: Path, name: str, steps: int, offset: float) -> None:
 
 def start_live_run(home: Path, model: str) -> Path:
     """Create and launch a LoRA run that trains for longer than this benchmark lasts."""
-    from tui_ft.engine.config import TrainConfig
     from tui_ft.engine.runs import create_run, launch_run
+    from tui_ft.engine.runs.config import TrainConfig
 
     config = TrainConfig(model=model, dataset="datasets/demo_veloria.jsonl", method="lora", max_steps=2000,
                          batch_size=8, eval_split=0.0, save_every=0, name="live")
@@ -218,7 +218,7 @@ async def key_latencies(home: Path, presses: int, verbose: bool) -> tuple[list[f
 
 def tail_costs(home: Path, run_dir: Path, polls: int, interval: float) -> tuple[float, list[float]]:
     """CPU seconds of the first full read of a long history, and of each poll of the live run."""
-    from tui_ft.engine.run_monitor import RunHistory, run_rows
+    from tui_ft.views.run_monitor import RunHistory, run_rows
 
     started = time.thread_time()
     RunHistory(home / "checkpoints" / "history-1").update()

@@ -111,7 +111,7 @@ def steady_dashboard(request, monkeypatch):
 
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
     monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", None)
-    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)
+    monkeypatch.setattr("tui_ft.engine.models.devices.visible_gpu_count", lambda: 0)
     with fixed_paths_lock():
         yield
 

@@ -14,7 +14,7 @@ def imported_after(statement: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["tui_ft.engine.data", "tui_ft.engine.templates", "tui_ft.engine.models", "tui_ft.engine.stats", "tui_ft.cli"],
+    ["tui_ft.engine.data", "tui_ft.engine.data.templates", "tui_ft.engine.models", "tui_ft.engine.data.stats", "tui_ft.cli"],
 )
 def test_engine_never_imports_textual(module):
     modules = imported_after(f"import {module}")
@@ -22,15 +22,30 @@ def test_engine_never_imports_textual(module):
     assert not any(name == "textual" or name.startswith("textual.") for name in modules)
 
 
-def test_every_engine_module_is_headless():
+def engine_modules() -> list[str]:
     import pkgutil
 
     import tui_ft.engine
 
-    names = [f"tui_ft.engine.{m.name}" for m in pkgutil.iter_modules(tui_ft.engine.__path__)]
+    return [m.name for m in pkgutil.walk_packages(tui_ft.engine.__path__, "tui_ft.engine.")]
+
+
+def test_every_engine_module_is_headless():
+    names = engine_modules()
+    assert {"tui_ft.engine.runs.worker", "tui_ft.engine.generation.fast_cpu.llama_decoder"} <= set(names)
     modules = imported_after("; ".join(f"import {n}" for n in names))
-    assert {"tui_ft.engine.data", "tui_ft.engine.models"} <= modules
+    assert {"tui_ft.engine.data", "tui_ft.engine.models", "tui_ft.engine.training.trainer"} <= modules
     assert "textual" not in modules
+
+
+@pytest.mark.parametrize("package", ["tui_ft.engine.runs", "tui_ft.engine.data", "tui_ft.engine.evaluation",
+                                     "tui_ft.engine.models", "tui_ft.engine.generation", "tui_ft.views.bench_table",
+                                     "tui_ft.views.run_monitor"])
+def test_packages_the_dashboard_uses_load_neither_torch_nor_transformers(package):
+    modules = imported_after(f"import {package}")
+    assert package in modules
+    for heavy in ("torch", "transformers", "peft"):
+        assert heavy not in modules, f"importing {package} imports {heavy}"
 
 
 def test_dashboard_starts_without_torch():
@@ -85,6 +100,6 @@ def test_datasets_pane_tokenizes_without_importing_transformers_here(default_mod
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("EXAMPLE", "MODULES")))
     assert "tokens" in lines["EXAMPLE"] and "trained" in lines["EXAMPLE"]  # the child answered
     modules = set(lines["MODULES"].split())
-    assert "tui_ft.engine.tokenizer_process" in modules
+    assert "tui_ft.engine.data.tokenizer_process" in modules
     for heavy in ("torch", "transformers", "tokenizers"):
         assert heavy not in modules, f"{heavy} was imported by the dashboard's process"

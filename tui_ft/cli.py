@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from tui_ft.engine.data.readers import DatasetError
     from tui_ft.engine.models import ModelError
-    from tui_ft.engine.readers import DatasetError
     from tui_ft.safe_text import clean
 
     args = build_parser().parse_args(argv)

@@ -17,7 +17,7 @@ import pytest
 
 from tui_ft.engine.data import load_dataset
 from tui_ft.engine.runs import read_metrics
-from tui_ft.engine.train_data import split_eval
+from tui_ft.engine.training.batching import split_eval
 
 pytestmark = pytest.mark.e2e
 TUI_FT = Path(sys.executable).with_name("tui-ft")
@@ -28,7 +28,7 @@ def held_out_margins(chat, pairs) -> tuple[list[float], list[float]]:
     """log p(chosen) - log p(rejected) of each pair, for the base model and for the tuned one."""
     import torch
 
-    from tui_ft.engine.dpo import DPOObjective, sequence_logps
+    from tui_ft.engine.training.dpo import DPOObjective, sequence_logps
 
     data = DPOObjective(pairs, chat.tokenizer, chat.template, max_length=512, beta=0.1)
     assert len(data.items) == len(pairs)
@@ -65,7 +65,7 @@ def test_dpo_on_the_shipped_pairs_raises_the_held_out_margin_and_changes_the_cha
     pairs = list(load_dataset(PAIRS).records)
     _, held = split_eval(len(pairs), config["eval_split"], config["seed"])
     assert len(held) == 9
-    from tui_ft.engine.generate import GenerationSettings, load_chat_model
+    from tui_ft.engine.generation import GenerationSettings, load_chat_model
 
     chat = load_chat_model("dpo", workspace, dtype="float32")
     assert chat.has_adapter

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine import eval_store
-from tui_ft.engine.bench_table import (
+from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.views.bench_table import (
     BenchTable,
     Column,
     Row,

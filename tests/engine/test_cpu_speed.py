@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_ft.engine import cpu_speed
-from tui_ft.engine.cpu_speed import resolve_precision, use_fast_dropout, use_fp32_attention
+from tui_ft.engine.training import cpu_speed
+from tui_ft.engine.training.cpu_speed import resolve_precision, use_fast_dropout, use_fp32_attention
 
 
 def small_llama(hidden: int = 32):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tui_ft.cli import main
 from tui_ft.engine.data import Example, find_datasets
-from tui_ft.engine.templates import tokenize_example
+from tui_ft.engine.data.templates import tokenize_example
 
 REPO = Path(__file__).resolve().parents[2]
 TUI_FT = Path(sys.executable).parent / "tui-ft"

@@ -26,7 +26,7 @@ from tui_ft.engine.data import (
     preference_examples,
     sft_examples,
 )
-from tui_ft.engine.readers import DatasetError
+from tui_ft.engine.data.readers import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")

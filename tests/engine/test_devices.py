@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine import devices
-from tui_ft.engine.devices import count_visible_devices, visible_gpu_count
+from tui_ft.engine.models import devices
+from tui_ft.engine.models.devices import count_visible_devices, visible_gpu_count
 
 NVIDIA_SMI_LISTING = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)
 GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb)
@@ -77,22 +77,22 @@ def test_a_failing_or_hung_nvidia_smi_means_no_gpus(bare_path, monkeypatch, body
 
 
 def test_counting_imports_no_torch():
-    code = "import sys; from tui_ft.engine.devices import visible_gpu_count; visible_gpu_count(); print('torch' in sys.modules)"
+    code = "import sys; from tui_ft.engine.models.devices import visible_gpu_count; visible_gpu_count(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(("visible", "nproc", "refused"), [("0", 2, True), ("0,1", 2, False), ("", 2, False)])
 def test_a_run_asking_more_processes_than_gpus_is_refused_without_importing_torch(monkeypatch, visible, nproc, refused):
-    from tui_ft.engine.config import TrainConfig
-    from tui_ft.engine.config_checks import check_values
+    from tui_ft.engine.runs.config import TrainConfig
+    from tui_ft.engine.runs.config_checks import check_values
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     errors = check_values(TrainConfig(model="default", dataset="d.jsonl", nproc=nproc, batch_size=4).resolved())
     found = [message for field, message in errors if field == "nproc"]
     assert found == (["this machine has 1 CUDA device(s), got nproc 2"] if refused else []), errors
-    code = ("import os, sys; os.environ['CUDA_VISIBLE_DEVICES'] = '0'; from tui_ft.engine.config import TrainConfig; "
-            "from tui_ft.engine.config_checks import check_values; "
+    code = ("import os, sys; os.environ['CUDA_VISIBLE_DEVICES'] = '0'; from tui_ft.engine.runs.config import TrainConfig; "
+            "from tui_ft.engine.runs.config_checks import check_values; "
             "check_values(TrainConfig(model='default', dataset='d.jsonl', nproc=2, batch_size=4).resolved()); "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

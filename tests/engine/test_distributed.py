@@ -16,11 +16,12 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from tui_ft.engine.config import TrainConfig, validate_config
-from tui_ft.engine.distributed import Group, shard
-from tui_ft.engine.group_launcher import RankFailure, failure_message, loopback_interface, rank_env
 from tui_ft.engine.runs import create_run, launch_run, list_checkpoints, read_metrics, read_status, resume_run, stop_run
-from tui_ft.engine.train import train_run
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.config_checks import validate_config
+from tui_ft.engine.runs.group_launcher import RankFailure, failure_message, loopback_interface, rank_env
+from tui_ft.engine.training.distributed import Group, shard
+from tui_ft.engine.training.trainer import train_run
 
 from polling import wait_for
 

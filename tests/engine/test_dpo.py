@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine.config import TrainConfig
-from tui_ft.engine.dpo import REFERENCE_FILE, DPOObjective
 from tui_ft.engine.runs import create_run, list_checkpoints, read_metrics, read_status
-from tui_ft.engine.train import train_run
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.training.dpo import REFERENCE_FILE, DPOObjective
+from tui_ft.engine.training.trainer import train_run
 
 DATASET = "datasets/dpo_concise.jsonl"
 PAIRS = [{"prompt": "What is 2+2? ", "chosen": "4.", "rejected": "It is, well, probably four or so."},
@@ -62,7 +62,7 @@ def our_dpo(policy, reference, batch: dict, beta: float, tokenizer) -> dict:
     """Our objective's step statistics for a batch of [chosen rows; rejected rows]."""
     import torch
 
-    from tui_ft.engine.dpo import sequence_logps
+    from tui_ft.engine.training.dpo import sequence_logps
 
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     with torch.no_grad():

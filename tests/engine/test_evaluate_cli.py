@@ -76,10 +76,10 @@ def test_eval_invalid_benchmark_lists_path_line_problems(workspace, capsys, monk
 
 
 def test_eval_detach_prints_the_job_folder(workspace, capsys, monkeypatch, tiny_model_dir):
-    from tui_ft.engine import eval_worker
+    from tui_ft.engine.evaluation import jobs
 
     launched = []
-    monkeypatch.setattr(eval_worker.subprocess, "Popen", lambda cmd, **kw: launched.append((cmd, kw)) or type("P", (), {"pid": 4242})())
+    monkeypatch.setattr(jobs.subprocess, "Popen", lambda cmd, **kw: launched.append((cmd, kw)) or type("P", (), {"pid": 4242})())
     monkeypatch.chdir(workspace)
     code, out, err = _run(capsys, "--home", str(workspace), "eval", str(tiny_model_dir), "--benchmark",
                           "datasets/seed_benchmark.jsonl", "--max-new-tokens", "5", "--detach")
@@ -87,7 +87,7 @@ def test_eval_detach_prints_the_job_folder(workspace, capsys, monkeypatch, tiny_
     job_dir = workspace / "bench" / "jobs" / out.strip().rsplit("/", 1)[-1]
     assert out.strip() == str(job_dir)
     [(cmd, options)] = launched
-    assert cmd[-2:] == ["tui_ft.engine.eval_worker", str(job_dir)] and options["start_new_session"] is True
+    assert cmd[-2:] == ["tui_ft.engine.evaluation.worker", str(job_dir)] and options["start_new_session"] is True
     job = orjson.loads((job_dir / "job.json").read_bytes())
     assert job["max_new_tokens"] == 5 and job["benchmarks"] == [str(workspace / "datasets" / "seed_benchmark.jsonl")]
     status = orjson.loads((job_dir / "status.json").read_bytes())

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from tui_ft.engine.data import BenchmarkItem, Example, load_dataset, sft_examples
-from tui_ft.engine.scoring import (
+from tui_ft.engine.data.templates import IGNORE_INDEX, encode_text, render_prompt, tokenize_example
+from tui_ft.engine.evaluation.scoring import (
     choice_sequence,
     perplexity,
     run_benchmark,
@@ -15,7 +16,6 @@ from tui_ft.engine.scoring import (
     score_contains,
     score_exact,
 )
-from tui_ft.engine.templates import IGNORE_INDEX, encode_text, render_prompt, tokenize_example
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_choice_sequence_labels_only_the_choice(tokenizer):
 
 
 def test_run_benchmark_generates_and_scores_each_item(tiny):
-    from tui_ft.engine.generate import GenerationSettings
+    from tui_ft.engine.generation import GenerationSettings
 
     model, tokenizer = tiny
     items = [BenchmarkItem("What is 2 + 2?", "4", line=1), BenchmarkItem("Say hi.", "", line=2)]

@@ -9,10 +9,11 @@ import time
 import orjson
 import pytest
 
-from tui_ft.engine import eval_model
-from tui_ft.engine.eval_store import write_json_atomic
-from tui_ft.engine.eval_worker import STOP_FILE, list_jobs, read_job_status, run_job, start_eval_job
-from tui_ft.engine.evaluate import default_settings, evaluate, load_results
+from tui_ft.engine.evaluation import default_settings, evaluate, load_results
+from tui_ft.engine.evaluation import model_session as eval_model
+from tui_ft.engine.evaluation.jobs import STOP_FILE, list_jobs, read_job_status, start_eval_job
+from tui_ft.engine.evaluation.store import write_json_atomic
+from tui_ft.engine.evaluation.worker import run_job
 
 
 def test_perplexity_result_is_stored_and_reused(workspace, tiny_model_dir, monkeypatch):
@@ -97,13 +98,13 @@ def test_checkpoint_of_a_run_is_its_base_plus_trainable_weights(workspace, tiny_
     import torch
     from safetensors.torch import save_file
 
-    from tui_ft.engine.checkpoint import WEIGHTS_FILE, trainable_state
-    from tui_ft.engine.config import TrainConfig
     from tui_ft.engine.data import load_dataset, sft_examples
-    from tui_ft.engine.model_setup import build_model
+    from tui_ft.engine.evaluation.scoring import perplexity
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.runs import create_run
-    from tui_ft.engine.scoring import perplexity
+    from tui_ft.engine.runs.config import TrainConfig
+    from tui_ft.engine.training.checkpoint import WEIGHTS_FILE, trainable_state
+    from tui_ft.engine.training.methods import build_model
 
     monkeypatch.chdir(workspace)
     dataset = "datasets/seed_instructions_20.jsonl"

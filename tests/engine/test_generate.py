@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from tui_ft.engine.generate import GenerationSettings, generate_reply, stream_reply
-from tui_ft.engine.llama_decoder import LlamaDecoder, supports_lean_decoding
+from tui_ft.engine.data.templates import encode_text, render_prompt
+from tui_ft.engine.generation import GenerationSettings, generate_reply, stream_reply
+from tui_ft.engine.generation.fast_cpu.llama_decoder import LlamaDecoder, supports_lean_decoding
+from tui_ft.engine.generation.token_loop import eos_token_ids, generate_token_ids
 from tui_ft.engine.models import load_model, resolve_model
-from tui_ft.engine.templates import encode_text, render_prompt
-from tui_ft.engine.token_loop import eos_token_ids, generate_token_ids
 
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow, please."}]
 
@@ -246,7 +246,7 @@ def test_several_positions_at_once_are_bit_identical_in_bf16(wide, tokenizer, pr
 def test_prompt_lookup_keeps_greedy_output_and_saves_passes(wide, tokenizer, prompt):
     from contextlib import nullcontext
 
-    from tui_ft.engine.lookahead import greedy_with_lookup, guess_next_tokens
+    from tui_ft.engine.generation.fast_cpu.prompt_lookup import greedy_with_lookup, guess_next_tokens
 
     assert guess_next_tokens([5, 6, 7, 1, 5, 6], 2) == [7, 1]  # what followed "5 6" before
     assert guess_next_tokens([1, 2, 3], 4) == []
@@ -262,7 +262,7 @@ def test_prompt_lookup_keeps_greedy_output_and_saves_passes(wide, tokenizer, pro
 
 
 def test_attention_groups_split_where_the_last_partial_register_or_key_block_changes():
-    from tui_ft.engine.llama_decoder import _attention_groups
+    from tui_ft.engine.generation.fast_cpu.llama_decoder import _attention_groups
 
     # keys 14..22: 14 and 15 end in the register of positions 0-15, 16..22 in the next one
     assert _attention_groups(13, 9, 16) == [(0, 2), (2, 9)]
@@ -276,7 +276,7 @@ def test_attention_groups_split_where_the_last_partial_register_or_key_block_cha
 def test_grouped_attention_is_exact_here_and_the_grouping_rule_matters():
     import torch.nn.functional as F
 
-    from tui_ft.engine.llama_decoder import _attend_rows, float_lanes, grouped_attention_is_exact
+    from tui_ft.engine.generation.fast_cpu.llama_decoder import _attend_rows, float_lanes, grouped_attention_is_exact
 
     if float_lanes() is None:  # the probe then refuses grouping by design
         pytest.skip("torch's CPU kernels name no register width here: attention is never grouped")
@@ -322,7 +322,7 @@ def test_projections_reading_one_input_share_one_oneDNN_call(wide):
 
 
 def test_an_inexact_stacking_falls_back_to_one_weight_each(wide, tokenizer, prompt, monkeypatch):
-    from tui_ft.engine import llama_decoder, onednn_weights
+    from tui_ft.engine.generation.fast_cpu import llama_decoder, onednn_weights
 
     ids = encode_text(tokenizer, prompt)
     expected = LlamaDecoder(wide, len(ids) + 1)

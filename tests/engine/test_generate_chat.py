@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tui_ft.cli import main
-from tui_ft.engine.generate import ChatModel, GenerationSettings, fit_history, load_chat_model
+from tui_ft.engine.data.templates import encode_text, render_prompt
+from tui_ft.engine.generation import ChatModel, GenerationSettings, fit_history, load_chat_model
 from tui_ft.engine.models import load_model, resolve_model
-from tui_ft.engine.templates import encode_text, render_prompt
 
 SYSTEM = {"role": "system", "content": "You answer in French."}
 
@@ -112,7 +112,7 @@ def test_adapter_switches_off_to_the_base_model(lora_run, tiny_model_dir):
 def test_adapter_greedy_equals_transformers_generate(lora_run, dtype):
     """LoRA layers on q, v and down run as modules, the plain k, o, gate and up on laid-out
     (in bf16: stacked where exact) weights: the tokens are still generate()'s."""
-    from tui_ft.engine.token_loop import eos_token_ids, generate_token_ids
+    from tui_ft.engine.generation.token_loop import eos_token_ids, generate_token_ids
 
     chat = load_chat_model("lora-run", lora_run, dtype=dtype)
     ids = encode_text(chat.tokenizer, "### Instruction:\nHello\n\n### Response:\n")

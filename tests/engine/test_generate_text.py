@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_ft.engine.detokenize import REPLACEMENT_CHAR, IncrementalDecoder, MarkerGuard
-from tui_ft.engine.generate import GenerationSettings, generate_reply, stream_reply
-from tui_ft.engine.templates import ALPACA_END_MARKER
+from tui_ft.engine.data.templates import ALPACA_END_MARKER
+from tui_ft.engine.generation import GenerationSettings, generate_reply, stream_reply
+from tui_ft.engine.generation.detokenize import REPLACEMENT_CHAR, IncrementalDecoder, MarkerGuard
 
 
 class ScriptedModel(torch.nn.Module):

@@ -3,14 +3,14 @@
 import orjson
 import pytest
 
-from tui_ft.engine.ratings import (
+from tui_ft.engine.evaluation.ratings import (
     append_rating,
     model_slug,
     ratings_path,
     read_ratings,
     summarize_ratings,
 )
-from tui_ft.engine.transcript import export_transcript, transcript_markdown
+from tui_ft.engine.generation.transcript import export_transcript, transcript_markdown
 
 
 def rating(h, a, c, **extra):

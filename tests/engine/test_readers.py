@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tui_ft.engine.data import check_dataset, load_dataset
-from tui_ft.engine.readers import DatasetError, Problem, file_kind, read_records
+from tui_ft.engine.data.readers import DatasetError, Problem, file_kind, read_records
 
 QA = '{"question": "q%d", "answer": "a%d"}'
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tui_ft.engine.run_files import read_metrics
-from tui_ft.engine.run_monitor import (
+from tui_ft.engine.runs.folder import read_metrics
+from tui_ft.views.run_monitor import (
     RunHistory,
     Series,
     WorkerMonitor,

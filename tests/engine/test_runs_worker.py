@@ -14,8 +14,8 @@ import sys
 import psutil
 import pytest
 
-from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, resume_run, stop_run
+from tui_ft.engine.runs.config import TrainConfig
 
 from polling import wait_for
 

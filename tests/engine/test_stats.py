@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tui_ft.engine.data import Dataset, Example, load_dataset
-from tui_ft.engine.stats import DatasetStats, dataset_stats, histogram, token_lengths
-from tui_ft.engine.templates import encode_text, render, render_prompt, tokenize_example
+from tui_ft.engine.data.stats import DatasetStats, dataset_stats, histogram, token_lengths
+from tui_ft.engine.data.templates import encode_text, render, render_prompt, tokenize_example
 
 EXTRA_WORDS = [0, 1, 2, 5, 9]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tui_ft.engine.data import Example
-from tui_ft.engine.templates import (
+from tui_ft.engine.data.templates import (
     IGNORE_INDEX,
     default_template,
     encode_text,

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import create_run, list_checkpoints, read_metrics, read_status
-from tui_ft.engine.train import train_run
-from tui_ft.engine.worker import run_worker
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.worker import run_worker
+from tui_ft.engine.training.trainer import train_run
 
 DATASET = "datasets/seed_instructions.jsonl"  # 8 examples
 
@@ -96,7 +96,7 @@ def check_lora_outputs(run_dir: Path, base_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from tui_ft.engine.export import export_merged
+    from tui_ft.engine.training.export import export_merged
 
     saved = load_file(list_checkpoints(run_dir)[-1] / "trainable.safetensors")
     assert saved and all("lora_" in name for name in saved)
@@ -184,8 +184,8 @@ def test_loss_is_weighted_by_token_across_gradient_accumulation(workspace, tiny_
     from transformers import AutoModelForCausalLM
 
     from tui_ft.engine.data import load_dataset, sft_examples
+    from tui_ft.engine.data.templates import tokenize_example
     from tui_ft.engine.models import load_tokenizer
-    from tui_ft.engine.templates import tokenize_example
 
     # Two examples with very different reply lengths: a mean of the two per-example means
     # differs clearly from the token-weighted mean.

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.run_files import FINAL_STATES
-from tui_ft.engine.run_monitor import RunHistory, run_rows
+from tui_ft.engine.runs.folder import FINAL_STATES
+from tui_ft.views.run_monitor import RunHistory, run_rows
 
 
 def check_files(run_dir: Path, seen: dict) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
-from tui_ft.engine import runs
-from tui_ft.engine.run_files import MetricsTail, MetricsWriter, update_status
-from tui_ft.engine.run_monitor import RunHistory, last_record, run_rows
+from tui_ft.engine.runs import lifecycle as runs
 from tui_ft.engine.runs import list_runs, read_metrics, read_status, resume_run
+from tui_ft.engine.runs.folder import MetricsTail, MetricsWriter, update_status
+from tui_ft.views.run_monitor import RunHistory, last_record, run_rows
 
 from report import Section
 from workers import new_run

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tui_ft.engine.data import FORMATS, BenchmarkItem, Example, PreferencePair, PromptItem, load_dataset
-from tui_ft.engine.readers import DatasetError, Problem
+from tui_ft.engine.data.readers import DatasetError, Problem
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 START, END = "<!-- datasets:start -->", "<!-- datasets:end -->"

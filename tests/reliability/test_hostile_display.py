@@ -22,8 +22,8 @@ import pytest
 from textual.widgets import DataTable, Select, Static
 
 from tui_ft.cli import main
-from tui_ft.engine import eval_store
-from tui_ft.engine.models import ModelRef, default_model_dir
+from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.models.references import ModelRef, default_model_dir
 from tui_ft.safe_text import clean
 from tui_ft.ui.app import TuiFtApp
 
@@ -181,7 +181,7 @@ def steady(monkeypatch):
     """As tests/conftest.py's steady_dashboard does for tests/ui: no pane built in the background, no GPU."""
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
     monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", None)
-    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 0)
+    monkeypatch.setattr("tui_ft.engine.models.devices.visible_gpu_count", lambda: 0)
 
 
 def app_on(mode: str, home: Path, model_ref: str = "default") -> TuiFtApp:
@@ -296,7 +296,7 @@ async def test_benchmark_pane_shows_hostile_names_and_items(home, steady):
 
 async def test_chat_pane_shows_hostile_model_names_errors_and_replies(home, steady, monkeypatch):
     """The load error names run.json's model (the real loader: the model is unknown, nothing loads)."""
-    from tui_ft.engine import chat_model
+    from tui_ft.engine.generation import chat_model
 
     app = app_on("chat", home, model_ref="shared-run")
     async with app.run_test(size=(160, 40)) as pilot:

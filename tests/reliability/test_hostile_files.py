@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
-from tui_ft.engine import eval_store, run_files, runs
-from tui_ft.engine.bench_table import build_table, export_table, job_cells, read_jobs
-from tui_ft.engine.checkpoint import remove_staging, save_checkpoint
-from tui_ft.engine.eval_worker import read_job_status, stop_eval_job
+from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.evaluation.jobs import read_job_status, stop_eval_job
+from tui_ft.engine.evaluation.ratings import append_rating
 from tui_ft.engine.models import ModelError, list_models, load_model, resolve_model
-from tui_ft.engine.ratings import append_rating
-from tui_ft.engine.run_files import MetricsWriter, UnsafeFileError, read_json
 from tui_ft.engine.runs import RunError, list_checkpoints, list_runs, read_status, resume_run, stop_run
+from tui_ft.engine.runs import folder as run_files
+from tui_ft.engine.runs import lifecycle as runs
+from tui_ft.engine.runs.folder import MetricsWriter, UnsafeFileError, read_json
+from tui_ft.engine.training.checkpoint import remove_staging, save_checkpoint
+from tui_ft.views.bench_table import build_table, export_table, job_cells, read_jobs
 
 from report import Section
 from workers import one_thread  # noqa: F401
@@ -127,10 +129,10 @@ def run_readers(home: Path) -> subprocess.CompletedProcess:
         resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
         from pathlib import Path
         from tui_ft.cli import main
-        from tui_ft.engine.eval_store import load_results
-        from tui_ft.engine.ratings import read_ratings
-        from tui_ft.engine.run_files import MetricsTail, read_metrics
-        from tui_ft.engine.run_monitor import RunHistory, last_record, log_tail, run_rows
+        from tui_ft.engine.evaluation.store import load_results
+        from tui_ft.engine.evaluation.ratings import read_ratings
+        from tui_ft.engine.runs.folder import MetricsTail, read_metrics
+        from tui_ft.views.run_monitor import RunHistory, last_record, log_tail, run_rows
         from tui_ft.engine.runs import list_runs, read_status
         home = Path(sys.argv[1])
         run_dir = home / "checkpoints" / "watched"
@@ -206,7 +208,7 @@ def test_temporary_files_are_created_exclusively(workspace, tmp_path, monkeypatc
 
     import torch
 
-    from tui_ft.engine.dpo import REFERENCE_FILE, DPOObjective
+    from tui_ft.engine.training.dpo import REFERENCE_FILE, DPOObjective
 
     # No pairs: the reference is an empty (0, 2) tensor, written like any other.
     data = DPOObjective([], tokenizer=type("T", (), {"pad_token_id": 0})(), template="chat", max_length=64, beta=0.1)
@@ -469,7 +471,7 @@ def test_an_adapter_without_safetensors_is_refused(workspace, tiny_model_dir, tm
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tui_ft.engine.export import export_merged
+    from tui_ft.engine.training.export import export_merged
 
     run_dir = hand_run(workspace, "pickled", {"model": str(tiny_model_dir), "model_path": str(tiny_model_dir)},
                        state="finished")

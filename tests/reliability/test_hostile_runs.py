@@ -23,15 +23,15 @@ import pytest
 from test_security import EVIL_CODE
 
 from tui_ft.cli import main
-from tui_ft.engine.run_files import read_json, write_json_atomic
 from tui_ft.engine.runs import read_status, stop_run
+from tui_ft.engine.runs.folder import read_json, write_json_atomic
 
 from polling import wait_for
 from report import Section
 from workers import new_run, one_thread  # noqa: F401
 
-EVAL_MODULE = "tui_ft.engine.eval_worker"  # spelled out: these tests also run against code without processes.py
-WORKER_MODULE = "tui_ft.engine.worker"
+EVAL_MODULE = "tui_ft.engine.evaluation.worker"  # spelled out: these tests also run against code without processes.py
+WORKER_MODULE = "tui_ft.engine.runs.worker"
 SECTION = Section(
     "hostile-runs",
     "Hostile files: run folders and processes",
@@ -109,9 +109,9 @@ def test_a_module_planted_in_the_run_folder_is_never_imported_by_the_worker(work
 
 def test_a_module_planted_in_the_workspace_is_never_imported_by_eval_jobs_export_or_the_tokenizer(
         workspace, tiny_model_dir, tmp_path, monkeypatch, one_thread, capsys):
-    from tui_ft.engine.eval_worker import read_job_status
-    from tui_ft.engine.tokenizer_process import TokenizerProcess
-    from tui_ft.engine.train import train_run
+    from tui_ft.engine.data.tokenizer_process import TokenizerProcess
+    from tui_ft.engine.evaluation.jobs import read_job_status
+    from tui_ft.engine.training.trainer import train_run
     from tui_ft.ui.screens.runs import export_merged_cli
 
     marker = tmp_path / "pwned"
@@ -197,8 +197,8 @@ def loopback(ip: str) -> bool:
 
 def test_a_two_process_run_opens_no_socket_another_host_could_reach(workspace, tiny_model_dir, tmp_path,
                                                                     monkeypatch):
-    from tui_ft.engine.config import TrainConfig
     from tui_ft.engine.runs import create_run, launch_run
+    from tui_ft.engine.runs.config import TrainConfig
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="pair", nproc=2, method="lora", batch_size=4,
@@ -244,8 +244,8 @@ def evil_model(folder: Path, source: Path, marker: Path) -> Path:
 
 def test_trust_and_the_model_folder_in_run_json_never_run_model_code(workspace, tiny_model_dir, tmp_path, capsys,
                                                                      one_thread):
-    from tui_ft.engine.train import train_run
-    from tui_ft.engine.worker import run_worker
+    from tui_ft.engine.runs.worker import run_worker
+    from tui_ft.engine.training.trainer import train_run
 
     run_dir = new_run(workspace, tiny_model_dir, name="shared", method="lora", max_steps=3)
     polls = []
@@ -276,7 +276,7 @@ def test_trust_and_the_model_folder_in_run_json_never_run_model_code(workspace, 
     assert not marker.exists()
     trials += 1
 
-    from tui_ft.engine.runs import check_model_code, worker_command
+    from tui_ft.engine.runs.lifecycle import check_model_code, worker_command
 
     check_model_code(run_dir, trust_remote_code=True)  # the user's own flag lifts the refusal, for this launch
     assert worker_command(run_dir, trust_remote_code=True)[-1] == "--trust-remote-code"
@@ -312,7 +312,7 @@ def claim(folder: Path, process: subprocess.Popen, offset: float = 0.0, state: s
 
 
 def test_stop_signals_only_the_runs_own_worker(workspace, tiny_model_dir, capsys):
-    from tui_ft.engine.eval_worker import jobs_dir, stop_eval_job
+    from tui_ft.engine.evaluation.jobs import jobs_dir, stop_eval_job
 
     run_dir = new_run(workspace, tiny_model_dir, name="shared", max_steps=1)
     job_dir = jobs_dir(workspace) / "20250101-000000-beef"

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
-from tui_ft.engine import runs
+from tui_ft.engine.runs import lifecycle as runs
 from tui_ft.engine.runs import list_checkpoints, list_runs, read_metrics, read_status, resume_run
-from tui_ft.engine.train import train_run
+from tui_ft.engine.training.trainer import train_run
 
 from report import Section
 from workers import Progress, checkpoint_contents, forked, new_run, one_thread, train_losses, train_steps, wait_for  # noqa: F401
@@ -185,7 +185,7 @@ def test_kill_9_at_random_points_then_resume_reproduces_the_run(workspace, tiny_
 
 def test_kill_9_before_the_first_checkpoint_restarts_with_one_clean_history(workspace, tiny_model_dir, forked,
                                                                              one_thread, monkeypatch):
-    from tui_ft.engine.run_monitor import RunHistory
+    from tui_ft.views.run_monitor import RunHistory
 
     common = METHODS["lora"] | {"max_steps": 6, "save_every": 0}  # no checkpoint before the end
     reference = new_run(workspace, tiny_model_dir, name="reference", **common)

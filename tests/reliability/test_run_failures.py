@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_ft.engine.config import TrainConfig
 from tui_ft.engine.runs import list_checkpoints, read_metrics, read_status
-from tui_ft.engine.train import oom_advice
-from tui_ft.engine.train_data import SFTObjective, StepOutput
-from tui_ft.engine.worker import run_worker
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.worker import run_worker
+from tui_ft.engine.training.batching import SFTObjective, StepOutput
+from tui_ft.engine.training.trainer import oom_advice
 
 from report import Section
 from workers import checkpoint_contents, new_run, one_thread, train_steps  # noqa: F401

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
-from tui_ft.engine.config import TrainConfig, validate_config
 from tui_ft.engine.models import ModelError, load_model, load_tokenizer, resolve_model
-from tui_ft.engine.worker import run_worker
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.config_checks import validate_config
+from tui_ft.engine.runs.worker import run_worker
 
 from report import Section
 from workers import new_run, one_thread  # noqa: F401
@@ -140,7 +141,7 @@ def test_a_pickle_beside_the_safetensors_is_never_loaded(tiny_model_dir, tmp_pat
 def test_a_tampered_optimizer_state_fails_the_resume_without_running(workspace, tiny_model_dir, tmp_path, one_thread):
     run_dir = new_run(workspace, tiny_model_dir, method="lora", max_steps=2, save_every=1)
     marker = tmp_path / "pwned"
-    from tui_ft.engine.train import train_run
+    from tui_ft.engine.training.trainer import train_run
 
     class StopAfterOne:
         calls = 0
@@ -319,7 +320,7 @@ def test_train_chat_and_eval_run_with_the_network_blocked(workspace, tiny_model_
     evaluated = json.loads(result.stdout[result.stdout.index('{\n  "results"'):])["results"]
     assert evaluated[0]["perplexity"] > 1 and evaluated[0]["tokens"] > 0
     loaded = (tmp_path / "network.log.loaded").read_text()
-    assert "tui_ft.engine.worker" in loaded  # the detached worker ran with the block too
+    assert "tui_ft.engine.runs.worker" in loaded  # the detached worker ran with the block too
     attempts = log.read_text().splitlines()
     assert len(attempts) == 1 and "127.0.0.1" in attempts[0], attempts  # only the driver's own control attempt
     status = json.loads((workspace / "checkpoints" / "offline" / "status.json").read_text())

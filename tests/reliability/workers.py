@@ -4,7 +4,7 @@ Starting a real worker costs an import of torch, transformers and peft (6 s of C
 more on a shared machine), so the kill -9 trials fork the worker from the test process, where
 those modules are loaded already. The child does what :func:`tui_ft.engine.runs.launch_run`
 arranges (a new session, stdin from /dev/null, output appended to ``worker.log``) and then
-runs the real entry point, ``tui_ft.engine.worker.main``. The tests that are about process
+runs the real entry point, ``tui_ft.engine.runs.worker.main``. The tests that are about process
 launching itself (SIGHUP, the CLI without network) start real ``launch_run`` workers.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine.config import TrainConfig
-from tui_ft.engine.run_files import STATUS_FILE, MetricsTail, read_json, update_status
 from tui_ft.engine.runs import create_run, read_metrics
+from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.folder import STATUS_FILE, MetricsTail, read_json, update_status
 
 import polling
 
@@ -139,7 +139,7 @@ def _child_main(run_dir: Path) -> int:
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         os.environ.pop(name, None)  # a single worker, never a torchrun rank
     os.chdir(run_dir)
-    from tui_ft.engine import worker
+    from tui_ft.engine.runs import worker
 
     return worker.main([str(run_dir)])
 

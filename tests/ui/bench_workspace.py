@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine import eval_store
-from tui_ft.engine.models import ModelRef, default_model_dir
+from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.models.references import ModelRef, default_model_dir
 from tui_ft.ui.app import TuiFtApp
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 import tui_ft.ui.app
-from tui_ft.engine.streaming import StreamStats
+from tui_ft.engine.generation.streaming import StreamStats
 from tui_ft.ui.app import TuiFtApp
 
 CHAT_HOME = Path("/tmp/tui_ft_ui_chat")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
-from tui_ft.engine import eval_store
-from tui_ft.engine.models import default_model_dir
+from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.models.references import default_model_dir
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
 
@@ -288,7 +288,7 @@ async def test_real_job_fills_the_cell(bench_home, tiny_model_dir):
 
     It measures perplexity: the same job path as a benchmark, without generating replies.
     """
-    from tui_ft.engine.bench_table import cell_text
+    from tui_ft.views.bench_table import cell_text
 
     run_dir = make_run(bench_home, "tiny", final=False)
     config = json.loads((run_dir / "run.json").read_text()) | {"template": "alpaca", "method": "full"}

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from textual.widgets import Input, Static
 
-from tui_ft.engine import chat_model
-from tui_ft.engine.sampling import GenerationSettings
+from tui_ft.engine.generation import chat_model
+from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.ui.widgets.chat_conversation import ChatMessage, Conversation
 
 from chat_fakes import BASE_PIECES, TUNED_PIECES, ChatFirstApp, FakeLoader, make_chat_home

@@ -73,7 +73,7 @@ async def test_validity_marks_are_on_screen_at_80x24(ui_home):
 
 
 async def test_a_failing_tokenizer_process_is_one_notification_and_the_pane_stays_up(ui_home, monkeypatch):
-    from tui_ft.engine.tokenizer_process import TokenizerProcess
+    from tui_ft.engine.data.tokenizer_process import TokenizerProcess
 
     def died(self, *args):
         raise RuntimeError("A process in the process pool was terminated abruptly\nmore detail")

@@ -21,10 +21,10 @@ import pytest
 from textual import events
 from textual.worker import Worker, WorkerState
 
-from tui_ft.engine import chat_model
 from tui_ft.engine.data import sft_examples
-from tui_ft.engine.stats import DatasetStats
-from tui_ft.engine.tokenizer_process import RenderedExample, TokenizerInfo
+from tui_ft.engine.data.stats import DatasetStats
+from tui_ft.engine.data.tokenizer_process import RenderedExample, TokenizerInfo
+from tui_ft.engine.generation import chat_model
 
 import fake_runs
 from bench_workspace import BenchApp, fill_workspace
@@ -95,7 +95,6 @@ def make_workspace(home: Path) -> Path:
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     """Nothing the keys start does real work: no model, no worker, no job, no tokenizer process."""
-    import tui_ft.engine.config
     import tui_ft.engine.runs
     import tui_ft.ui.screens.benchmark as benchmark_pane
     import tui_ft.ui.screens.datasets as datasets_pane
@@ -120,7 +119,7 @@ def fakes(monkeypatch, tmp_path):
         launched.append(config)
         return fake_runs.make_run(Path(home), config.name or f"keys-{len(launched)}", state="queued", method=config.method)
 
-    monkeypatch.setattr(tui_ft.engine.config, "validate_config", lambda config, home: [])
+    monkeypatch.setattr(tui_ft.engine.runs, "validate_config", lambda config, home: [])
     monkeypatch.setattr(tui_ft.engine.runs, "create_run", create_run)
     monkeypatch.setattr(tui_ft.engine.runs, "launch_run", lambda run_dir: 999_999)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.engine.run_monitor import downsample
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.widgets import metric_plots
 from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
+from tui_ft.views.run_monitor import downsample
 
 from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
 

@@ -3,7 +3,7 @@
 import pytest
 from textual.widgets import Input
 
-from tui_ft.engine import chat_model
+from tui_ft.engine.generation import chat_model
 
 from chat_fakes import ChatFirstApp, FakeLoader, make_chat_home
 

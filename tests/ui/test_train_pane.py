@@ -99,7 +99,7 @@ async def test_processes_field_checks_the_global_batch_and_records_nproc(home, m
 
 
 async def test_processes_field_starts_at_every_visible_gpu(home, monkeypatch):
-    monkeypatch.setattr("tui_ft.engine.devices.visible_gpu_count", lambda: 2)
+    monkeypatch.setattr("tui_ft.engine.models.devices.visible_gpu_count", lambda: 2)
     app = app_on("train", home)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)

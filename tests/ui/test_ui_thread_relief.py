@@ -10,12 +10,12 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.screen import Screen
 
-from tui_ft.engine.run_monitor import run_rows
 from tui_ft.ui.app import TuiFtApp
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.widgets import metric_plots
 from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
+from tui_ft.views.run_monitor import run_rows
 
 from fake_runs import app_on, fresh_workspace, make_run
 

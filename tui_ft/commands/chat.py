@@ -31,7 +31,7 @@ def add_parser(commands) -> None:
 
 def _settings(args):
     from tui_ft.cli import UserError
-    from tui_ft.engine.sampling import GenerationSettings
+    from tui_ft.engine.generation.sampling import GenerationSettings
 
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
@@ -98,7 +98,7 @@ def run(args) -> int:
 
 def _chat(args) -> int:
     from tui_ft.cli import UserError
-    from tui_ft.engine.chat_model import load_chat_model
+    from tui_ft.engine.generation.chat_model import load_chat_model
 
     settings = _settings(args)  # bad values fail before the slow imports
     if args.prompt is not None and not args.prompt.strip():

@@ -45,9 +45,9 @@ def run_show(args) -> int:
 
     from tui_ft.cli import UserError
     from tui_ft.engine.data import load_dataset, preference_examples, sft_examples
+    from tui_ft.engine.data.stats import dataset_stats
+    from tui_ft.engine.data.templates import default_template, mask_segments, tokenize_example
     from tui_ft.engine.models import load_tokenizer, resolve_model
-    from tui_ft.engine.stats import dataset_stats
-    from tui_ft.engine.templates import default_template, mask_segments, tokenize_example
     from tui_ft.safe_text import clean, plain
 
     if args.max_length < 1:

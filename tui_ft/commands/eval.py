@@ -1,6 +1,6 @@
 """``tui-ft eval REF... --benchmark PATH | --perplexity PATH``: score models, keep the results.
 
-Results are stored (see :mod:`tui_ft.engine.eval_store`) and served from disk the next time
+Results are stored (see :mod:`tui_ft.engine.evaluation.store`) and served from disk the next time
 unless ``--no-cache``; ``--detach`` starts a background job and returns at once.
 """
 
@@ -48,7 +48,7 @@ def run(args) -> int:
         return _run_detached(args)
     from transformers.utils import logging as hf_logging
 
-    from tui_ft.engine.evaluate import default_settings, evaluate_many
+    from tui_ft.engine.evaluation import default_settings, evaluate_many
 
     hf_logging.disable_progress_bar()  # our progress bar replaces the weight-loading bars
     settings = default_settings(args.max_new_tokens) if args.max_new_tokens else None
@@ -69,7 +69,7 @@ def run(args) -> int:
 
 def _run_detached(args) -> int:
     from tui_ft.cli import UserError
-    from tui_ft.engine.evaluate import start_eval_job
+    from tui_ft.engine.evaluation import start_eval_job
 
     try:
         job_dir = start_eval_job(args.home, args.refs, args.benchmark, args.perplexity, args.checkpoint,

@@ -21,8 +21,8 @@ def run(args) -> int:
     from rich.console import Console
 
     from tui_ft.cli import UserError
-    from tui_ft.engine.export import export_merged
     from tui_ft.engine.runs import RunError, run_dir_for
+    from tui_ft.engine.training.export import export_merged
 
     try:
         run_dir = run_dir_for(args.home, args.name)

@@ -71,10 +71,10 @@ def config_values(args) -> dict:
 
 def run(args) -> int:
     from tui_ft.cli import UserError
-    from tui_ft.engine.config import ConfigError, TrainConfig
-    from tui_ft.engine.config_checks import find_dataset
     from tui_ft.engine.data import load_dataset
     from tui_ft.engine.runs import RunError, create_run, launch_run
+    from tui_ft.engine.runs.config import ConfigError, TrainConfig
+    from tui_ft.engine.runs.config_checks import find_dataset
 
     values = config_values(args)
     # Dataset problems are printed as PATH:LINE lines (exit 1) by cli.main, before anything else.
@@ -111,8 +111,8 @@ def follow(run_dir: Path, offset: int = 0) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tui_ft.engine.run_files import FINAL_STATES, LOG_FILE
     from tui_ft.engine.runs import MetricsTail, metrics_path, read_status, stop_run
+    from tui_ft.engine.runs.folder import FINAL_STATES, LOG_FILE
     from tui_ft.safe_text import clean, plain
 
     console = Console(stderr=True)

@@ -33,10 +33,16 @@ BOOTSTRAP = (
     "import runpy; del sys.argv[0]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
 )
 
-WORKER_MODULE = "tui_ft.engine.worker"
-GROUP_MODULE = "tui_ft.engine.group_launcher"
-EVAL_MODULE = "tui_ft.engine.eval_worker"
-RUN_MODULES = (WORKER_MODULE, GROUP_MODULE)  # what a run's recorded pid may be running
+WORKER_MODULE = "tui_ft.engine.runs.worker"
+GROUP_MODULE = "tui_ft.engine.runs.group_launcher"
+EVAL_MODULE = "tui_ft.engine.evaluation.worker"
+# The names these entry points had before the engine was grouped into packages: a run or job
+# started by an older tui-ft still runs under them (and torchrun command lines name the first),
+# so they stay ours to stop.
+FORMER_RUN_MODULES = ("tui_ft.engine.worker", "tui_ft.engine.group_launcher")
+FORMER_EVAL_MODULES = ("tui_ft.engine.eval_worker",)
+RUN_MODULES = (WORKER_MODULE, GROUP_MODULE, *FORMER_RUN_MODULES)  # what a run's recorded pid may be running
+EVAL_MODULES = (EVAL_MODULE, *FORMER_EVAL_MODULES)  # what an evaluation job's recorded pid may be running
 TRUST_FLAG = "--trust-remote-code"  # the worker's argument: this launch trusts the model's own code
 START_TOLERANCE_S = 2.0  # psutil's start times of one process agree to well under this
 

@@ -1,7 +1,7 @@
 """The Benchmark pane: models, runs and checkpoints × benchmarks and perplexity datasets, from stored results.
 
-The table is built by :mod:`tui_ft.engine.bench_table` in a thread worker; evaluations run as
-detached jobs (:func:`~tui_ft.engine.evaluate.start_eval_job`), so they go on when the
+The table is built by :mod:`tui_ft.views.bench_table` in a thread worker; evaluations run as
+detached jobs (:func:`~tui_ft.engine.evaluation.start_eval_job`), so they go on when the
 dashboard closes. A timer reads the jobs' status files about once a second and shows each
 running cell's progress; when a job writes a result, the table is read again.
 """
@@ -17,7 +17,16 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui_ft.engine.bench_table import (
+from tui_ft.engine.evaluation import display_path, start_eval_job, stop_eval_job
+from tui_ft.engine.evaluation.jobs import FINAL_STATES
+from tui_ft.safe_text import plain
+from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.widgets.bench_grid import BenchGrid
+from tui_ft.ui.widgets.bench_items import BenchItemsScreen
+from tui_ft.ui.widgets.bench_picker import ColumnPicker
+from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.views.bench_table import (
     BenchTable,
     Column,
     JobCell,
@@ -32,15 +41,6 @@ from tui_ft.engine.bench_table import (
     sort_rows,
     workspace_stamp,
 )
-from tui_ft.engine.eval_worker import FINAL_STATES
-from tui_ft.engine.evaluate import display_path, start_eval_job, stop_eval_job
-from tui_ft.safe_text import plain
-from tui_ft.ui import keys
-from tui_ft.ui.screens.pane import Pane
-from tui_ft.ui.widgets.bench_grid import BenchGrid
-from tui_ft.ui.widgets.bench_items import BenchItemsScreen
-from tui_ft.ui.widgets.bench_picker import ColumnPicker
-from tui_ft.ui.widgets.key_footer import KeyFooter
 
 POLL_INTERVAL_S = 1.0  # job status files are rewritten at most twice a second
 EMPTY_HELP = (
@@ -152,8 +152,8 @@ class BenchmarkScreen(Pane):
 
     @work(thread=True, group="bench-start", exit_on_error=False, description="Starting an evaluation job")
     def start_evaluation(self, rows: list[Row], column: Column) -> None:
+        from tui_ft.engine.data.readers import DatasetError
         from tui_ft.engine.models import ModelError
-        from tui_ft.engine.readers import DatasetError
 
         home = self.app.home
         # Absolute, so a same-named file in the dashboard's current folder is never picked instead.

@@ -1,7 +1,7 @@
 """The Chat pane: streaming replies from any model or run, base and tuned side by side, ratings.
 
 Loading a model and generating run in thread workers; the engine's ``ChatModel.stream`` does
-the generating (:mod:`tui_ft.engine.chat_model`), and the pane only shows the pieces it posts back. Pieces are collected as they
+the generating (:mod:`tui_ft.engine.generation.chat_model`), and the pane only shows the pieces it posts back. Pieces are collected as they
 come and repainted every ~50 ms, so a fast model does not cost one repaint per token and a slow
 one shows each token without waiting for the next.
 """
@@ -20,8 +20,8 @@ from textual.reactive import reactive
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui_ft.engine.ratings import append_rating, ratings_path, read_ratings, run_folder, summarize_ratings
-from tui_ft.engine.sampling import GenerationSettings
+from tui_ft.engine.evaluation.ratings import append_rating, ratings_path, read_ratings, run_folder, summarize_ratings
+from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
@@ -121,9 +121,9 @@ class ChatScreen(Pane):
 
     @work(thread=True, group="chat-load", exclusive=True, exit_on_error=False, description="Loading the model")
     def load_models(self, ref: str, with_base: bool) -> None:
-        from tui_ft.engine import chat_model
+        from tui_ft.engine.generation import chat_model
         from tui_ft.engine.models import ModelError
-        from tui_ft.engine.run_files import read_run_config
+        from tui_ft.engine.runs.folder import read_run_config
 
         home = self.app.home
         try:
@@ -410,7 +410,7 @@ class ChatScreen(Pane):
         if not conversation.exchanges:
             self.notify("Nothing to export yet.")
             return
-        from tui_ft.engine.transcript import default_transcript_path, export_transcript
+        from tui_ft.engine.generation.transcript import default_transcript_path, export_transcript
 
         suggested = str(default_transcript_path(self.app.home, self.model_ref).relative_to(self.app.home))
 

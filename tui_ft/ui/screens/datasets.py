@@ -1,7 +1,7 @@
 """The Datasets pane: every file under datasets/, validated, with stats and the loss mask shown.
 
 Reading files happens in thread workers; the tokenizer is loaded and run in a child process
-(:mod:`tui_ft.engine.tokenizer_process`: transformers is never imported here), asked from
+(:mod:`tui_ft.engine.data.tokenizer_process`: transformers is never imported here), asked from
 thread workers. Results reach the pane as messages, so it stays responsive on large files and
 while the tokenizer loads.
 """
@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Header, ProgressBar, Static, TabbedConten
 from textual.worker import Worker, WorkerState
 
 from tui_ft.engine.data import Dataset, Example, find_datasets, load_dataset, preference_examples, sft_examples
-from tui_ft.engine.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
+from tui_ft.engine.data.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane

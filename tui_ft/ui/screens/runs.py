@@ -23,8 +23,16 @@ from textual.reactive import reactive
 from textual.widgets import ContentSwitcher, DataTable, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui_ft.engine.run_files import LIVE_STATES
-from tui_ft.engine.run_monitor import (
+from tui_ft.engine.runs import RunError, resume_run, stop_run
+from tui_ft.engine.runs.folder import LIVE_STATES
+from tui_ft.safe_text import clean
+from tui_ft.ui import keys
+from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
+from tui_ft.ui.widgets.run_table import RunTable
+from tui_ft.views.run_monitor import (
     RunHistory,
     RunRow,
     Series,
@@ -34,14 +42,6 @@ from tui_ft.engine.run_monitor import (
     log_tail,
     run_rows,
 )
-from tui_ft.engine.runs import RunError, resume_run, stop_run
-from tui_ft.safe_text import clean
-from tui_ft.ui import keys
-from tui_ft.ui.screens.pane import Pane
-from tui_ft.ui.widgets.export_dialog import ExportDialog
-from tui_ft.ui.widgets.key_footer import KeyFooter
-from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
-from tui_ft.ui.widgets.run_table import RunTable
 
 RESUMABLE_STATES = ("stopped", "died", "failed")
 

@@ -17,7 +17,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui_ft.engine.config import ConfigError, TrainConfig
+from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
@@ -110,7 +110,7 @@ class TrainScreen(Pane):
 
     @work(thread=True, group="train-gpus", exclusive=True, exit_on_error=False, description="Counting GPUs")
     def count_gpus(self) -> None:
-        from tui_ft.engine.devices import visible_gpu_count
+        from tui_ft.engine.models.devices import visible_gpu_count
 
         count = visible_gpu_count()  # may run nvidia-smi: never on the UI thread
         if not get_current_worker().is_cancelled:
@@ -118,8 +118,7 @@ class TrainScreen(Pane):
 
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
     def launch(self, config: TrainConfig) -> None:
-        from tui_ft.engine.config import validate_config
-        from tui_ft.engine.runs import create_run, launch_run
+        from tui_ft.engine.runs import create_run, launch_run, validate_config
 
         home = Path(self.app.home)
         errors = validate_config(config, home)

@@ -1,4 +1,4 @@
-"""The Benchmark table widget: draws a :class:`~tui_ft.engine.bench_table.BenchTable` with marks and job progress.
+"""The Benchmark table widget: draws a :class:`~tui_ft.views.bench_table.BenchTable` with marks and job progress.
 
 It only draws; what the cells hold and how rows sort come from the engine. Row and column
 keys are the engine's ``Row.key`` and ``Column.key``, so progress updates touch single cells.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from tui_ft.engine.bench_table import BenchTable, Column, JobCell, Row, cell_text
 from tui_ft.safe_text import clean, plain
+from tui_ft.views.bench_table import BenchTable, Column, JobCell, Row, cell_text
 
 MODEL_COLUMN = "model"
 

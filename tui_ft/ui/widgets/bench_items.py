@@ -9,10 +9,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from tui_ft.engine.bench_table import cell_text
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.views.bench_table import cell_text
 
 SHORT = 36  # characters of a prompt or reply shown in the list; the full text is shown below
 

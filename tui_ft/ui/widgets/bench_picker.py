@@ -8,8 +8,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Select, Static
 
-from tui_ft.engine.bench_table import Column
 from tui_ft.safe_text import plain
+from tui_ft.views.bench_table import Column
 
 
 def option_label(column: Column) -> str:

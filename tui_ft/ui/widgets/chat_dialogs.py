@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from tui_ft.engine.sampling import GenerationSettings
+from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.ui import keys
 
 # (field, label) of each number the user can set; the parser is the field's type.

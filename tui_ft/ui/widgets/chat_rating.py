@@ -12,7 +12,7 @@ from textual.events import Key
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui_ft.engine.ratings import RATING_FIELDS
+from tui_ft.engine.evaluation.ratings import RATING_FIELDS
 from tui_ft.safe_text import clean
 from tui_ft.ui import keys
 

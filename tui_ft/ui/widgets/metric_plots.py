@@ -22,9 +22,9 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from tui_ft.engine.run_monitor import Series
 from tui_ft.safe_text import clean
 from tui_ft.ui import compat
+from tui_ft.views.run_monitor import Series
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
 BRAILLE_POINTS_PER_CELL = 2  # the braille marker draws two points per column

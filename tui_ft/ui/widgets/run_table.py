@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from tui_ft.engine.run_monitor import RunRow, format_duration
 from tui_ft.safe_text import plain
 from tui_ft.ui import compat
+from tui_ft.views.run_monitor import RunRow, format_duration
 
 STATE_STYLES = {
     "queued": "dim",

@@ -1,4 +1,4 @@
-"""The Train pane's form: one row a :class:`~tui_ft.engine.config.TrainConfig` field, errors beside each.
+"""The Train pane's form: one row a :class:`~tui_ft.engine.runs.config.TrainConfig` field, errors beside each.
 
 The form only collects text: :meth:`TrainForm.config` turns it into a ``TrainConfig`` with the
 engine's own conversion (``TrainConfig.from_dict``), and the engine's ``validate_config``
@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui_ft.engine.config import ConfigError, TrainConfig, method_defaults
+from tui_ft.engine.runs.config import ConfigError, TrainConfig, method_defaults
 from tui_ft.safe_text import plain
 
 METHOD_CHOICES = (("LoRA adapter", "lora"), ("full fine-tuning", "full"), ("freeze the first N layers", "freeze"),

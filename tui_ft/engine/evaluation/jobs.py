@@ -1,0 +1,174 @@
+"""Detached evaluation jobs: start, read, list and stop them (the worker is :mod:`.worker`).
+
+An evaluation that takes more than a few seconds runs like a training run: its own process in
+its own session (stdin from /dev/null, output to ``worker.log``), so closing the dashboard or an
+SSH hangup does not stop it. A job lives in ``<home>/bench/jobs/<id>/``:
+
+- ``job.json`` — what to evaluate (written once, before the worker starts);
+- ``status.json`` — ``state`` (queued, running, stopping, stopped, finished, failed; a dead
+  worker's unfinished job reads ``died``), ``pid`` and ``pid_started`` (its start time: a stop
+  signals only that process, and only while it runs this job), ``done``, ``total`` (items), ``message``,
+  ``results`` (one summary a finished result), ``started``, ``updated``; written atomically;
+- ``worker.log`` — the worker's stdout and stderr;
+- ``STOP`` — created to ask the worker to stop between items (SIGTERM does the same).
+
+Results themselves go to the result store, so the table reads them like any other result.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tui_ft.engine.evaluation.store import JOBS_FOLDER, read_json, write_json_atomic
+from tui_ft.engine.processes import EVAL_MODULE, EVAL_MODULES, child_env, open_log, owned_process, python_command, start_time
+from tui_ft.engine.runs.folder import parse_pid, touch_flag
+
+FINAL_STATES = ("stopped", "finished", "failed", "died")
+STOP_FILE = "STOP"
+PROGRESS_INTERVAL_S = 0.5  # status writes are throttled: a small model scores many items a second
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def jobs_dir(home: Path) -> Path:
+    """Where evaluation jobs live: ``<home>/bench/jobs``."""
+    return Path(home) / "bench" / JOBS_FOLDER
+
+
+def _as_list(paths) -> list[str]:
+    if paths is None:
+        return []
+    return [str(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+
+
+def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, checkpoint: str | None = None, *,
+                   template: str | None = None, scorer: str | None = None, max_new_tokens: int | None = None,
+                   use_cache: bool = True) -> Path:
+    """Check the inputs, then start a detached evaluation job and return its folder at once.
+
+    Args:
+        home: The workspace.
+        refs: One model reference or several.
+        benchmark: A benchmark file, or a list of them.
+        perplexity_path: A dataset for perplexity, or a list of them.
+        checkpoint: ``"step-N"`` of a run, or ``None`` for final weights.
+        template: ``alpaca`` or ``chat`` (default: the run's or the model's own).
+        scorer: ``contains``, ``exact`` or ``choice`` (default: by the items).
+        max_new_tokens: Generation limit for benchmarks (default 64).
+        use_cache: Reuse stored results.
+
+    Raises:
+        DatasetError, ModelError, ValueError: Bad input, found before anything starts.
+    """
+    from tui_ft.engine.evaluation.evaluate import ModelSession, load_task, pick_scorer
+
+    home = Path(home).resolve()
+    refs = [refs] if isinstance(refs, str) else list(refs)
+    benchmarks, datasets = _as_list(benchmark), _as_list(perplexity_path)
+    if not refs:
+        raise ValueError("no model to evaluate")
+    if not benchmarks and not datasets:
+        raise ValueError("nothing to evaluate: give a benchmark or a perplexity dataset")
+    tasks = [load_task("benchmark", p, home) for p in benchmarks] + [load_task("perplexity", p, home) for p in datasets]
+    for task in tasks:
+        if task.kind == "benchmark":
+            pick_scorer(task, scorer)
+    for ref in refs:
+        ModelSession(ref, home, checkpoint)  # resolves only; no weights are loaded here
+    job_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    job_dir = jobs_dir(home) / job_id
+    job_dir.mkdir(parents=True)
+    job = {
+        "id": job_id, "home": str(home), "refs": refs, "checkpoint": checkpoint, "template": template,
+        "scorer": scorer, "max_new_tokens": max_new_tokens, "use_cache": use_cache, "created": _now(),
+        # Absolute: the worker runs in the workspace, not in the caller's current folder.
+        "benchmarks": [str(t.path.resolve()) for t in tasks if t.kind == "benchmark"],
+        "perplexity": [str(t.path.resolve()) for t in tasks if t.kind == "perplexity"],
+    }
+    write_json_atomic(job_dir / "job.json", job)
+    total = len(refs) * sum(len(t.records) for t in tasks)
+    write_json_atomic(job_dir / "status.json", {"state": "queued", "pid": None, "done": 0, "total": total,
+                                                "message": "starting", "results": [], "updated": _now()})
+    # Started without the workspace (its current folder) on sys.path: a module planted there is never imported.
+    log = open_log(job_dir / "worker.log")  # a fresh folder; never through a link all the same
+    try:
+        process = subprocess.Popen(python_command(EVAL_MODULE, str(job_dir)), cwd=home, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                   env=child_env())
+    finally:
+        os.close(log)
+    status = read_json(job_dir / "status.json") or {}
+    if status.get("state") == "queued" and status.get("pid") is None:
+        # Tell readers the pid at once (with its start time, which a stop checks); the worker
+        # overwrites this with its own writes.
+        write_json_atomic(job_dir / "status.json", status | {"pid": process.pid, "pid_started": start_time(process.pid),
+                                                             "updated": _now()})
+    return job_dir
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with ``pid`` runs (a zombie, finished but not reaped, is dead)."""
+    pid = parse_pid(pid)  # -1, 0, "x" from a damaged status.json: no process
+    if pid is None:
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def read_job_status(job_dir: Path) -> dict:
+    """A job's status with its ``id``, ``dir`` and ``job`` (what it evaluates).
+
+    A job whose worker is gone before reaching a final state reads ``died``.
+    """
+    job_dir = Path(job_dir)
+    status = read_json(job_dir / "status.json")
+    if not isinstance(status, dict) or not status:
+        status = {"state": "failed", "message": "no status.json", "done": 0, "total": 0}
+    raw_pid, status["pid"] = status.get("pid"), parse_pid(status.get("pid"))
+    if raw_pid is not None and status["pid"] is None and status.get("state") not in FINAL_STATES:
+        status["state"] = "died"  # -1, 0, "x": a damaged status names no worker, and nothing is signalled
+    if status.get("state") not in FINAL_STATES and not pid_alive(status.get("pid")):
+        # A queued job has no pid for a moment while it launches; give it that moment.
+        if status.get("pid") is not None or status.get("state") != "queued":
+            status["state"] = "died"
+    return status | {"id": job_dir.name, "dir": str(job_dir), "job": read_json(job_dir / "job.json") or {}}
+
+
+def list_jobs(home: Path) -> list[dict]:
+    """Every evaluation job in the workspace, newest first, as :func:`read_job_status` reads it."""
+    folder = jobs_dir(home)
+    dirs = sorted((p for p in folder.iterdir() if (p / "job.json").is_file()), reverse=True) if folder.is_dir() else []
+    return [read_job_status(d) for d in dirs]
+
+
+def stop_eval_job(job_dir: Path) -> bool:
+    """Ask a job to stop between items (STOP file and SIGTERM); False when it already ended."""
+    job_dir = Path(job_dir)
+    status = read_job_status(job_dir)
+    if status["state"] in FINAL_STATES:
+        return False
+    try:
+        touch_flag(job_dir / STOP_FILE)  # never through a link planted as STOP
+    except OSError:
+        pass  # SIGTERM asks the worker to stop too
+    # Only the job's own worker: a status.json naming another process (pid reuse, a planted file) gets no signal.
+    process = owned_process(status.get("pid"), status.get("pid_started"), job_dir, EVAL_MODULES)
+    if process is not None:
+        import psutil
+
+        try:
+            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
+        except psutil.Error:
+            pass
+    return True

@@ -1,0 +1,138 @@
+"""Human ratings of chat replies: helpfulness, accuracy and clarity, 1–5 (the seed's evaluation sheet).
+
+A run keeps its ratings in ``checkpoints/<run>/ratings.jsonl``; any other model (``default``, a
+folder, a cached model) in ``<home>/ratings/<model-slug>.jsonl``. One JSON object a line,
+appended and flushed per line; readers skip a torn line left by a writer that died mid-line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from tui_ft.engine.runs.folder import MAX_RATINGS_BYTES, open_append, read_tail
+
+RATINGS_FILE = "ratings.jsonl"
+RATING_FIELDS = ("helpfulness", "accuracy", "clarity")
+MIN_SCORE, MAX_SCORE = 1, 5
+
+
+@dataclass
+class RatingSummary:
+    """The ratings of one model, summed up.
+
+    Attributes:
+        count: How many replies were rated.
+        means: The mean score of each field (``helpfulness``, ``accuracy``, ``clarity``);
+            empty when nothing was rated.
+    """
+
+    count: int = 0
+    means: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line for a status bar, e.g. ``3 rated · helpfulness 4.0 · accuracy 3.7 · clarity 4.3``."""
+        if not self.count:
+            return "no ratings yet"
+        scores = " · ".join(f"{name} {self.means[name]:.1f}" for name in RATING_FIELDS)
+        return f"{self.count} rated · {scores}"
+
+
+def model_slug(ref: str) -> str:
+    """A file name for a model reference: ``/models/My Model/`` -> ``models-My-Model``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.strip().strip("/")).strip("-.")
+    return slug or "model"
+
+
+def run_folder(ref: str, home: Path) -> Path | None:
+    """The run folder a reference names (a run name in ``checkpoints/`` or a run folder path), else None."""
+    by_name = Path(home) / "checkpoints" / ref
+    if ref and "/" not in ref.strip("/") and (by_name / "run.json").is_file():
+        return by_name
+    by_path = Path(ref).expanduser()
+    return by_path if (by_path / "run.json").is_file() else None
+
+
+def ratings_path(ref: str, home: Path) -> Path:
+    """Where the ratings of model ``ref`` live: its run folder, else ``<home>/ratings/<slug>.jsonl``."""
+    run_dir = run_folder(ref, home)
+    if run_dir is not None:
+        return run_dir / RATINGS_FILE
+    return Path(home) / "ratings" / f"{model_slug(ref)}.jsonl"
+
+
+def _as_file(target: Path) -> Path:
+    """A run folder means its ``ratings.jsonl``; a file path is used as given."""
+    target = Path(target)
+    return target / RATINGS_FILE if target.is_dir() else target
+
+
+def check_scores(record: dict) -> None:
+    """Raise ``ValueError`` unless every rating field is an integer from 1 to 5."""
+    for name in RATING_FIELDS:
+        score = record.get(name)
+        if isinstance(score, bool) or not isinstance(score, int) or not MIN_SCORE <= score <= MAX_SCORE:
+            raise ValueError(f"{name} must be an integer from {MIN_SCORE} to {MAX_SCORE}, got {score!r}")
+
+
+def append_rating(target: Path, record: dict) -> dict:
+    """Append one rating to a ratings file, flushed at once.
+
+    Args:
+        target: A run folder (its ``ratings.jsonl``) or a ``.jsonl`` file path (see
+            :func:`ratings_path`); missing folders are created.
+        record: ``prompt``, ``reply``, ``model``, ``use_adapter``, ``settings`` and the three
+            scores; ``time`` (epoch seconds) is added when absent.
+
+    Returns:
+        The record as written.
+
+    Raises:
+        ValueError: A score is missing or outside 1–5.
+        UnsafeFileError: The ratings file is a symbolic link (never written through) or not a
+            regular file (an ``OSError``).
+    """
+    check_scores(record)
+    record = {"time": time.time(), **record}
+    path = _as_file(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_append(path) as handle:
+        # A writer that died mid-line left a fragment: start on a fresh line so this record stays whole.
+        torn = handle.tell() > 0 and read_tail(path, 1) != b"\n"
+        handle.write((b"\n" if torn else b"") + orjson.dumps(record) + b"\n")
+        handle.flush()
+    return record
+
+
+def read_ratings(target: Path) -> list[dict]:
+    """Every complete rating in a ratings file (a run folder or a file); none when it is missing.
+
+    Lines that are not whole JSON objects with valid scores (a torn last line) are skipped. Only
+    a regular file is read, and of a file over ``MAX_RATINGS_BYTES`` only its last ratings.
+    """
+    path = _as_file(target)
+    data = read_tail(path, MAX_RATINGS_BYTES)
+    lines = data.splitlines()
+    if len(data) >= MAX_RATINGS_BYTES:
+        lines = lines[1:]  # cut by the start of the read
+    records = []
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+            check_scores(record)
+        except (orjson.JSONDecodeError, ValueError, AttributeError):
+            continue
+        records.append(record)
+    return records
+
+
+def summarize_ratings(records: list[dict]) -> RatingSummary:
+    """The count and the mean of each score over ``records`` (from :func:`read_ratings`)."""
+    if not records:
+        return RatingSummary()
+    means = {name: sum(r[name] for r in records) / len(records) for name in RATING_FIELDS}
+    return RatingSummary(len(records), means)

@@ -1,0 +1,29 @@
+"""Models: references (``default``, a folder, a cached model, a run), loading, and the devices to run on.
+
+- :mod:`.references` resolves and lists model references, converts the default model once,
+  and loads tokenizers and weights, all offline;
+- :mod:`.devices` counts GPUs without torch and picks the device a model runs on.
+
+Importing this package loads neither torch nor transformers.
+"""
+
+from tui_ft.engine.models.references import (
+    DEFAULT_REF,
+    ModelError,
+    ModelRef,
+    check_adapter,
+    ensure_default_model,
+    gguf_path,
+    is_model_folder,
+    list_models,
+    load_model,
+    load_tokenizer,
+    remote_code_problem,
+    resolve_model,
+    weight_names,
+)
+
+__all__ = [
+    "DEFAULT_REF", "ModelError", "ModelRef", "check_adapter", "ensure_default_model", "gguf_path", "is_model_folder",
+    "list_models", "load_model", "load_tokenizer", "remote_code_problem", "resolve_model", "weight_names",
+]

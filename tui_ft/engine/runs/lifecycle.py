@@ -1,0 +1,396 @@
+"""Run folders and their worker processes: create, launch, watch, stop, resume, list.
+
+This is the API the CLI and the dashboard share. A run lives in ``checkpoints/<name>/``
+(layout in DESIGN.md); its training runs in a separate OS process
+(``python -m tui_ft.engine.runs.worker RUN_DIR``) in its own session, so closing the dashboard,
+Ctrl+C in a terminal or an SSH hangup never stops it. Every function here is cheap: none
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_ft.engine.runs.config import ConfigError, TrainConfig
+from tui_ft.engine.runs.config_checks import find_dataset, validate_config
+from tui_ft.engine.runs.folder import (
+    FINAL_STATES,
+    LIVE_STATES,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    read_json,
+    read_run_config,
+    touch_flag,
+    update_status,
+    warn_skipped,
+    write_json_atomic,
+)
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+class RunError(Exception):
+    """An action the run's state does not allow (resume a running run...); one line for the user."""
+
+
+@dataclass
+class RunInfo:
+    """One run as the run list shows it (``state`` reads ``died`` for a dead worker)."""
+
+    name: str
+    path: Path
+    state: str
+    step: int
+    total_steps: int | None
+    method: str
+    model: str
+    dataset: str
+    started: float | None
+    updated: float | None
+    message: str
+    pid: int | None
+
+
+def run_dir_for(home: Path, name: str) -> Path:
+    """The folder of run ``name`` in workspace ``home``; raises :class:`RunError` when there is none."""
+    path = Path(home) / "checkpoints" / name
+    if "/" in name or name in ("", ".", "..") or not (path / RUN_FILE).is_file():
+        raise RunError(f"{name}: no such run in {Path(home) / 'checkpoints'}")
+    return path
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("tui_ft", "torch", "transformers", "peft"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _unique_name(home: Path, config: TrainConfig) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.dataset).stem).strip("-._")[:32] or "data"
+    base = f"{config.method}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, counter = base, 2
+    while (home / "checkpoints" / name).exists():
+        name, counter = f"{base}-{counter}", counter + 1
+    return name
+
+
+def create_run(config: TrainConfig, home: Path) -> Path:
+    """Validate ``config`` and create its run folder with ``run.json`` and a ``queued`` status.
+
+    The model reference is resolved (the default model is converted the first time) and the
+    template is fixed now (the model's default when the config names none), so ``run.json``
+    records exactly what the worker will use.
+
+    Raises:
+        ConfigError: With every ``(field, message)`` problem; no folder is created then.
+    """
+    from tui_ft.engine.data.templates import default_template
+    from tui_ft.engine.models import load_tokenizer, resolve_model
+
+    home = Path(home)
+    config = config.resolved()
+    errors = validate_config(config, home)
+    if errors:
+        raise ConfigError(errors)
+    resolved = resolve_model(config.model, home)
+    template = config.template or default_template(load_tokenizer(resolved.path))
+    name = config.name or _unique_name(home, config)
+    dataset = str(find_dataset(config.dataset, home).resolve())
+    eval_dataset = str(find_dataset(config.eval_dataset, home).resolve()) if config.eval_dataset else None
+    values = config.to_dict() | {"name": name, "template": template, "dataset": dataset, "eval_dataset": eval_dataset}
+    run_dir = home / "checkpoints" / name
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir()  # never exist_ok: two launches must not share a folder
+    record = values | {
+        "model_path": str(resolved.path),
+        "base_adapter": str(resolved.adapter) if resolved.adapter else None,
+        "created": time.time(),
+        "versions": _versions(),
+    }
+    write_json_atomic(run_dir / RUN_FILE, record)
+    write_json_atomic(run_dir / STATUS_FILE, _initial_status())
+    return run_dir
+
+
+def _initial_status() -> dict:
+    now = time.time()
+    return {"state": "queued", "pid": None, "step": 0, "total_steps": None, "epoch": 0.0,
+            "message": "waiting for the worker", "started": None, "updated": now}
+
+
+def worker_command(run_dir: Path, trust_remote_code: bool = False) -> list[str]:
+    """The command that trains the run: the worker, or the group launcher over ``nproc`` workers.
+
+    Several processes start under :mod:`tui_ft.engine.runs.group_launcher`, which starts one worker
+    per rank on this machine (no network listener) and names a failed rank in ``status.json``.
+    The module runs without the current folder (the run folder) on ``sys.path``
+    (:func:`~tui_ft.engine.processes.python_command`). ``trust_remote_code`` is this launch's
+    own choice, never ``run.json``'s.
+    """
+    from tui_ft.engine.processes import GROUP_MODULE, TRUST_FLAG, WORKER_MODULE, python_command
+
+    nproc = run_nproc(read_run_config(run_dir))
+    module = GROUP_MODULE if nproc > 1 else WORKER_MODULE
+    return python_command(module, str(run_dir), *([TRUST_FLAG] if trust_remote_code else []))
+
+
+def run_nproc(config: dict) -> int:
+    """The number of processes ``run.json`` asks for, checked against this machine.
+
+    ``run.json`` may come from elsewhere (a shared or copied run): a count that is not a whole
+    number from 1 to the machine's GPUs or CPU cores (whichever is more) is refused rather than
+    started as that many processes.
+
+    Raises:
+        RunError: The count is not such a number.
+    """
+    nproc = config.get("nproc", 1)
+    nproc = 1 if nproc is None else nproc
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise RunError(f"run.json: nproc must be a whole number of processes (1 or more), got {nproc!r}")
+    limit = os.cpu_count() or 1
+    if nproc > limit:
+        from tui_ft.engine.models.devices import visible_gpu_count
+
+        limit = max(limit, visible_gpu_count())
+    if nproc > limit:
+        raise RunError(f"run.json: nproc {nproc} is more processes than this machine has GPUs or CPU cores ({limit})")
+    return nproc
+
+
+def check_model_code(run_dir: Path, trust_remote_code: bool = False) -> None:
+    """Refuse a run whose model needs its own Python code, unless this command trusts it.
+
+    ``run.json`` may come from someone else: its ``trust_remote_code`` and ``model_path`` are
+    not the user's consent, so the model folder it names gets the same check as a new run's.
+
+    Raises:
+        RunError: The model ships its own code (``auto_map``) and ``trust_remote_code`` is off.
+    """
+    if trust_remote_code:
+        return
+    from tui_ft.engine.training.methods import model_code_problem
+
+    problem = model_code_problem(read_run_config(run_dir))
+    if problem:
+        raise RunError(problem)
+
+
+def launch_run(run_dir: Path, trust_remote_code: bool = False) -> int:
+    """Start the run's worker detached (own session, stdin /dev/null, output to ``worker.log``).
+
+    Args:
+        run_dir: The run folder.
+        trust_remote_code: Run the model's own Python code: the user's choice for this launch
+            (``--trust-remote-code``, ``--set trust_remote_code=true`` for a new run); what
+            ``run.json`` says is never enough.
+
+    Returns:
+        The worker's pid (for several processes, the group launcher's: the parent of every rank).
+
+    Raises:
+        RunError: ``worker.log`` is a symbolic link (or not a regular file), or the model
+            needs its own code and ``trust_remote_code`` is off.
+    """
+    from tui_ft.engine.processes import UnsafeLogError, child_env, open_log, start_time
+
+    run_dir = Path(run_dir).resolve()
+    check_model_code(run_dir, trust_remote_code)
+    env = child_env(PYTHONUNBUFFERED="1")
+    # The group launcher gives the ranks this long to stop after SIGTERM before killing them
+    # (torchrun's variable and default is 30 s): a stop writes a checkpoint first, which takes
+    # longer for a big model.
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
+    # OpenMP threads that spin while waiting slow training several-fold when the CPU is shared
+    # (the dashboard, other runs, other users); sleeping threads cost little when it is not.
+    # Measured here on 2 shared cores: 11-20 s per LoRA step spinning, 3-6 s passive.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    command = worker_command(run_dir, trust_remote_code)
+    try:
+        log = open_log(run_dir / LOG_FILE)  # never through a link planted as worker.log
+    except UnsafeLogError as error:
+        raise RunError(str(error)) from None
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=run_dir,
+            env=env,
+        )
+    finally:
+        os.close(log)
+    status = read_json(run_dir / STATUS_FILE)
+    if status.get("state") == "queued" and not status.get("pid"):
+        # The worker writes its own status once Python starts; until then the pid is known here,
+        # with its start time: `runs stop` signals only a pid whose start time matches.
+        update_status(run_dir, pid=process.pid, pid_started=start_time(process.pid), message="starting the worker")
+    return process.pid
+
+
+def _pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True when ``pid`` runs and is not a zombie (and, when known, started at ``started``)."""
+    from tui_ft.engine.processes import process_alive
+
+    return process_alive(pid, started)
+
+
+def worker_process(run_dir: Path, status: dict):
+    """The run's worker (or group launcher) as a ``psutil.Process``, or ``None`` when ``status`` names none of ours.
+
+    The pid must run :mod:`tui_ft.engine.runs.worker` or :mod:`tui_ft.engine.runs.group_launcher` for
+    this run folder and have started when ``pid_started`` says: a ``status.json`` naming any
+    other process (pid reuse, a damaged or planted file) gets no signal from us.
+    """
+    from tui_ft.engine.processes import RUN_MODULES, owned_process
+
+    return owned_process(status.get("pid"), status.get("pid_started"), Path(run_dir), RUN_MODULES)
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's ``status.json``; a live state whose worker is gone reads ``died``.
+
+    Keys: ``state``, ``pid``, ``step``, ``total_steps``, ``epoch``, ``message``, ``started``,
+    ``updated`` (heartbeat, seconds since the epoch), and ``eta_s`` and ``checkpoint`` (the
+    latest checkpoint's step) once the worker reports them.
+    """
+    status = read_json(Path(run_dir) / STATUS_FILE) or _initial_status()
+    state = status.get("state")
+    if state in LIVE_STATES and status.get("pid") and not _pid_alive(status["pid"], status.get("pid_started")):
+        status = dict(status, state="died",
+                      message=f"the worker (pid {status['pid']}) is gone; resume to continue from the last checkpoint")
+    return status
+
+
+def list_runs(home: Path) -> list[RunInfo]:
+    """Every run in ``home/checkpoints``, oldest first."""
+    root = Path(home) / "checkpoints"
+    runs = []
+    for run_dir in root.iterdir() if root.is_dir() else []:
+        config = read_run_config(run_dir)
+        if not config:
+            if os.path.lexists(run_dir / RUN_FILE):
+                warn_skipped(run_dir / RUN_FILE, "not a readable JSON object of at most a few MB, in a regular file")
+            continue
+        status = read_status(run_dir)
+        runs.append((_typed(config.get("created"), (int, float), 0.0), RunInfo(
+            name=run_dir.name, path=run_dir, state=str(status.get("state", "queued")),
+            step=_typed(status.get("step"), int, 0), total_steps=_typed(status.get("total_steps"), int, None),
+            method=_typed(config.get("method"), str, "?"), model=_typed(config.get("model"), str, "?"),
+            dataset=_typed(config.get("dataset"), str, "?"),
+            started=_typed(status.get("started"), (int, float), None), updated=_typed(status.get("updated"), (int, float), None),
+            message=str(status.get("message", "")), pid=_typed(status.get("pid"), int, None),
+        )))
+    return [info for _, info in sorted(runs, key=lambda pair: (pair[0], pair[1].name))]
+
+
+def _typed(value, kinds, default):
+    """``value`` when it has the expected type, else ``default``.
+
+    A damaged or hand-edited ``status.json`` can hold valid JSON of the wrong types; the run
+    list (the CLI table, the Runs pane's progress and ages) must still show every run.
+    """
+    return value if isinstance(value, kinds) and not isinstance(value, bool) else default
+
+
+def stop_run(run_dir: Path) -> bool:
+    """Ask the run to stop: write ``STOP`` and send SIGTERM; the worker checkpoints at the next step.
+
+    SIGTERM goes only to this run's own worker (:func:`worker_process`): a ``status.json``
+    naming any other process, by pid reuse or on purpose, gets nothing signalled.
+
+    Returns:
+        True when a live worker was asked; False when there was none (a queued run that never
+        started is marked ``stopped`` at once) or the pid in ``status.json`` is not this run's
+        worker (only the ``STOP`` file asks then).
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status["state"] in FINAL_STATES:
+        return False
+    try:
+        touch_flag(run_dir / STOP_FILE)  # never through a link planted as STOP
+    except OSError:
+        pass  # SIGTERM alone asks the worker to stop too
+    process = worker_process(run_dir, status) if status.get("pid") else None
+    if process is not None:
+        import psutil
+
+        try:
+            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
+            return True
+        except psutil.Error:
+            pass
+    if status["state"] == "queued":
+        update_status(run_dir, state="stopped", message="stopped before the worker started")
+    return False
+
+
+def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:
+    """Start a worker again for a stopped, died or failed run; it continues from the latest checkpoint.
+
+    Args:
+        run_dir: The run folder.
+        trust_remote_code: Run the model's own Python code (``runs resume --trust-remote-code``);
+            ``run.json`` saying so is not enough.
+
+    Returns:
+        The new worker's pid.
+
+    Raises:
+        RunError: When the run is still running or already finished, or its model needs its
+            own code and ``trust_remote_code`` is off.
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status["state"] in LIVE_STATES and _pid_alive(status.get("pid"), status.get("pid_started")):
+        raise RunError(f"{run_dir.name} is still {status['state']} (pid {status['pid']})")
+    if status["state"] == "finished":
+        raise RunError(f"{run_dir.name} has already finished")
+    run_nproc(read_run_config(run_dir))  # a bad count is refused before the status changes
+    check_model_code(run_dir, trust_remote_code)  # so is a model with its own code, unless trusted now
+    from tui_ft.engine.processes import UnsafeLogError, refuse_log_link
+
+    try:
+        refuse_log_link(run_dir / LOG_FILE)  # and a worker.log planted as a link
+    except UnsafeLogError as error:
+        raise RunError(str(error)) from None
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a link is removed itself, never its target
+    update_status(run_dir, state="queued", pid=None, pid_started=None, message="resuming")
+    # The one-argument call when not trusting: tests stand in for launch_run with launch_run(run_dir).
+    return launch_run(run_dir, trust_remote_code=True) if trust_remote_code else launch_run(run_dir)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints (``ckpt/step-N``), oldest first."""
+    folder = Path(run_dir) / "ckpt"
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_dir() and not path.is_symlink():  # a link is not a checkpoint of this run
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def metrics_path(run_dir: Path) -> Path:
+    """The run's ``metrics.jsonl``."""
+    return Path(run_dir) / METRICS_FILE

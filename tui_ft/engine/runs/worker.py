@@ -1,0 +1,190 @@
+"""Process entry for one run: ``python -m tui_ft.engine.runs.worker RUN_DIR [--trust-remote-code]``.
+
+Started by :func:`tui_ft.engine.runs.lifecycle.launch_run` in its own session with output to
+``worker.log``, without the run folder on ``sys.path``
+(:func:`tui_ft.engine.processes.python_command`). ``--trust-remote-code`` is the launching
+command's consent to run the model's own code; ``run.json`` saying so is not.
+
+SIGTERM and SIGINT ask for a stop (checkpoint at the next step boundary, then
+``stopped``); SIGHUP is ignored, so an SSH hangup never ends training. Every ending is
+written to ``status.json``: ``finished``, ``stopped`` or ``failed`` with the reason.
+
+With several processes (``nproc`` > 1: :mod:`tui_ft.engine.runs.group_launcher` on one machine,
+or torchrun across servers) every process runs this module; each joins the process group and
+logs one line (rank, world size, device, backend); only rank 0 writes the run's files, and its
+``pid`` is its parent's (the launcher's), the parent of every rank.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tui_ft.engine.processes import TRUST_FLAG, start_time
+from tui_ft.engine.runs.folder import METRICS_FILE, STATUS_FILE, MetricsWriter, read_json, read_run_config, update_status
+
+# Exit status of a rank that failed because another one went away (a symptom, not the cause).
+PEER_LOST_EXIT = 3
+
+
+class StopFlag:
+    """Set by a signal handler; polled by the trainer at step boundaries."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum, _frame) -> None:
+        self.requested = True
+        print(f"received {signal.Signals(signum).name}: stopping at the next step boundary", flush=True)
+
+
+def mark_running(run_dir: Path, pid: int | None = None) -> None:
+    """Claim the run: the run's pid (ours, or the group launcher's), its start time (against pid reuse) and the first start time."""
+    pid = pid or os.getpid()
+    started = read_json(run_dir / STATUS_FILE).get("started") or time.time()
+    update_status(run_dir, state="running", pid=pid, pid_started=start_time(pid), started=started,
+                  message="starting")
+
+
+def fail(run_dir: Path, message: str) -> None:
+    """Mark the run ``failed`` with ``message`` and log it as an event."""
+    print(f"failed: {message}", flush=True)
+    status = update_status(run_dir, state="failed", message=message)
+    writer = MetricsWriter(run_dir / METRICS_FILE)
+    writer.log("event", status.get("step", 0), status.get("epoch", 0.0), event="failed", message=message)
+    writer.close()
+
+
+def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None, trust_remote_code: bool = False) -> int:
+    """Train the run; returns the exit status (0 finished or stopped, 1 failed).
+
+    Args:
+        group: This process's :class:`~tui_ft.engine.training.distributed.Group` among several;
+            ``None`` for a single process.
+        trust_remote_code: Let the model's own code run (the launch's ``--trust-remote-code``).
+    """
+    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.training.distributed import Group
+    from tui_ft.engine.training.trainer import TrainingFailed, train_run
+
+    group = group or Group()
+    run_dir = Path(run_dir).resolve()
+    if group.is_main:
+        mark_running(run_dir, os.getppid() if group.active else None)
+    try:
+        state = train_run(run_dir, stop or StopFlag(), group, trust_remote_code)
+    except (TrainingFailed, ModelError) as error:
+        # Every rank sees the same reduced loss and raises together: rank 0 reports for all.
+        if group.is_main:
+            fail(run_dir, str(error))
+        return 1 if group.is_main else 0
+    except Exception as error:  # noqa: BLE001 - any crash must end as a readable `failed`
+        traceback.print_exc()
+        if group.active and peer_lost(error):
+            message = f"rank {group.rank} lost contact with another rank: {str(error).splitlines()[0][:200]}"
+            print(message, flush=True)
+            if group.is_main:
+                # Not `failed` yet: the group launcher names the rank that went away (it may be
+                # that one's own failure that is worth reading); a bare torchrun's exit reads `died`.
+                update_status(run_dir, message=f"{message} (details in worker.log)")
+            return PEER_LOST_EXIT
+        if group.is_main:
+            fail(run_dir, f"{type(error).__name__}: {error} (details in worker.log)")
+        return 1
+    if group.is_main:
+        print(f"{state} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    return 0
+
+
+def peer_lost(error: BaseException) -> bool:
+    """True for a communication error: a collective failed because another rank went away."""
+    import torch.distributed as dist
+
+    text = str(error).lower()
+    return isinstance(error, getattr(dist, "DistError", ())) or any(
+        clue in text for clue in ("connection closed by peer", "connection reset by peer", "remote worker", "broken pipe"))
+
+
+def end_with_parent() -> None:
+    """Ask Linux for SIGTERM when our parent (the group launcher, or torchrun) dies, so no rank trains on as an orphan.
+
+    Neither launcher does this for its ranks; a killed one would leave them holding GPUs.
+    SIGTERM is a stop request: the ranks agree, checkpoint and end as ``stopped``.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+DEFAULT_NICE = 5
+
+
+def yield_to_interactive_work() -> None:
+    """Lower this process's CPU priority by ``$TUI_FT_WORKER_NICE`` (default 5).
+
+    A detached run shares the CPU with the dashboard watching it. At equal priority the
+    dashboard's key presses waited behind training's threads on a 2-core machine (key to
+    repaint p95 400 ms, ``bench/ui_latency.py``); at +5 the scheduler lets the dashboard in
+    first, while training still gets every cycle nobody else wants. It costs nothing on a GPU.
+    """
+    try:
+        increment = int(os.environ.get("TUI_FT_WORKER_NICE", DEFAULT_NICE))
+    except ValueError:
+        increment = DEFAULT_NICE
+    if increment > 0:
+        try:
+            os.nice(increment)
+        except OSError:
+            pass  # a platform without nice: train at the usual priority
+
+
+def parse_args(argv: list[str], program: str) -> tuple[Path, bool] | None:
+    """``RUN_DIR [--trust-remote-code]`` as ``(run_dir, trust_remote_code)``; ``None`` (after a usage line) when wrong."""
+    trust = TRUST_FLAG in argv
+    rest = [arg for arg in argv if arg != TRUST_FLAG]
+    if len(rest) != 1 or not (Path(rest[0]) / "run.json").is_file():
+        print(f"usage: python -m {program} RUN_DIR [{TRUST_FLAG}] (a folder with run.json)", file=sys.stderr)
+        return None
+    return Path(rest[0]), trust
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = parse_args(sys.argv[1:] if argv is None else argv, "tui_ft.engine.worker")
+    if parsed is None:
+        return 2
+    run_dir, trust = parsed
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.handle)
+    signal.signal(signal.SIGINT, stop.handle)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    yield_to_interactive_work()
+    from tui_ft.engine.training.distributed import join_group, launched_as_rank, leave_group
+
+    if not launched_as_rank():
+        print(f"worker pid {os.getpid()} for {run_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        return run_worker(run_dir, stop, trust_remote_code=trust)
+    end_with_parent()
+    group = join_group(read_run_config(run_dir).get("device", "auto"))
+    print(f"worker pid {os.getpid()}: {group.describe()}, for {run_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+          flush=True)
+    try:
+        return run_worker(run_dir, stop, group, trust)
+    finally:
+        leave_group(group)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Direct Preference Optimization: learn from prompt/chosen/rejected pairs without a reward model.
+
+The loss (Rafailov et al., 2023) for one pair, with ``π`` the policy, ``π_ref`` the reference
+and sequence log-probabilities summed over the reply tokens (and EOS):
+
+    loss = -log σ(β · [(log π(chosen) − log π_ref(chosen)) − (log π(rejected) − log π_ref(rejected))])
+
+The reference is the model before training: the policy with its LoRA adapter switched off, or
+(full fine-tuning) the initial weights. Its log-probabilities never change, so they are
+computed once per pair before the first step and cached in the run folder
+(``reference_logps.safetensors``); no frozen copy of the model is kept in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from tui_ft.engine.data import PreferencePair, preference_examples
+from tui_ft.engine.data.templates import IGNORE_INDEX, tokenize_example
+from tui_ft.engine.training.batching import StepOutput, collate_tokenized, selected_logits, sorted_batches, trained_token_count
+
+REFERENCE_FILE = "reference_logps.safetensors"
+
+
+def sequence_logps(model, input_ids, attention_mask, labels):
+    """Sum of the log-probabilities of each row's labelled tokens (a tensor of one value per row)."""
+    import torch
+
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    logits = selected_logits(model, input_ids, attention_mask, mask).float()
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    rows = mask.nonzero()[:, 0]
+    return torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
+    """Per-pair DPO losses and the implicit rewards ``β · (log π − log π_ref)`` of each reply.
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, one value per pair each; the rewards are
+        detached (they are metrics).
+    """
+    import torch.nn.functional as F
+
+    chosen_ratio = policy_chosen - ref_chosen
+    rejected_ratio = policy_rejected - ref_rejected
+    losses = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio))
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+class DPOObjective:
+    """The DPO objective over preference pairs, with the same interface as ``SFTObjective``.
+
+    A step's loss is the mean over every pair in the step (all micro-batches together).
+    """
+
+    name = "dpo"
+
+    def __init__(self, pairs: list[PreferencePair], tokenizer, template: str, max_length: int, beta: float):
+        self.items, self.dropped, self.truncated = [], 0, 0
+        for pair in pairs:
+            chosen, rejected = (tokenize_example(e, tokenizer, template, max_length) for e in preference_examples(pair))
+            if trained_token_count(chosen) == 0 or trained_token_count(rejected) == 0:
+                self.dropped += 1  # a reply cut away entirely by max_length teaches nothing
+                continue
+            self.truncated += chosen.truncated or rejected.truncated
+            self.items.append((chosen, rejected))
+        self.beta = beta
+        self.pad_id = tokenizer.pad_token_id
+        self.reference = None  # (pairs, 2) tensor: reference log-prob of chosen, rejected
+
+    def lengths(self) -> list[int]:
+        return [max(len(c.input_ids), len(r.input_ids)) for c, r in self.items]
+
+    def weight(self, indices: list[int]) -> int:
+        """What a step's loss is normalised by: pairs."""
+        return len(indices)
+
+    def eval_batches(self, batch_size: int) -> list[list[int]]:
+        return sorted_batches(self.lengths(), batch_size)
+
+    def collate(self, indices: list[int], device) -> dict:
+        """Chosen rows first, then rejected rows, padded together; plus the cached reference values."""
+        rows = [self.items[i][0] for i in indices] + [self.items[i][1] for i in indices]
+        batch = {key: value.to(device) for key, value in collate_tokenized(rows, self.pad_id).items()}
+        if self.reference is not None:
+            batch["reference"] = self.reference[indices].to(device)
+        return batch
+
+    def forward(self, model, batch: dict) -> StepOutput:
+        logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        chosen, rejected = logps.chunk(2)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen, rejected, batch["reference"][:, 0], batch["reference"][:, 1], self.beta
+        )
+        tokens = int(batch["attention_mask"].sum())
+        return StepOutput(losses.sum(), {
+            "loss_sum": float(losses.detach().sum()), "pairs": len(losses), "tokens": tokens,
+            "padding": batch["attention_mask"].numel() - tokens,
+            "chosen": float(chosen_rewards.sum()), "rejected": float(rejected_rewards.sum()),
+            "correct": float((chosen_rewards > rejected_rewards).float().sum()),
+        })
+
+    def summarize(self, stats: list[dict]) -> dict:
+        """Step metrics: mean loss per pair, mean rewards, their margin and the reward accuracy."""
+        pairs = max(1, sum(s["pairs"] for s in stats))
+        chosen = sum(s["chosen"] for s in stats) / pairs
+        rejected = sum(s["rejected"] for s in stats) / pairs
+        return {"loss": sum(s["loss_sum"] for s in stats) / pairs, "rewards_chosen": chosen,
+                "rewards_rejected": rejected, "rewards_margin": chosen - rejected,
+                "rewards_accuracy": sum(s["correct"] for s in stats) / pairs}
+
+    def prepare(self, model, run_dir: Path, device, autocast, eval_data=None) -> None:
+        """Load or compute the reference log-probabilities of every pair (training and held out).
+
+        Called before a checkpoint is loaded, so the model still holds its initial weights.
+        """
+        from safetensors.torch import load_file, save
+
+        from tui_ft.engine.runs.folder import write_bytes_atomic
+
+        path = Path(run_dir) / REFERENCE_FILE
+        sets = {"train": self} | ({"eval": eval_data} if eval_data is not None else {})
+        if path.is_file():
+            cached = load_file(path)
+            if all(name in cached and len(cached[name]) == len(data.items) for name, data in sets.items()):
+                for name, data in sets.items():
+                    data.reference = cached[name]
+                return
+        from tui_ft.engine.runs import list_checkpoints
+
+        if list_checkpoints(run_dir) and not hasattr(model, "disable_adapter"):
+            # Full DPO past step 0: the initial weights are gone, and so is the reference.
+            raise RuntimeError(f"{REFERENCE_FILE} is missing; full DPO cannot rebuild its reference after training started")
+        for data in sets.values():
+            data.reference = reference_logps(model, data, device, autocast)
+        # Through a temporary file created exclusively: a link planted in the run folder is never written through.
+        write_bytes_atomic(path, save({name: data.reference.contiguous() for name, data in sets.items()}))
+
+
+def reference_logps(model, data: DPOObjective, device, autocast):
+    """The reference model's log-probabilities of every pair, as a ``(pairs, 2)`` CPU tensor."""
+    import torch
+
+    values = torch.zeros(len(data.items), 2, dtype=torch.float32)
+    adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), adapter_off:
+        for indices in data.eval_batches(8):
+            batch = data.collate(indices, device)
+            with autocast():
+                logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
+            chosen, rejected = logps.cpu().chunk(2)
+            values[indices, 0], values[indices, 1] = chosen, rejected
+    model.train(was_training)
+    return values

@@ -1,0 +1,87 @@
+"""Export a run as one plain Hugging Face model folder (LoRA merged into the base weights)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+
+from tui_ft.engine.models import check_adapter, is_model_folder, load_tokenizer
+from tui_ft.engine.runs import RunError, list_checkpoints
+from tui_ft.engine.runs.folder import read_run_config
+
+EXPORT_INFO = "tui_ft_export.json"  # which run and template the folder came from
+
+
+def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, trust_remote_code: bool = False) -> Path:
+    """Write the run's weights as a standalone model folder that transformers loads.
+
+    A LoRA run's adapter is merged into its base (peft ``merge_and_unload``); a full or freeze
+    run's ``model/`` is copied. A run without final weights (stopped, died) is exported from
+    its latest checkpoint. The folder also holds the tokenizer and ``tui_ft_export.json``
+    naming the run and its template.
+
+    Args:
+        run_dir: The run folder.
+        out_dir: The folder to create; it must not exist or be empty.
+        from_checkpoint: Export the latest checkpoint even when final weights exist.
+        trust_remote_code: Let the base model's own code run (``export --trust-remote-code``);
+            the run's ``run.json`` saying so is not enough.
+
+    Raises:
+        RunError: When the run has no weights yet or ``out_dir`` is not empty.
+        ModelError: The base model ships its own code and ``trust_remote_code`` is off.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser().resolve()
+    config = read_run_config(run_dir)
+    if not config:
+        raise RunError(f"{run_dir}: not a run folder (no run.json)")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunError(f"{out_dir}: already exists and is not empty")
+    staging = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    source = _write_weights(run_dir, config, staging, from_checkpoint, trust_remote_code)
+    load_tokenizer(Path(config["model_path"])).save_pretrained(staging)
+    info = {"run": run_dir.name, "source": source, "template": config.get("template"), "method": config.get("method"),
+            "model": config.get("model")}
+    (staging / EXPORT_INFO).write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    if out_dir.exists():
+        out_dir.rmdir()
+    os.replace(staging, out_dir)
+    return out_dir
+
+
+def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool, trust_remote_code: bool) -> str:
+    """Save merged weights into ``staging``; returns what they came from."""
+    from transformers.utils import logging as hf_logging
+
+    from tui_ft.engine.training.methods import build_model, load_base
+
+    hf_logging.disable_progress_bar()  # the caller shows its own progress
+
+    if not from_checkpoint and is_model_folder(run_dir / "model"):
+        shutil.copytree(run_dir / "model", staging)
+        return "model"
+    if not from_checkpoint and (run_dir / "adapter" / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        adapter = check_adapter(run_dir / "adapter")  # safetensors only, never adapter_model.bin
+        model = PeftModel.from_pretrained(load_base(config, trust_remote_code), adapter).merge_and_unload()
+        source = "adapter"
+    else:
+        checkpoints = list_checkpoints(run_dir)
+        if not checkpoints:
+            raise RunError(f"{run_dir.name} has no weights to export yet (no adapter/, model/ or checkpoint)")
+        from tui_ft.engine.training.checkpoint import load_trainable
+
+        model = build_model(config, "cpu", trust_remote_code)
+        load_trainable(model, checkpoints[-1])
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        source = f"ckpt/{checkpoints[-1].name}"
+    model.config.use_cache = True
+    model.save_pretrained(staging)
+    return source

@@ -1,0 +1,182 @@
+"""The model a run trains: load the base, apply the method (full, freeze, LoRA), save the result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_ft.engine.runs.config import TrainConfig
+
+
+@dataclass
+class ParamCounts:
+    """Parameter counts after the method is applied (shared weights counted once)."""
+
+    total: int
+    trainable: int
+
+    @property
+    def frozen(self) -> int:
+        return self.total - self.trainable
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable / max(1, self.total)
+
+    def describe(self) -> str:
+        return (f"Total parameters: {self.total:,}; trainable: {self.trainable:,}; frozen: {self.frozen:,}; "
+                f"trainable: {self.trainable_pct:.2f}%")
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; anything else is used as given."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast_for(device: str, precision: str):
+    """bf16 autocast on CUDA under ``auto`` (or wherever ``bf16`` is asked); fp32 otherwise."""
+    import torch
+
+    kind = device.split(":")[0]
+    if precision == "bf16" or (precision == "auto" and kind == "cuda"):
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def count_params(model) -> ParamCounts:
+    params = list(model.parameters())  # parameters() yields a tied weight once
+    return ParamCounts(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+
+
+def decoder_layers(model):
+    """The model's list of transformer blocks: the first ModuleList as long as the layer count."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError("cannot find the transformer layers of this model to freeze")
+
+
+def model_code_problem(config: dict) -> str | None:
+    """One line refusing a run whose base model ships its own Python code, or ``None``.
+
+    ``config`` is a ``run.json``, which may come from someone else (a shared or downloaded run):
+    neither its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's
+    consent, so that folder gets the check a new run's model gets. Only the current command's
+    ``--trust-remote-code`` lifts the refusal.
+    """
+    from tui_ft.engine.models import remote_code_problem
+
+    path = config.get("model_path")
+    if not isinstance(path, str) or remote_code_problem(Path(path)) is None:
+        return None
+    return (f"{path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
+            "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
+            "is not enough")
+
+
+def load_base(config: dict, trust_remote_code: bool = False):
+    """Load the run's base weights in fp32 (a base adapter, if any, is merged in).
+
+    Args:
+        config: The run's ``run.json``.
+        trust_remote_code: Run the model's own code: the current command's choice, never
+            ``run.json``'s (see :func:`model_code_problem`).
+
+    Raises:
+        ModelError: The model ships its own code and ``trust_remote_code`` is off.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tui_ft.engine.models import ModelError
+
+    problem = None if trust_remote_code else model_code_problem(config)
+    if problem:
+        raise ModelError(problem)
+    model = AutoModelForCausalLM.from_pretrained(
+        config["model_path"], dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
+    )
+    if config.get("base_adapter"):
+        from peft import PeftModel
+
+        from tui_ft.engine.models import check_adapter
+
+        model = PeftModel.from_pretrained(model, check_adapter(config["base_adapter"])).merge_and_unload()
+    return model
+
+
+def apply_method(model, config: TrainConfig):
+    """Set ``requires_grad`` for the method, or wrap the model with a LoRA adapter (peft)."""
+    if config.uses_lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+    for param in model.parameters():
+        param.requires_grad = True
+    if config.method == "freeze":
+        layers = decoder_layers(model)
+        frozen = len(layers) // 2 if config.freeze_layers is None else config.freeze_layers
+        # The embeddings freeze too (as the seed's freeze_early_layers does); with tied
+        # embeddings that freezes the output head as well.
+        for param in model.get_input_embeddings().parameters():
+            param.requires_grad = False
+        for layer in layers[:frozen]:
+            for param in layer.parameters():
+                param.requires_grad = False
+    return model
+
+
+def build_model(config: dict, device: str, trust_remote_code: bool = False):
+    """The base model with the run's method applied, on ``device``, ready to train.
+
+    ``trust_remote_code`` is the current command's choice (see :func:`load_base`).
+    """
+    import torch
+
+    train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
+    torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
+    model = load_base(config, trust_remote_code)
+    model.config.use_cache = False
+    model = apply_method(model, train_config)
+    return model.to(device)
+
+
+def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dict | None = None) -> Path:
+    """Write ``adapter/`` (PEFT format) or ``model/`` (Hugging Face format with the tokenizer), atomically.
+
+    ``state_dict`` replaces the model's own weights (FSDP: the gathered full weights).
+    """
+    target = Path(run_dir) / ("adapter" if uses_lora else "model")
+    staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    # Every staging folder, not only ours: a worker killed mid-save left one named after its pid
+    # (a whole model's worth of disk for full fine-tuning). One worker writes a run at a time.
+    from tui_ft.engine.runs.folder import remove_tree
+
+    for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
+        remove_tree(leftover)  # a link planted under a staging name is removed itself, never written through
+    model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
+    if not uses_lora:
+        model.config.use_cache = True
+        model.config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    remove_tree(target)  # a link in its place is removed itself, never followed
+    os.replace(staging, target)
+    return target

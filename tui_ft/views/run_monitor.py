@@ -1,0 +1,334 @@
+"""Headless helpers for watching runs: table rows, metric series, downsampling, worker usage.
+
+The dashboard's Runs pane polls these from a background thread about once a second, so each
+is cheap: status files are small, ``metrics.jsonl`` is read incrementally (the pane keeps a
+:class:`~tui_ft.engine.runs.folder.MetricsTail` per watched run) or only from its end
+(:func:`last_record`), and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tui_ft.engine.runs import RunInfo, list_runs
+from tui_ft.engine.runs.folder import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail, read_json, read_tail
+
+TAIL_BYTES = 16384  # enough for the last records of metrics.jsonl or a screen of worker.log
+
+
+@dataclass
+class RunRow:
+    """One run as the Runs table shows it.
+
+    Attributes:
+        info: The engine's view of the run (state reads ``died`` for a dead worker).
+        eta_s: Seconds left, from the worker's recent step times (``None`` when unknown).
+        last_loss: The loss of the last ``train`` record (``None`` before the first step).
+    """
+
+    info: RunInfo
+    eta_s: float | None
+    last_loss: float | None
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the steps done, in [0, 1] (``None`` while the total is unknown)."""
+        total = self.info.total_steps
+        if not total:
+            return None
+        return min(1.0, max(0.0, self.info.step / total))
+
+
+def run_rows(home: Path) -> list[RunRow]:
+    """Every run of workspace ``home`` with its ETA and last train loss, oldest first."""
+    rows = []
+    for info in list_runs(home):
+        status = read_json(info.path / STATUS_FILE)
+        eta = status.get("eta_s") if info.state in ("running", "stopping") else None
+        last = last_record(info.path / METRICS_FILE, "train")
+        rows.append(RunRow(info, eta if isinstance(eta, (int, float)) else None, _number(last, "loss")))
+    return rows
+
+
+def _number(record: dict | None, key: str) -> float | None:
+    value = (record or {}).get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def last_record(path: Path, kind: str, tail_bytes: int = TAIL_BYTES) -> dict | None:
+    """The last complete record of ``kind`` in a JSONL file, read from its end only.
+
+    A torn last line (no newline yet) is ignored; ``None`` when no such record is in the
+    last ``tail_bytes`` bytes (or the file is missing).
+    """
+    for line in reversed(_tail_bytes(path, tail_bytes).split(b"\n")[:-1]):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a torn line, or the cut first line of the chunk
+        if isinstance(record, dict) and record.get("kind") == kind:
+            return record
+    return None
+
+
+def _tail_bytes(path: Path, count: int) -> bytes:
+    """At most the last ``count`` bytes of a regular file (``/dev/zero`` or a FIFO reads as empty)."""
+    return read_tail(path, count)
+
+
+def log_tail(run_dir: Path, max_lines: int = 200, tail_bytes: int = 4 * TAIL_BYTES) -> str:
+    """The end of the run's ``worker.log``; carriage-return progress bars keep their last state."""
+    raw = _tail_bytes(Path(run_dir) / LOG_FILE, tail_bytes)
+    lines = raw.decode("utf-8", errors="replace").rstrip("\n").split("\n")
+    if len(raw) >= tail_bytes:
+        lines = lines[1:]  # the first line is cut by the chunk's start
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines]
+    return "\n".join(lines[-max_lines:])
+
+
+def metric_series(records: list[dict], kind: str, key: str) -> list[tuple[float, float]]:
+    """``(step, value)`` points of one metric from records of one ``kind``, finite values only."""
+    points = []
+    for record in records:
+        if record.get("kind") != kind:
+            continue
+        value, step = record.get(key), record.get("step")
+        if isinstance(value, (int, float)) and isinstance(step, (int, float)) and math.isfinite(value):
+            points.append((float(step), float(value)))
+    return points
+
+
+def downsample(points: list[tuple[float, float]], count: int) -> list[tuple[float, float]]:
+    """Reduce a series to at most ``count`` points that still span the whole history.
+
+    The points are cut into ``count`` consecutive buckets of (nearly) equal size and each
+    bucket becomes its mean step and mean value, so the first and the last step are always
+    represented and nothing is truncated. Hand-written (a few lines) rather than pulling
+    numpy into the dashboard process.
+    """
+    count = max(1, int(count))
+    if len(points) <= count:
+        return list(points)
+    reduced = []
+    for bucket in range(count):
+        start = bucket * len(points) // count
+        end = (bucket + 1) * len(points) // count
+        chunk = points[start:end]
+        reduced.append((sum(x for x, _ in chunk) / len(chunk), sum(y for _, y in chunk) / len(chunk)))
+    return reduced
+
+
+class Series:
+    """One metric's ``(step, value)`` points with running sums, so downsampling costs O(points shown).
+
+    Append-only: a reader in another thread may keep a reference and downsample it while the
+    poll thread appends (it reads the length once); histories that must shrink build new
+    ``Series`` objects instead of changing this one.
+    """
+
+    __slots__ = ("steps", "values", "_step_sums", "_value_sums")
+
+    def __init__(self, points: list[tuple[float, float]] | None = None):
+        self.steps: list[float] = []
+        self.values: list[float] = []
+        self._step_sums = [0.0]
+        self._value_sums = [0.0]
+        for step, value in points or ():
+            self.append(step, value)
+
+    def append(self, step: float, value: float) -> None:
+        """Add a point (the sums last, so a reader that sees a sum sees its point)."""
+        self.steps.append(step)
+        self.values.append(value)
+        self._step_sums.append(self._step_sums[-1] + step)
+        self._value_sums.append(self._value_sums[-1] + value)
+
+    def __len__(self) -> int:
+        return len(self._value_sums) - 1
+
+    def points(self) -> list[tuple[float, float]]:
+        """Every point, oldest first."""
+        count = len(self)
+        return list(zip(self.steps[:count], self.values[:count], strict=False))
+
+    def downsample(self, count: int) -> list[tuple[float, float]]:
+        """The same reduction as :func:`downsample` (bucket means over the whole history), from the sums."""
+        total, count = len(self), max(1, int(count))
+        if total <= count:
+            return self.points()
+        reduced = []
+        for bucket in range(count):
+            start, end = bucket * total // count, (bucket + 1) * total // count
+            size = end - start
+            reduced.append(((self._step_sums[end] - self._step_sums[start]) / size,
+                            (self._value_sums[end] - self._value_sums[start]) / size))
+        return reduced
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class RunHistory:
+    """A run's metrics, read incrementally from ``metrics.jsonl`` and kept as one :class:`Series` a metric.
+
+    Only the numbers are kept (not the records), so a long run costs a few floats a step.
+    ``series`` maps ``(kind, key)``, e.g. ``("train", "loss")``, to its series.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.tail = MetricsTail(Path(run_dir) / METRICS_FILE)
+        self.series: dict[tuple[str, str], Series] = {}
+
+    def update(self) -> bool:
+        """Read what the worker appended since the last call; True when something was added."""
+        new = self.tail.read_new()
+        for record in new:
+            kind, step = record.get("kind"), record.get("step")
+            if kind == "event" and record.get("event") in ("resumed", "started") and _numeric(step):
+                # The rule of engine.run_files.merge_records, applied to the series: a resumed
+                # worker logs again the steps after its checkpoint, so drop them first.
+                self.series = {key: Series([p for p in s.points() if p[0] <= step]) for key, s in self.series.items()}
+            elif kind in ("train", "eval") and _numeric(step):
+                for key, value in record.items():
+                    if key not in ("step", "epoch", "time") and _numeric(value):
+                        self.series.setdefault((kind, key), Series()).append(float(step), float(value))
+        return bool(new)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``"45s"``, ``"12m05s"``, ``"3h02m"``; ``"—"`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass
+class WorkerUsage:
+    """What a worker process uses now.
+
+    Attributes:
+        cpu_percent: CPU use since the previous sample (100 = one core busy).
+        rss_bytes: Resident memory, the worker and its children together.
+        gpu: GPU use when there is a GPU, else ``None``.
+    """
+
+    cpu_percent: float
+    rss_bytes: int
+    gpu: GpuUsage | None = None
+
+
+@dataclass
+class GpuUsage:
+    """GPU use: ``process_bytes`` is the worker's own memory when the driver reports it."""
+
+    utilization: float | None
+    used_bytes: int
+    total_bytes: int
+    process_bytes: int | None = None
+
+
+class WorkerMonitor:
+    """Samples CPU and memory of worker processes with psutil.
+
+    psutil measures CPU use between two calls on the same ``Process`` object, so the objects
+    are kept here from one poll to the next.
+    """
+
+    def __init__(self):
+        self._processes: dict[int, object] = {}
+        self._nvidia_smi = shutil.which("nvidia-smi")
+
+    def usage(self, pid: int | None) -> WorkerUsage | None:
+        """The worker's usage, or ``None`` when ``pid`` is not running."""
+        import psutil
+
+        if not pid:
+            return None
+        try:
+            process = self._processes.get(pid) or psutil.Process(pid)
+            self._processes = {pid: process}  # one watched worker at a time: drop the others
+            with process.oneshot():
+                cpu = process.cpu_percent(None)
+                rss = process.memory_info().rss
+            for child in process.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            self._processes.pop(pid, None)
+            return None
+        return WorkerUsage(cpu, rss, self.gpu_usage(pid))
+
+    def gpu_usage(self, pid: int | None = None) -> GpuUsage | None:
+        """GPU use from ``nvidia-smi`` when installed, else from torch when this process already imported it."""
+        if self._nvidia_smi:
+            found = _nvidia_smi_usage(self._nvidia_smi, pid)
+            if found is not None:
+                return found
+            self._nvidia_smi = None  # it failed once: do not pay for it every second
+        return _torch_gpu_usage()
+
+
+def _nvidia_smi_usage(command: str, pid: int | None) -> GpuUsage | None:
+    def query(*args: str) -> list[list[str]]:
+        output = subprocess.run([command, *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                timeout=3, check=True).stdout
+        return [[cell.strip() for cell in line.split(",")] for line in output.splitlines() if line.strip()]
+
+    try:
+        gpus = query("--query-gpu=utilization.gpu,memory.used,memory.total")
+        apps = query("--query-compute-apps=pid,used_memory")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not gpus:
+        return None
+    mib = 1024 * 1024
+    try:
+        utilization = max(float(g[0]) for g in gpus)
+        used, total = sum(int(float(g[1])) for g in gpus) * mib, sum(int(float(g[2])) for g in gpus) * mib
+        own = [int(float(a[1])) * mib for a in apps if len(a) > 1 and a[0].isdigit() and int(a[0]) == pid]
+    except (ValueError, IndexError):
+        return None
+    return GpuUsage(utilization, used, total, sum(own) if own else None)
+
+
+def _torch_gpu_usage() -> GpuUsage | None:
+    # Never import torch here: the dashboard must start without it. When another pane has
+    # already loaded it, CUDA's device-wide numbers are free to read.
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    try:
+        free, total = torch.cuda.mem_get_info()
+    except RuntimeError:
+        return None
+    try:
+        utilization = float(torch.cuda.utilization())
+    except Exception:  # noqa: BLE001 - needs pynvml, which may be absent
+        utilization = None
+    return GpuUsage(utilization, total - free, total)
+
+
+def format_bytes(count: int | None) -> str:
+    """``"512 MiB"``, ``"1.5 GiB"``; ``"—"`` when unknown."""
+    if count is None:
+        return "—"
+    if count >= 1024**3:
+        return f"{count / 1024**3:.1f} GiB"
+    return f"{count / 1024**2:.0f} MiB"
