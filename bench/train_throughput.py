@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tui_ft.engine.data import load_dataset, sft_examples
     from tui_ft.engine.models import load_tokenizer, resolve_model
-    from tui_ft.engine.training.batching import SFTObjective
+    from tui_ft.engine.training.sft import SFTObjective
 
     args = parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -72,3 +72,42 @@ def test_the_graph_sees_imports_inside_functions():
 def test_no_import_cycles_between_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Which package may import which (docs/architecture.md draws it). A package not listed may import
+# nothing of tui_ft's; the UI, the CLI and its commands may import anything.
+ENGINE = "tui_ft.engine"
+FOUNDATION = {f"{ENGINE}.files", f"{ENGINE}.workspace", f"{ENGINE}.processes"}
+ALLOWED = {
+    f"{ENGINE}.files": set(),
+    f"{ENGINE}.workspace": set(),
+    f"{ENGINE}.processes": {f"{ENGINE}.files"},
+    f"{ENGINE}.models": FOUNDATION,
+    f"{ENGINE}.data": FOUNDATION | {f"{ENGINE}.models"},
+    f"{ENGINE}.runs": FOUNDATION | {f"{ENGINE}.models", f"{ENGINE}.data"},
+    f"{ENGINE}.training": FOUNDATION | {f"{ENGINE}.models", f"{ENGINE}.data", f"{ENGINE}.runs"},
+    f"{ENGINE}.generation": FOUNDATION | {f"{ENGINE}.models", f"{ENGINE}.data"},
+    f"{ENGINE}.evaluation": FOUNDATION | {f"{ENGINE}.models", f"{ENGINE}.data", f"{ENGINE}.runs",
+                                          f"{ENGINE}.training", f"{ENGINE}.generation"},
+    f"{ENGINE}.worker": {f"{ENGINE}.runs"},
+    "tui_ft.safe_text": set(),
+    "tui_ft.views": FOUNDATION | {f"{ENGINE}.models", f"{ENGINE}.data", f"{ENGINE}.runs", f"{ENGINE}.evaluation"},
+}
+# The processes' entry points sit on top of what they run: a run's worker trains.
+ENTRY_POINTS = {f"{ENGINE}.runs.worker": {f"{ENGINE}.training"}}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:3]) if parts[:2] == ["tui_ft", "engine"] else ".".join(parts[:2])
+
+
+def test_packages_import_only_the_layers_below_them():
+    wrong = []
+    for module, targets in import_graph().items():
+        allowed = ALLOWED.get(package_of(module))
+        if allowed is None:
+            continue  # the CLI, its commands and the UI
+        allowed = allowed | {package_of(module)} | ENTRY_POINTS.get(module, set())
+        wrong += [f"{module} -> {target}" for target in sorted(targets) if package_of(target) not in allowed]
+    assert wrong == [], "imports across the layers:\n" + "\n".join(wrong)

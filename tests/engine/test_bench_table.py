@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.files import write_json_atomic
 from tui_ft.views.bench_table import (
     BenchTable,
     Column,
@@ -40,7 +41,7 @@ def write_result(home: Path, folder: Path, model: str, model_id: str, created: s
     if scorer:
         identity["scorer"] = scorer
     path = eval_store.result_path(folder, identity)
-    eval_store.write_json_atomic(path, identity | values | {"model": model, "model_id": model_id, "key": "k"})
+    write_json_atomic(path, identity | values | {"model": model, "model_id": model_id, "key": "k"}, parents=True)
 
 
 @pytest.fixture

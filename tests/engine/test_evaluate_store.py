@@ -9,11 +9,11 @@ import time
 import orjson
 import pytest
 
-from tui_ft.engine.evaluation import default_settings, evaluate, load_results
-from tui_ft.engine.evaluation import model_session as eval_model
-from tui_ft.engine.evaluation.jobs import STOP_FILE, list_jobs, read_job_status, start_eval_job
-from tui_ft.engine.evaluation.store import write_json_atomic
+from tui_ft.engine.evaluation import default_settings, evaluate, load_results, model_session
+from tui_ft.engine.evaluation.jobs import list_jobs, read_job_status, start_eval_job
 from tui_ft.engine.evaluation.worker import run_job
+from tui_ft.engine.files import write_json_atomic
+from tui_ft.engine.processes import STOP_FILE
 
 
 def test_perplexity_result_is_stored_and_reused(workspace, tiny_model_dir, monkeypatch):
@@ -22,7 +22,7 @@ def test_perplexity_result_is_stored_and_reused(workspace, tiny_model_dir, monke
     first = evaluate(ref, workspace, perplexity_path=dataset, template="alpaca")
     assert first["cached"] is False and first["tokens"] > 0 and first["dataset"] == dataset
     with monkeypatch.context() as patch:
-        patch.setattr(eval_model, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+        patch.setattr(model_session, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
         second = evaluate(ref, workspace, perplexity_path=workspace / dataset, template="alpaca")
     assert second["cached"] is True
     assert second["perplexity"] == first["perplexity"] and second["created"] == first["created"]
@@ -47,7 +47,7 @@ def test_benchmark_result_keeps_items_and_is_keyed_by_settings(workspace, tiny_m
     assert [i["expected"] for i in record["items"]] == ["4", "Paris", "blue", "7", "water"]
     assert record["score"] == sum(i["correct"] for i in record["items"]) / 5
     with monkeypatch.context() as patch:
-        patch.setattr(eval_model, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+        patch.setattr(model_session, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
         assert evaluate(ref, workspace, benchmark=bench, settings=default_settings(3))["cached"] is True
     assert evaluate(ref, workspace, benchmark=bench, settings=default_settings(2))["cached"] is False
     assert evaluate(ref, workspace, benchmark=bench, settings=short, scorer="exact", use_cache=False)["scorer"] == "exact"
@@ -76,7 +76,7 @@ def test_job_stops_on_stop_file(workspace, tiny_model_dir):
     job = {"id": "manual", "home": str(workspace), "refs": [str(tiny_model_dir)], "checkpoint": None, "template": None,
            "scorer": None, "max_new_tokens": 2, "use_cache": True,
            "benchmarks": [str(workspace / "datasets" / "seed_benchmark.jsonl")], "perplexity": []}
-    write_json_atomic(job_dir / "job.json", job)
+    write_json_atomic(job_dir / "job.json", job, parents=True)
     write_json_atomic(job_dir / "status.json", {"state": "queued", "pid": None, "done": 0, "total": 5})
     (job_dir / STOP_FILE).touch()
     assert run_job(job_dir) == 0
@@ -87,7 +87,7 @@ def test_job_stops_on_stop_file(workspace, tiny_model_dir):
 def test_job_whose_worker_vanished_reads_died(workspace):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     job_dir = workspace / "bench" / "jobs" / "lost"
-    write_json_atomic(job_dir / "job.json", {"id": "lost"})
+    write_json_atomic(job_dir / "job.json", {"id": "lost"}, parents=True)
     write_json_atomic(job_dir / "status.json", {"state": "running", "pid": int(gone.stdout), "done": 1, "total": 5})
     assert read_job_status(job_dir)["state"] == "died"
     assert orjson.loads((job_dir / "status.json").read_bytes())["state"] == "running"  # reading changes nothing

@@ -9,8 +9,9 @@ import torch
 
 from tui_ft.engine.data import Example
 from tui_ft.engine.data.templates import IGNORE_INDEX
-from tui_ft.engine.training.batching import SFTObjective, epoch_batches
+from tui_ft.engine.training.batching import epoch_batches
 from tui_ft.engine.training.packing import best_rows, collate_packed, pack_rows, supports_packing
+from tui_ft.engine.training.sft import SFTObjective
 
 
 def small_llama(vocab: int):

@@ -5,12 +5,12 @@ import pytest
 
 from tui_ft.engine.evaluation.ratings import (
     append_rating,
-    model_slug,
     ratings_path,
     read_ratings,
     summarize_ratings,
 )
 from tui_ft.engine.generation.transcript import export_transcript, transcript_markdown
+from tui_ft.engine.workspace import reference_slug
 
 
 def rating(h, a, c, **extra):
@@ -61,7 +61,7 @@ def test_ratings_path_for_runs_and_other_models(tmp_path, run_dir):
     assert ratings_path(str(run_dir), tmp_path) == run_dir / "ratings.jsonl"
     assert ratings_path("default", tmp_path) == tmp_path / "ratings" / "default.jsonl"
     assert ratings_path("/models/My Model/", tmp_path) == tmp_path / "ratings" / "models-My-Model.jsonl"
-    assert model_slug("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB-SmolLM2-135M"
+    assert reference_slug("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB-SmolLM2-135M"
     append_rating(ratings_path("default", tmp_path), rating(3, 3, 3, model="default"))
     assert summarize_ratings(read_ratings(tmp_path / "ratings" / "default.jsonl")).count == 1
     assert summarize_ratings(read_ratings(tmp_path / "missing.jsonl")).line() == "no ratings yet"

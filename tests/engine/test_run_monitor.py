@@ -10,12 +10,12 @@ import sys
 import pytest
 
 from tui_ft.engine.runs.folder import read_metrics
+from tui_ft.views.formatting import format_age, format_duration
 from tui_ft.views.run_monitor import (
     RunHistory,
     Series,
     WorkerMonitor,
     downsample,
-    format_duration,
     last_record,
     log_tail,
     metric_series,
@@ -83,6 +83,10 @@ def test_log_tail_keeps_the_last_state_of_progress_bars(tmp_path):
 def test_format_duration():
     assert [format_duration(s) for s in (None, -1, 0, 45.4, 125, 3599, 3600 * 3 + 125)] == [
         "—", "—", "0s", "45s", "2m05s", "59m59s", "3h02m"]
+
+
+def test_format_age_is_a_duration_ago():
+    assert [format_age(s) for s in (None, 45.4, 125, 3600 * 3 + 125)] == ["", "45s ago", "2m05s ago", "3h02m ago"]
 
 
 def test_run_rows_join_status_eta_and_last_loss(tmp_path):

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
+from tui_ft.engine.files import write_json_atomic
 from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, stop_run
 from tui_ft.engine.runs.config import ConfigError, TrainConfig, method_defaults
 from tui_ft.engine.runs.config_checks import validate_config
-from tui_ft.engine.runs.folder import MetricsTail, MetricsWriter, merge_records, update_status, write_json_atomic
+from tui_ft.engine.runs.folder import MetricsTail, MetricsWriter, merge_records, update_status
 
 
 def test_config_round_trips_and_converts_strings():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.runs.folder import FINAL_STATES
+from tui_ft.engine.runs.state import FINAL_STATES
 from tui_ft.views.run_monitor import RunHistory, run_rows
 
 

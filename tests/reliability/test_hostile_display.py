@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Select, Static
 
 from tui_ft.cli import main
 from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.files import write_json_atomic
 from tui_ft.engine.models.references import ModelRef, default_model_dir
 from tui_ft.safe_text import clean
 from tui_ft.ui.app import TuiFtApp
@@ -93,10 +94,10 @@ def store_result(home: Path, run_dir: Path, dataset: str) -> None:
                 "dataset": None}
     items = [{"prompt": HOSTILE, "expected": f"[/x]{ESCAPES}", "reply": HOSTILE, "correct": False, "line": 1}]
     path = eval_store.result_path(eval_store.results_dir(resolved, home, run_dir.resolve()), identity)
-    eval_store.write_json_atomic(path, identity | {
+    write_json_atomic(path, identity | {
         "scorer": "contains", "settings": {"max_new_tokens": 64}, "score": 0.0, "n": 1, "items": items,
         "model": run_dir.name, "model_id": model_id, "created": "2026-01-01T00:00:00+00:00",
-        "key": eval_store.result_key(identity), "fingerprint": {}})
+        "key": eval_store.result_key(identity), "fingerprint": {}}, parents=True)
 
 
 @pytest.fixture

@@ -21,14 +21,15 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
+from tui_ft.engine import files
 from tui_ft.engine.evaluation import store as eval_store
 from tui_ft.engine.evaluation.jobs import read_job_status, stop_eval_job
 from tui_ft.engine.evaluation.ratings import append_rating
+from tui_ft.engine.files import UnsafeFileError, read_json, write_json_atomic
 from tui_ft.engine.models import ModelError, list_models, load_model, resolve_model
 from tui_ft.engine.runs import RunError, list_checkpoints, list_runs, read_status, resume_run, stop_run
-from tui_ft.engine.runs import folder as run_files
 from tui_ft.engine.runs import lifecycle as runs
-from tui_ft.engine.runs.folder import MetricsWriter, UnsafeFileError, read_json
+from tui_ft.engine.runs.folder import MAX_METRICS_READ_BYTES, MetricsWriter
 from tui_ft.engine.training.checkpoint import remove_staging, save_checkpoint
 from tui_ft.views.bench_table import build_table, export_table, job_cells, read_jobs
 
@@ -189,9 +190,9 @@ def test_temporary_files_are_created_exclusively(workspace, tmp_path, monkeypatc
     # Whatever the name, a temporary file is created exclusively: a link there is never written through.
     planted = run_dir / ".planted.tmp"
     planted.symlink_to(victim)
-    monkeypatch.setattr(run_files, "_temporary_name", lambda path: planted)
+    monkeypatch.setattr(files, "_temporary_name", lambda path: planted)
     with pytest.raises(UnsafeFileError):
-        run_files.write_json_atomic(run_dir / "status.json", {"state": "x"})
+        files.write_json_atomic(run_dir / "status.json", {"state": "x"})
     assert untouched(victim) and read_status(run_dir)["state"] == "stopped"
     monkeypatch.undo()
 
@@ -200,8 +201,8 @@ def test_temporary_files_are_created_exclusively(workspace, tmp_path, monkeypatc
     folder.mkdir(parents=True)
     result = folder / "benchmark-x-0123.json"
     (folder / f".{result.name}.tmp-{pid}").symlink_to(victim)
-    eval_store.write_json_atomic(result, {"kind": "benchmark"})
-    assert eval_store.read_json(result) == {"kind": "benchmark"} and untouched(victim)
+    write_json_atomic(result, {"kind": "benchmark"}, parents=True)
+    assert read_json(result) == {"kind": "benchmark"} and untouched(victim)
 
     # The DPO reference cache (reference_logps.safetensors), written by the worker before step 1.
     import contextlib
@@ -347,8 +348,8 @@ def test_huge_files_are_read_within_bounds(workspace):
     assert "broken/run.json: skipped" in result.stderr
     SECTION.add("huge", CASES["huge"], 3,
                 f"the readers finish under a {MEMORY_LIMIT >> 30} GiB address-space limit: run.json and status.json "
-                f"at most {run_files.MAX_STATE_BYTES >> 20} MiB, a metrics read at most "
-                f"{run_files.MAX_METRICS_READ_BYTES >> 20} MiB a call, tails 16-64 KiB; the run is skipped with one line")
+                f"at most {files.MAX_STATE_BYTES >> 20} MiB, a metrics read at most "
+                f"{MAX_METRICS_READ_BYTES >> 20} MiB a call, tails 16-64 KiB; the run is skipped with one line")
 
 
 NPROCS = [1_000_000, -1, 0, "4", 2.5, True]
@@ -424,11 +425,11 @@ def test_results_of_the_wrong_types_are_skipped(workspace, capsys):
     folder = workspace / "bench" / "default"
     good = {"kind": "benchmark", "model": "default", "checkpoint": None, "template": "chat", "scorer": "contains",
             "benchmark": "datasets/seed_benchmark.jsonl", "score": 0.5, "n": 2, "created": "2024-01-01T00:00:00+00:00"}
-    eval_store.write_json_atomic(folder / "benchmark-good-1.json", good)
-    eval_store.write_json_atomic(folder / "benchmark-older-2.json", good | {"created": "2023-01-01T00:00:00+00:00"})
-    eval_store.write_json_atomic(folder / "benchmark-number-3.json", good | {"created": 1700000000.0})
-    eval_store.write_json_atomic(folder / "benchmark-text-4.json", good | {"score": "high"})
-    eval_store.write_json_atomic(folder / "benchmark-nomodel-5.json", {k: v for k, v in good.items() if k != "model"})
+    write_json_atomic(folder / "benchmark-good-1.json", good, parents=True)
+    write_json_atomic(folder / "benchmark-older-2.json", good | {"created": "2023-01-01T00:00:00+00:00"}, parents=True)
+    write_json_atomic(folder / "benchmark-number-3.json", good | {"created": 1700000000.0}, parents=True)
+    write_json_atomic(folder / "benchmark-text-4.json", good | {"score": "high"}, parents=True)
+    write_json_atomic(folder / "benchmark-nomodel-5.json", {k: v for k, v in good.items() if k != "model"}, parents=True)
     capsys.readouterr()
     records = eval_store.load_results(workspace)
     assert [Path(r["file"]).name for r in records] == ["benchmark-older-2.json", "benchmark-good-1.json"]

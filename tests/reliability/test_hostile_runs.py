@@ -23,8 +23,8 @@ import pytest
 from test_security import EVIL_CODE
 
 from tui_ft.cli import main
+from tui_ft.engine.files import read_json, write_json_atomic
 from tui_ft.engine.runs import read_status, stop_run
-from tui_ft.engine.runs.folder import read_json, write_json_atomic
 
 from polling import wait_for
 from report import Section

@@ -18,7 +18,8 @@ import torch
 from tui_ft.engine.runs import list_checkpoints, read_metrics, read_status
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.runs.worker import run_worker
-from tui_ft.engine.training.batching import SFTObjective, StepOutput
+from tui_ft.engine.training.objective import StepOutput
+from tui_ft.engine.training.sft import SFTObjective
 from tui_ft.engine.training.trainer import oom_advice
 
 from report import Section

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tui_ft.engine.files import read_json
 from tui_ft.engine.runs import create_run, read_metrics
 from tui_ft.engine.runs.config import TrainConfig
-from tui_ft.engine.runs.folder import STATUS_FILE, MetricsTail, read_json, update_status
+from tui_ft.engine.runs.folder import STATUS_FILE, MetricsTail, update_status
 
 import polling
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.files import write_json_atomic
 from tui_ft.engine.models.references import ModelRef, default_model_dir
 from tui_ft.ui.app import TuiFtApp
 
@@ -53,9 +54,9 @@ def store(home: Path, model: str, record: dict, checkpoint: str | None = None) -
     identity = {"kind": record["kind"], "model": model_id, "checkpoint": checkpoint, "template": "chat",
                 "benchmark": record.get("benchmark"), "dataset": record.get("dataset")}
     path = eval_store.result_path(eval_store.results_dir(resolved, home, run_dir), identity)
-    eval_store.write_json_atomic(path, identity | record | {
+    write_json_atomic(path, identity | record | {
         "model": model, "model_id": model_id, "created": "2026-01-01T00:00:00+00:00",
-        "key": eval_store.result_key(identity), "fingerprint": {}})
+        "key": eval_store.result_key(identity), "fingerprint": {}}, parents=True)
 
 
 def benchmark_record(correct: list[bool]) -> dict:

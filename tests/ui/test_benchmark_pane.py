@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from tui_ft.engine.evaluation import store as eval_store
+from tui_ft.engine.files import write_json_atomic
 from tui_ft.engine.models.references import default_model_dir
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
@@ -195,9 +196,9 @@ def store_exact_result(home: Path) -> None:
     identity = {"kind": "benchmark", "model": model_id, "checkpoint": None, "template": "chat", "benchmark": BENCHMARK,
                 "scorer": "exact"}
     record = benchmark_record([False] * 5) | {"scorer": "exact"}
-    eval_store.write_json_atomic(eval_store.result_path(home / "bench" / "default", identity), identity | record | {
+    write_json_atomic(eval_store.result_path(home / "bench" / "default", identity), identity | record | {
         "model": "default", "model_id": model_id, "created": "2026-01-02T00:00:00+00:00",
-        "key": eval_store.result_key(identity), "fingerprint": {}})
+        "key": eval_store.result_key(identity), "fingerprint": {}}, parents=True)
 
 
 async def test_another_scorer_gets_its_own_column_and_evaluates_with_it(bench_home, monkeypatch):
@@ -251,13 +252,13 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypa
     # Stands in for the job's worker: a stop signals only a process that runs the evaluation
     # module for this job's folder and started when its status says.
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", EVAL_MODULE, str(job_dir)])
-    eval_store.write_json_atomic(job_dir / "job.json", {
+    write_json_atomic(job_dir / "job.json", {
         "id": job_dir.name, "refs": ["default", "run-a"], "checkpoint": None, "perplexity": [],
-        "benchmarks": [str(bench_home / "datasets" / "seed_heldout.jsonl")]})
+        "benchmarks": [str(bench_home / "datasets" / "seed_heldout.jsonl")]}, parents=True)
     shutil.copy(bench_home / BENCHMARK, bench_home / "datasets" / "seed_heldout.jsonl")
     status = {"state": "running", "pid": worker.pid, "pid_started": start_time(worker.pid), "done": 3, "total": 10,
               "message": "", "results": []}
-    eval_store.write_json_atomic(job_dir / "status.json", status)
+    write_json_atomic(job_dir / "status.json", status, parents=True)
     try:
         app = BenchApp(bench_home)
         async with app.run_test(size=(120, 40)) as pilot:
@@ -271,7 +272,7 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypa
             await pilot.press("s")
             assert (job_dir / "STOP").exists()
             assert worker.wait(timeout=10) == -15  # SIGTERM reached the worker
-            eval_store.write_json_atomic(job_dir / "status.json", status | {"state": "stopped", "done": 3})
+            write_json_atomic(job_dir / "status.json", status | {"state": "stopped", "done": 3}, parents=True)
             for _ in range(40):  # a later poll (every second) sees the job ended; a loaded CPU is slow
                 await pilot.pause(0.25)
                 await app.workers.wait_for_complete()

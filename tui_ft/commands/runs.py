@@ -6,6 +6,8 @@ import time
 
 import orjson
 
+from tui_ft.views.formatting import format_age
+
 ORDER = 31
 
 
@@ -46,20 +48,12 @@ def run_list(args) -> int:
     now = time.time()
     for r in runs:
         progress = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        ago = _ago(now - r.updated) if r.updated else ""
+        ago = format_age(now - r.updated) if r.updated else ""
         dataset = str(r.dataset).rsplit("/", 1)[-1]
         # Every cell comes from files someone else may have written: plain text, no escapes, no markup.
         table.add_row(*(plain(cell) for cell in (r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)))
     Console().print(table)
     return 0
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
 
 
 def _run_dir(args):

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from tui_ft.engine.runs.state import RunState
+from tui_ft.views.formatting import format_duration
+
 ORDER = 30
 
 # CLI flag -> TrainConfig field (flags DESIGN.md names; the rest go through --set).
@@ -112,7 +115,8 @@ def follow(run_dir: Path, offset: int = 0) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tui_ft.engine.runs import MetricsTail, metrics_path, read_status, stop_run
-    from tui_ft.engine.runs.folder import FINAL_STATES, LOG_FILE
+    from tui_ft.engine.runs.folder import LOG_FILE
+    from tui_ft.engine.runs.state import FINAL_STATES
     from tui_ft.safe_text import clean, plain
 
     console = Console(stderr=True)
@@ -131,7 +135,7 @@ def follow(run_dir: Path, offset: int = 0) -> int:
                 eta = status.get("eta_s")
                 changes = {"info": info} if info else {}
                 progress.update(task, description=clean(status["state"]), total=status.get("total_steps"),
-                                completed=status.get("step", 0), eta=_duration(eta) if eta is not None else "?",
+                                completed=status.get("step", 0), eta=format_duration(eta) if eta is not None else "?",
                                 **changes)
                 if status["state"] in FINAL_STATES:
                     break
@@ -145,10 +149,10 @@ def follow(run_dir: Path, offset: int = 0) -> int:
                 console.print("stopping at the next step with a checkpoint (Ctrl+C again to leave it running)")
     _show_records(progress, tail.read_new())
     console.print(plain(f"{run_dir.name}: {status['state']}: {status.get('message', '')}"))
-    if status["state"] == "died":
+    if status["state"] == RunState.DIED:
         log = (run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-8:]
         console.print(plain("\n".join(log)))
-    return 0 if status["state"] in ("finished", "stopped") else 1
+    return 0 if status["state"] in (RunState.FINISHED, RunState.STOPPED) else 1
 
 
 def _show_records(progress, records: list[dict]) -> str:
@@ -167,8 +171,3 @@ def _show_records(progress, records: list[dict]) -> str:
         elif record.get("kind") == "event" and record.get("event") != "checkpoint":
             progress.console.print(plain(f"step {record.get('step', 0)}: {record.get('message', record.get('event'))}"))
     return info
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -13,14 +13,14 @@ so nothing in them may decide what code runs or which process gets a signal:
 - **Signals only to our own processes.** A ``status.json`` names a pid; :func:`owned_process`
   accepts it only when that process runs one of tui-ft's entry modules for this very folder
   (its command line says so) and started when the status says it did.
-- **Logs never through a link** (:func:`open_log`).
+- **Logs never through a link**: a worker's log is opened with :func:`tui_ft.engine.files.open_log`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +43,7 @@ FORMER_RUN_MODULES = ("tui_ft.engine.worker", "tui_ft.engine.group_launcher")
 FORMER_EVAL_MODULES = ("tui_ft.engine.eval_worker",)
 RUN_MODULES = (WORKER_MODULE, GROUP_MODULE, *FORMER_RUN_MODULES)  # what a run's recorded pid may be running
 EVAL_MODULES = (EVAL_MODULE, *FORMER_EVAL_MODULES)  # what an evaluation job's recorded pid may be running
+STOP_FILE = "STOP"  # a worker (training or evaluation) stops at its next boundary when this file appears
 TRUST_FLAG = "--trust-remote-code"  # the worker's argument: this launch trusts the model's own code
 START_TOLERANCE_S = 2.0  # psutil's start times of one process agree to well under this
 
@@ -94,48 +95,6 @@ def safe_path_env():
             os.environ["PYTHONSAFEPATH"] = before
 
 
-class UnsafeLogError(OSError):
-    """A log file tui-ft will not append to (a symbolic link, or not a regular file); one line for the user."""
-
-
-def _link_refusal(path: Path) -> UnsafeLogError:
-    return UnsafeLogError(f"{path} is a symbolic link: tui-ft does not write its log through a link")
-
-
-def refuse_log_link(path: Path) -> None:
-    """Raise :class:`UnsafeLogError` when ``path`` is a symbolic link (checked before a state change; :func:`open_log` is the guard)."""
-    if os.path.islink(path):
-        raise _link_refusal(path)
-
-
-def open_log(path: Path) -> int:
-    """Open ``path`` for appending (created when missing), never through a symbolic link.
-
-    Returns:
-        A file descriptor the caller closes (the child keeps its own copy).
-
-    Raises:
-        UnsafeLogError: ``path`` is a symbolic link or not a regular file: a planted link would
-            have the worker's output (dataset lines included) written into its target.
-    """
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise _link_refusal(path) from None
-        if error.errno == errno.ENXIO:  # a FIFO with no reader
-            raise UnsafeLogError(f"{path} is not a regular file") from None
-        raise
-    import stat
-
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafeLogError(f"{path} is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
 def start_time(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or ``None`` when it cannot be told."""
     try:
@@ -146,8 +105,18 @@ def start_time(pid: int) -> float | None:
         return None
 
 
-def _is_pid(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+PID_MAX = 4_194_304  # Linux's largest pid (PID_MAX_LIMIT); others are lower
+
+
+def parse_pid(value) -> int | None:
+    """A pid read from a status file, or ``None`` unless it is a whole number from 1 to :data:`PID_MAX`.
+
+    ``-1`` and ``0`` are not processes to ``os.kill`` (they mean every process, or the group),
+    and ``"x"`` is not a pid at all: a damaged or hand-written status file names no process.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= PID_MAX:
+        return None
+    return value
 
 
 def process_alive(pid, started=None) -> bool:
@@ -155,7 +124,7 @@ def process_alive(pid, started=None) -> bool:
 
     A malformed pid (``-1``, ``"x"``, ``true``) from a damaged or hand-written status reads as dead.
     """
-    if not _is_pid(pid):
+    if parse_pid(pid) is None:
         return False
     import psutil
 
@@ -179,7 +148,7 @@ def owned_process(pid, started, folder: Path, modules: tuple[str, ...]):
     anyone could have written: without these checks ``runs stop`` would signal whatever pid
     it names.
     """
-    if not _is_pid(pid) or isinstance(started, bool) or not isinstance(started, (int, float)):
+    if parse_pid(pid) is None or isinstance(started, bool) or not isinstance(started, (int, float)):
         return None
     import psutil
 
@@ -201,3 +170,31 @@ def owned_process(pid, started, folder: Path, modules: tuple[str, ...]):
         if arg and not arg.startswith("-") and len(arg) < 4096 and os.path.realpath(os.path.join(cwd, arg)) == target:
             return process
     return None
+
+
+def ask_to_stop(folder: Path, status: dict, modules: tuple[str, ...]) -> bool:
+    """Ask the process working in ``folder`` to stop: a ``STOP`` file there, and SIGTERM to it if it is ours.
+
+    The signal goes only to the process :func:`owned_process` accepts for ``status``: a status
+    file naming any other process, by pid reuse or on purpose, gets nothing signalled (the
+    ``STOP`` file alone asks then).
+
+    Returns:
+        True when a live process of ours was sent SIGTERM.
+    """
+    from tui_ft.engine.files import touch_flag
+
+    try:
+        touch_flag(Path(folder) / STOP_FILE)  # never through a link planted as STOP
+    except OSError:
+        pass  # SIGTERM alone asks the worker to stop too
+    process = owned_process(status.get("pid"), status.get("pid_started"), Path(folder), modules)
+    if process is None:
+        return False
+    import psutil
+
+    try:
+        process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
+    except psutil.Error:
+        return False
+    return True

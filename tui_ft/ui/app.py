@@ -37,18 +37,18 @@ class TuiFtApp(App):
     BINDINGS = keys.APP_BINDINGS
     COMMANDS = App.COMMANDS | {DashboardCommands}  # Textual's own (theme, quit, screenshot) too
     # Panes built in the background once the first pane is up: composing and styling a pane's
-    # widgets took 0.2-1.1 s on its first visit (the Train form most) on the 2-core machine,
-    # a visit then costs what a later one does (bench/ui_latency.py). Chat is left out: it
-    # loads a model when it is built.
+    # widgets made its first visit slow (the Train form most), so a first visit then costs
+    # what a later one does (figures: bench/README.md). Chat is left out: it loads a model
+    # when it is built.
     PREBUILT_MODES = ("train", "runs", "benchmark")
     PREBUILD_DELAY_S = 0.1  # after the first paint, and between panes: keys in between go first
-    # Python's full garbage collection walks every object the app holds: 400,000 of them once
-    # a pane has loaded a tokenizer (transformers and torch come with it), 140-320 ms a
-    # collection on the 2-core machine, and a key pressed then waited that long. Objects that
-    # live as long as the app are taken out of the collector's sight (gc.freeze) whenever
-    # modules were imported since the last look, which is when the heap grows by a step; the
-    # collections after that measured 11-17 ms. Reference counting still frees frozen
-    # objects; only reference cycles among them wait until exit.
+    # Python's full garbage collection walks every object the app holds, hundreds of thousands
+    # once a pane has loaded a tokenizer (transformers and torch come with it), and a key
+    # pressed during a collection waits for it. Objects that live as long as the app are taken
+    # out of the collector's sight (gc.freeze) whenever modules were imported since the last
+    # look, which is when the heap grows by a step (before and after: bench/README.md).
+    # Reference counting still frees frozen objects; only reference cycles among them wait
+    # until exit.
     FREEZE_HEAP_EVERY_S: float | None = 1.0
 
     def __init__(self, home: Path, model_ref: str = "default"):
@@ -111,7 +111,7 @@ class TuiFtApp(App):
         """Lay out and render a pane that is not shown, so that its first visit is a repaint.
 
         A prebuilt pane had never been laid out: its first visit arranged and rendered every
-        widget for the first time (Train's 180 took 140 ms under load, Runs' plots 500 ms).
+        widget for the first time (the Train form and the Runs pane's plots most: bench/README.md).
         The frame made here is thrown away; the widgets keep their sizes and rendered lines.
         """
         if screen.is_current or not screen.is_attached or screen in self.screen_stack:
@@ -130,9 +130,9 @@ class TuiFtApp(App):
             self._switching_to_built_pane = False
 
     def delay_update(self, delay: float = 0.05) -> None:
-        # Textual holds every frame for 50 ms after a mode switch, to hide a new pane's widgets
-        # appearing one by one. A built pane has nothing to hide, and those 50 ms were most of
-        # a pane switch (60 ms of 61 for Datasets, bench/ui_latency.py's key timing).
+        # Textual holds every frame for a moment after a mode switch, to hide a new pane's widgets
+        # appearing one by one. A built pane has nothing to hide, and that hold was most of a
+        # pane switch (bench/README.md).
         if not self._switching_to_built_pane:
             super().delay_update(delay)
 
@@ -182,9 +182,8 @@ class TuiFtApp(App):
         """Show every key of every pane."""
         if isinstance(self.screen, HelpScreen):
             return
-        # One help screen per pane, kept: building its table of every key was most of the
-        # 60-100 ms that `?` took (bench/ui_latency.py). One per pane: a screen can be in one
-        # mode's stack only.
+        # One help screen per pane, kept: building its table of every key was most of what `?`
+        # took (bench/README.md). One per pane: a screen can be in one mode's stack only.
         name = f"help-{self.current_mode}"
         if not self.is_screen_installed(name):
             self.install_screen(HelpScreen(self.all_bindings()), name)

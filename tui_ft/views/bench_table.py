@@ -20,8 +20,9 @@ from pathlib import Path
 
 from tui_ft.engine.evaluation import default_scorer, display_path
 from tui_ft.engine.evaluation.jobs import FINAL_STATES, jobs_dir, read_job_status
-from tui_ft.engine.evaluation.store import EXPORTS_FOLDER, load_results, result_files, write_json_atomic
-from tui_ft.engine.runs.folder import open_no_follow, warn_skipped
+from tui_ft.engine.evaluation.store import EXPORTS_FOLDER, load_results, result_files
+from tui_ft.engine.files import open_no_follow, warn_skipped, write_json_atomic
+from tui_ft.engine.runs.state import RunState
 
 BENCHMARK_FORMATS = ("benchmark", "qa", "instruction")  # files benchmark_items can read
 PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies to score
@@ -290,14 +291,14 @@ class JobCell:
     ref: str
     checkpoint: str | None
     column: Column
-    state: str  # "queued" (not started yet), "running" or "stopping"
+    state: str  # a RunState: queued (not started yet), running or stopping
     done: int
     total: int
 
     @property
     def text(self) -> str:
         """``running 3/20``, ``stopping 3/20`` or ``queued``."""
-        return "queued" if self.state == "queued" else f"{self.state} {self.done}/{self.total}"
+        return "queued" if self.state == RunState.QUEUED else f"{self.state} {self.done}/{self.total}"
 
 
 @lru_cache(maxsize=256)
@@ -339,7 +340,7 @@ def _job_cells(status: dict, home: Path) -> list[JobCell]:
     tasks = [("benchmark", p) for p in job.get("benchmarks", [])] + [("perplexity", p) for p in job.get("perplexity", [])]
     sizes = [task_size(kind, Path(p)) for kind, p in tasks]
     finished = {(r.get("model"), r.get("benchmark") or r.get("dataset")) for r in status.get("results", [])}
-    state = status.get("state", "queued")
+    state = status.get("state", RunState.QUEUED)
     done, start, cells, current_seen = status.get("done", 0), 0, [], False
     for ref in refs:
         for (kind, path), size in zip(tasks, sizes, strict=False):
@@ -348,8 +349,8 @@ def _job_cells(status: dict, home: Path) -> list[JobCell]:
             share, start = max(0, min(done - start, size)), start + size
             if (ref, column.path) in finished:
                 continue
-            if state == "queued" or (current_seen and share == 0):
-                cells.append(JobCell(status.get("dir", ""), ref, checkpoint, column, "queued", 0, size))
+            if state == RunState.QUEUED or (current_seen and share == 0):
+                cells.append(JobCell(status.get("dir", ""), ref, checkpoint, column, RunState.QUEUED, 0, size))
             else:  # the cell being scored now (or scored, its result about to be written)
                 current_seen = current_seen or share < size
                 cells.append(JobCell(status.get("dir", ""), ref, checkpoint, column, state, share, size))

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import orjson
 
+from tui_ft.engine.files import read_json, read_tail
 from tui_ft.engine.runs import RunInfo, list_runs
-from tui_ft.engine.runs.folder import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail, read_json, read_tail
+from tui_ft.engine.runs.folder import LOG_FILE, METRICS_FILE, STATUS_FILE, MetricsTail
+from tui_ft.engine.runs.state import RunState
 
 TAIL_BYTES = 16384  # enough for the last records of metrics.jsonl or a screen of worker.log
 
@@ -51,7 +53,7 @@ def run_rows(home: Path) -> list[RunRow]:
     rows = []
     for info in list_runs(home):
         status = read_json(info.path / STATUS_FILE)
-        eta = status.get("eta_s") if info.state in ("running", "stopping") else None
+        eta = status.get("eta_s") if info.state in (RunState.RUNNING, RunState.STOPPING) else None
         last = last_record(info.path / METRICS_FILE, "train")
         rows.append(RunRow(info, eta if isinstance(eta, (int, float)) else None, _number(last, "loss")))
     return rows
@@ -195,7 +197,7 @@ class RunHistory:
         for record in new:
             kind, step = record.get("kind"), record.get("step")
             if kind == "event" and record.get("event") in ("resumed", "started") and _numeric(step):
-                # The rule of engine.run_files.merge_records, applied to the series: a resumed
+                # The rule of engine.runs.folder.merge_records, applied to the series: a resumed
                 # worker logs again the steps after its checkpoint, so drop them first.
                 self.series = {key: Series([p for p in s.points() if p[0] <= step]) for key, s in self.series.items()}
             elif kind in ("train", "eval") and _numeric(step):
@@ -203,18 +205,6 @@ class RunHistory:
                     if key not in ("step", "epoch", "time") and _numeric(value):
                         self.series.setdefault((kind, key), Series()).append(float(step), float(value))
         return bool(new)
-
-
-def format_duration(seconds: float | None) -> str:
-    """``"45s"``, ``"12m05s"``, ``"3h02m"``; ``"—"`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 @dataclass
@@ -323,12 +313,3 @@ def _torch_gpu_usage() -> GpuUsage | None:
     except Exception:  # noqa: BLE001 - needs pynvml, which may be absent
         utilization = None
     return GpuUsage(utilization, total - free, total)
-
-
-def format_bytes(count: int | None) -> str:
-    """``"512 MiB"``, ``"1.5 GiB"``; ``"—"`` when unknown."""
-    if count is None:
-        return "—"
-    if count >= 1024**3:
-        return f"{count / 1024**3:.1f} GiB"
-    return f"{count / 1024**2:.0f} MiB"

@@ -18,7 +18,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tui_ft.engine.data import benchmark_items, load_dataset, sft_examples
@@ -32,6 +31,7 @@ from tui_ft.engine.evaluation.scoring import (
     perplexity,
     run_benchmark,
 )
+from tui_ft.engine.files import write_json_atomic
 
 Progress = Callable[[int, int], None]  # (items done, total)
 
@@ -119,10 +119,6 @@ def pick_scorer(task: EvalTask, scorer: str | None) -> str:
     return scorer
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = None, settings=None,
                   scorer: str | None = None, max_length: int | None = None, batch_size: int = 8,
                   use_cache: bool = True, progress: Progress | None = None,
@@ -162,10 +158,10 @@ def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = 
             raise DatasetError([Problem(str(task.path), 0, str(error))]) from None
         values = dataclasses.asdict(measured)
     record = identity | values | {
-        "model": session.ref, "model_id": session.identity, "created": _now(),
+        "model": session.ref, "model_id": session.identity, "created": store.now_iso(),
         "seconds": round(time.perf_counter() - started, 3), "key": store.result_key(identity), "fingerprint": fingerprint,
     }
-    store.write_json_atomic(path, record)
+    write_json_atomic(path, record, parents=True)
     return record | {"cached": False}
 
 

@@ -19,22 +19,25 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-from tui_ft.engine.evaluation.store import JOBS_FOLDER, read_json, write_json_atomic
-from tui_ft.engine.processes import EVAL_MODULE, EVAL_MODULES, child_env, open_log, owned_process, python_command, start_time
-from tui_ft.engine.runs.folder import parse_pid, touch_flag
+from tui_ft.engine.evaluation.store import JOBS_FOLDER, now_iso
+from tui_ft.engine.files import open_log, read_json, write_json_atomic
+from tui_ft.engine.processes import (
+    EVAL_MODULE,
+    EVAL_MODULES,
+    ask_to_stop,
+    child_env,
+    parse_pid,
+    process_alive,
+    python_command,
+    start_time,
+)
+from tui_ft.engine.runs.state import FINAL_STATES, RunState
 
-FINAL_STATES = ("stopped", "finished", "failed", "died")
-STOP_FILE = "STOP"
 PROGRESS_INTERVAL_S = 0.5  # status writes are throttled: a small model scores many items a second
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def jobs_dir(home: Path) -> Path:
@@ -87,15 +90,15 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
     job_dir.mkdir(parents=True)
     job = {
         "id": job_id, "home": str(home), "refs": refs, "checkpoint": checkpoint, "template": template,
-        "scorer": scorer, "max_new_tokens": max_new_tokens, "use_cache": use_cache, "created": _now(),
+        "scorer": scorer, "max_new_tokens": max_new_tokens, "use_cache": use_cache, "created": now_iso(),
         # Absolute: the worker runs in the workspace, not in the caller's current folder.
         "benchmarks": [str(t.path.resolve()) for t in tasks if t.kind == "benchmark"],
         "perplexity": [str(t.path.resolve()) for t in tasks if t.kind == "perplexity"],
     }
     write_json_atomic(job_dir / "job.json", job)
     total = len(refs) * sum(len(t.records) for t in tasks)
-    write_json_atomic(job_dir / "status.json", {"state": "queued", "pid": None, "done": 0, "total": total,
-                                                "message": "starting", "results": [], "updated": _now()})
+    write_json_atomic(job_dir / "status.json", {"state": RunState.QUEUED, "pid": None, "done": 0, "total": total,
+                                                "message": "starting", "results": [], "updated": now_iso()})
     # Started without the workspace (its current folder) on sys.path: a module planted there is never imported.
     log = open_log(job_dir / "worker.log")  # a fresh folder; never through a link all the same
     try:
@@ -105,25 +108,12 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
     finally:
         os.close(log)
     status = read_json(job_dir / "status.json") or {}
-    if status.get("state") == "queued" and status.get("pid") is None:
+    if status.get("state") == RunState.QUEUED and status.get("pid") is None:
         # Tell readers the pid at once (with its start time, which a stop checks); the worker
         # overwrites this with its own writes.
         write_json_atomic(job_dir / "status.json", status | {"pid": process.pid, "pid_started": start_time(process.pid),
-                                                             "updated": _now()})
+                                                             "updated": now_iso()})
     return job_dir
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True when a process with ``pid`` runs (a zombie, finished but not reaped, is dead)."""
-    pid = parse_pid(pid)  # -1, 0, "x" from a damaged status.json: no process
-    if pid is None:
-        return False
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 def read_job_status(job_dir: Path) -> dict:
@@ -134,14 +124,14 @@ def read_job_status(job_dir: Path) -> dict:
     job_dir = Path(job_dir)
     status = read_json(job_dir / "status.json")
     if not isinstance(status, dict) or not status:
-        status = {"state": "failed", "message": "no status.json", "done": 0, "total": 0}
+        status = {"state": RunState.FAILED, "message": "no status.json", "done": 0, "total": 0}
     raw_pid, status["pid"] = status.get("pid"), parse_pid(status.get("pid"))
     if raw_pid is not None and status["pid"] is None and status.get("state") not in FINAL_STATES:
-        status["state"] = "died"  # -1, 0, "x": a damaged status names no worker, and nothing is signalled
-    if status.get("state") not in FINAL_STATES and not pid_alive(status.get("pid")):
+        status["state"] = RunState.DIED  # -1, 0, "x": a damaged status names no worker, and nothing is signalled
+    if status.get("state") not in FINAL_STATES and not process_alive(status.get("pid"), status.get("pid_started")):
         # A queued job has no pid for a moment while it launches; give it that moment.
-        if status.get("pid") is not None or status.get("state") != "queued":
-            status["state"] = "died"
+        if status.get("pid") is not None or status.get("state") != RunState.QUEUED:
+            status["state"] = RunState.DIED
     return status | {"id": job_dir.name, "dir": str(job_dir), "job": read_json(job_dir / "job.json") or {}}
 
 
@@ -158,17 +148,5 @@ def stop_eval_job(job_dir: Path) -> bool:
     status = read_job_status(job_dir)
     if status["state"] in FINAL_STATES:
         return False
-    try:
-        touch_flag(job_dir / STOP_FILE)  # never through a link planted as STOP
-    except OSError:
-        pass  # SIGTERM asks the worker to stop too
-    # Only the job's own worker: a status.json naming another process (pid reuse, a planted file) gets no signal.
-    process = owned_process(status.get("pid"), status.get("pid_started"), job_dir, EVAL_MODULES)
-    if process is not None:
-        import psutil
-
-        try:
-            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
-        except psutil.Error:
-            pass
+    ask_to_stop(job_dir, status, EVAL_MODULES)  # the job's own worker only gets SIGTERM
     return True

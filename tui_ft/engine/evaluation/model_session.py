@@ -13,35 +13,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import orjson
-
 from tui_ft.engine.data.templates import TEMPLATES, default_template
 from tui_ft.engine.evaluation import store
 from tui_ft.engine.models import ModelError, ModelRef, load_model, load_tokenizer, resolve_model
+from tui_ft.engine.models.devices import pick_device
+from tui_ft.engine.models.references import read_run_json
+from tui_ft.engine.runs.folder import list_checkpoints
+from tui_ft.engine.workspace import find_run_dir
 
-CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")  # the user's spelling; runs.py lists the folders
-
-
-def find_run_dir(ref: str, home: Path) -> Path | None:
-    """The run folder a reference names (a run name in ``checkpoints/`` or a run folder path)."""
-    for candidate in (Path(home) / "checkpoints" / ref, Path(ref).expanduser()):
-        if (candidate / "run.json").is_file():
-            return candidate.resolve()
-    return None
-
-
-def list_checkpoints(run_dir: Path) -> list[str]:
-    """A run's complete intermediate checkpoints (``step-N``), in step order."""
-    from tui_ft.engine.runs import list_checkpoints as checkpoint_folders
-
-    return [path.name for path in checkpoint_folders(run_dir)]
-
-
-def preferred_device() -> str:
-    """CUDA when there is a GPU, else the CPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")  # the user's spelling; runs.folder lists the folders
 
 
 class ModelSession:
@@ -58,7 +38,8 @@ class ModelSession:
 
     def __init__(self, ref: str, home: Path, checkpoint: str | None = None):
         self.ref, self.home, self.checkpoint = ref, Path(home), checkpoint
-        self.run_dir = find_run_dir(ref, self.home)
+        run_dir = find_run_dir(ref, self.home)
+        self.run_dir = run_dir.resolve() if run_dir is not None else None
         self._model = self._tokenizer = None
         if checkpoint is None:
             self.resolved = resolve_model(ref, self.home)
@@ -70,10 +51,10 @@ class ModelSession:
             raise ModelError(f"{ref}: --checkpoint needs a run (checkpoints/<run>), not a model")
         self.checkpoint_dir = self.run_dir / "ckpt" / checkpoint
         if not self.checkpoint_dir.is_dir():
-            known = ", ".join(list_checkpoints(self.run_dir)) or "none yet"
+            known = ", ".join(path.name for path in list_checkpoints(self.run_dir)) or "none yet"
             raise ModelError(f"{ref}: no checkpoint {checkpoint} (available: {known})")
-        self.run_config = orjson.loads((self.run_dir / "run.json").read_bytes())
-        from tui_ft.engine.training.methods import model_code_problem
+        self.run_config = read_run_json(self.run_dir)
+        from tui_ft.engine.models import model_code_problem
 
         # run.json's trust_remote_code is not the user's consent: a base model with its own code is
         # refused here, before anything loads, as a new run's would be.
@@ -118,9 +99,9 @@ class ModelSession:
         """Load and return ``(model, tokenizer)`` in eval mode (once)."""
         if self._model is None:
             if self.checkpoint_dir is None:
-                self._model, self._tokenizer = load_model(self.resolved, device=preferred_device())
+                self._model, self._tokenizer = load_model(self.resolved, device=pick_device("auto"))
             else:
-                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, preferred_device())
+                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, pick_device("auto"))
                 self._tokenizer = self.tokenizer()
         return self._model, self._tokenizer
 

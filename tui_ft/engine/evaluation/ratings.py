@@ -1,23 +1,24 @@
 """Human ratings of chat replies: helpfulness, accuracy and clarity, 1–5 (the seed's evaluation sheet).
 
 A run keeps its ratings in ``checkpoints/<run>/ratings.jsonl``; any other model (``default``, a
-folder, a cached model) in ``<home>/ratings/<model-slug>.jsonl``. One JSON object a line,
+folder, a cached model) in ``<home>/ratings/<reference-slug>.jsonl``. One JSON object a line,
 appended and flushed per line; readers skip a torn line left by a writer that died mid-line.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.runs.folder import MAX_RATINGS_BYTES, open_append, read_tail
+from tui_ft.engine.files import open_append, read_tail
+from tui_ft.engine.workspace import find_run_dir, reference_slug
 
 RATINGS_FILE = "ratings.jsonl"
 RATING_FIELDS = ("helpfulness", "accuracy", "clarity")
+MAX_RATINGS_BYTES = 64 << 20  # ratings.jsonl: a line is a prompt and a reply; 64 MiB is thousands of ratings
 MIN_SCORE, MAX_SCORE = 1, 5
 
 
@@ -42,27 +43,12 @@ class RatingSummary:
         return f"{self.count} rated · {scores}"
 
 
-def model_slug(ref: str) -> str:
-    """A file name for a model reference: ``/models/My Model/`` -> ``models-My-Model``."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.strip().strip("/")).strip("-.")
-    return slug or "model"
-
-
-def run_folder(ref: str, home: Path) -> Path | None:
-    """The run folder a reference names (a run name in ``checkpoints/`` or a run folder path), else None."""
-    by_name = Path(home) / "checkpoints" / ref
-    if ref and "/" not in ref.strip("/") and (by_name / "run.json").is_file():
-        return by_name
-    by_path = Path(ref).expanduser()
-    return by_path if (by_path / "run.json").is_file() else None
-
-
 def ratings_path(ref: str, home: Path) -> Path:
     """Where the ratings of model ``ref`` live: its run folder, else ``<home>/ratings/<slug>.jsonl``."""
-    run_dir = run_folder(ref, home)
+    run_dir = find_run_dir(ref, home)
     if run_dir is not None:
         return run_dir / RATINGS_FILE
-    return Path(home) / "ratings" / f"{model_slug(ref)}.jsonl"
+    return Path(home) / "ratings" / f"{reference_slug(ref)}.jsonl"
 
 
 def _as_file(target: Path) -> Path:

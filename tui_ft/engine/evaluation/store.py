@@ -1,7 +1,7 @@
 """Stored evaluation results, so the Benchmark table fills from disk and nothing is recomputed.
 
 A run's results live in ``checkpoints/<run>/bench/``; any other model's (default, a folder,
-a cached model) in ``<home>/bench/<model-slug>/``. One JSON file per result, named by a hash
+a cached model) in ``<home>/bench/<results-folder-name>/``. One JSON file per result, named by a hash
 of what identifies it (model, checkpoint, benchmark or dataset, template, generation settings,
 scorer). Inside, ``fingerprint`` records what could silently change the answer (the file's
 content hash, the weights' size and time); a result whose fingerprint no longer matches is
@@ -13,16 +13,22 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 
+from tui_ft.engine.files import read_json, warn_skipped
 from tui_ft.engine.models import ModelRef
-from tui_ft.engine.runs.folder import read_regular, warn_skipped, write_bytes_atomic
 
 EXPORTS_FOLDER = "exports"  # bench_table.export_table's default destination
 JOBS_FOLDER = "jobs"  # <home>/bench/jobs/<id>/ holds detached evaluation jobs, not results
 MAX_RESULT_BYTES = 64 << 20  # a result keeps every item's reply: a few MB for thousands of items
+
+
+def now_iso() -> str:
+    """The time now in UTC, ISO 8601 to the second: when a result was made, when a job's status changed."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def file_sha256(path: Path) -> str:
@@ -34,7 +40,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_slug(resolved: ModelRef) -> str:
+def results_folder_name(resolved: ModelRef) -> str:
     """A folder name for a model's results: ``default``, ``org--name``, or ``name-<hash>``."""
     if resolved.kind == "default":
         return "default"
@@ -49,7 +55,7 @@ def results_dir(resolved: ModelRef, home: Path, run_dir: Path | None = None) -> 
     """Where a model's results are stored: ``<run_dir>/bench`` for a run, else ``<home>/bench/<slug>``."""
     if run_dir is not None:
         return Path(run_dir) / "bench"
-    return Path(home) / "bench" / model_slug(resolved)
+    return Path(home) / "bench" / results_folder_name(resolved)
 
 
 def weights_stamp(folder: Path | None) -> list:
@@ -76,28 +82,10 @@ def result_path(folder: Path, identity: dict) -> Path:
     return folder / f"{identity['kind']}-{checkpoint}{name}-{result_key(identity)}.json"
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` atomically: a reader sees the old file or the new one, never half.
-
-    Through a temporary file created exclusively (:func:`tui_ft.engine.runs.folder.write_bytes_atomic`):
-    a link planted in the folder is never written through.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-
-
-def read_json(path: Path, limit: int = MAX_RESULT_BYTES) -> dict | None:
-    """Read a JSON file; ``None`` when it is missing, unreadable, not a regular file or over ``limit`` bytes."""
-    try:
-        return orjson.loads(read_regular(path, limit))
-    except (OSError, orjson.JSONDecodeError):
-        return None
-
-
 def lookup(path: Path, fingerprint: dict) -> dict | None:
     """The stored result at ``path`` when its fingerprint still matches, else ``None``."""
-    record = read_json(path)
-    if record is None or record.get("fingerprint") != fingerprint:
+    record = read_json(path, MAX_RESULT_BYTES)
+    if not record or record.get("fingerprint") != fingerprint:
         return None
     return record
 
@@ -121,7 +109,7 @@ def load_results(home: Path) -> list[dict]:
     """
     records = []
     for path in result_files(home):
-        record = read_json(path)
+        record = read_json(path, MAX_RESULT_BYTES)
         problem = result_problem(record)
         if problem:
             warn_skipped(path, problem)  # one damaged or foreign file never empties the table
@@ -141,7 +129,7 @@ def result_problem(record) -> str | None:
     Result files may come from elsewhere (a shared workspace, a copied run): the table and the
     sorting need these fields with these types.
     """
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or not record:
         return "not a JSON object, or unreadable"
     kind = record.get("kind")
     if kind not in ("benchmark", "perplexity"):

@@ -14,9 +14,11 @@ import time
 import traceback
 from pathlib import Path
 
-from tui_ft.engine.evaluation.jobs import PROGRESS_INTERVAL_S, STOP_FILE, _now
-from tui_ft.engine.evaluation.store import read_json, write_json_atomic
-from tui_ft.engine.processes import start_time
+from tui_ft.engine.evaluation.jobs import PROGRESS_INTERVAL_S
+from tui_ft.engine.evaluation.store import now_iso
+from tui_ft.engine.files import read_json, write_json_atomic
+from tui_ft.engine.processes import STOP_FILE, start_time
+from tui_ft.engine.runs.state import RunState
 
 
 class StatusWriter:
@@ -24,13 +26,13 @@ class StatusWriter:
 
     def __init__(self, job_dir: Path, total: int):
         self.path = job_dir / "status.json"
-        self.status = {"state": "running", "pid": os.getpid(), "pid_started": start_time(os.getpid()), "done": 0,
-                       "total": total, "message": "", "results": [], "started": _now(), "updated": _now()}
+        self.status = {"state": RunState.RUNNING, "pid": os.getpid(), "pid_started": start_time(os.getpid()), "done": 0,
+                       "total": total, "message": "", "results": [], "started": now_iso(), "updated": now_iso()}
         self.last_write = 0.0
         self.write()
 
     def write(self, **changes) -> None:
-        self.status |= changes | {"updated": _now()}
+        self.status |= changes | {"updated": now_iso()}
         write_json_atomic(self.path, self.status)
         self.last_write = time.monotonic()
 
@@ -71,8 +73,8 @@ def run_job(job_dir: Path) -> int:
         nonlocal stop_requested
         if not stop_requested and (job_dir / STOP_FILE).exists():
             stop_requested = True
-        if stop_requested and writer.status["state"] == "running":
-            writer.write(state="stopping", message="stopping")
+        if stop_requested and writer.status["state"] == RunState.RUNNING:
+            writer.write(state=RunState.STOPPING, message="stopping")
         return stop_requested
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -87,17 +89,17 @@ def run_job(job_dir: Path) -> int:
             on_result=writer.add_result,
         )
     except EvaluationStopped:
-        writer.write(state="stopped", message="stopped")
+        writer.write(state=RunState.STOPPED, message="stopped")
         return 0
     except (DatasetError, ModelError, ValueError) as error:
         print(error, flush=True)
-        writer.write(state="failed", message=str(error).splitlines()[0])
+        writer.write(state=RunState.FAILED, message=str(error).splitlines()[0])
         return 1
     except Exception as error:  # the log keeps the traceback; the status keeps one line
         traceback.print_exc()
-        writer.write(state="failed", message=f"{type(error).__name__}: {error}")
+        writer.write(state=RunState.FAILED, message=f"{type(error).__name__}: {error}")
         return 1
-    writer.write(state="finished", message="finished", done=writer.status["total"])
+    writer.write(state=RunState.FINISHED, message="finished", done=writer.status["total"])
     print("finished", flush=True)
     return 0
 

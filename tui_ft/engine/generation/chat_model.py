@@ -18,23 +18,11 @@ from pathlib import Path
 from tui_ft.engine.data.templates import ALPACA_END_MARKER, TEMPLATES, default_template, encode_text, render_prompt
 from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.engine.generation.streaming import StreamStats, stream_reply_ids
+from tui_ft.engine.models.devices import cpu_has_amx, pick_device
 
 DTYPES = ("auto", "float32", "bfloat16")
 _CACHE: dict[tuple, ChatModel] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def cpu_has_amx() -> bool:
-    """True when this CPU has AMX tiles (bf16 matrix units), where bf16 inference pays off."""
-    import torch
-
-    probe = getattr(torch._C._cpu, "_is_amx_tile_supported", None)
-    if probe is not None:
-        return bool(probe())
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
@@ -205,11 +193,10 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto") -> ChatModel:
         ModelError: The reference cannot be resolved or loaded (one line for the user).
         ValueError: An unknown dtype.
     """
-    import torch
 
     from tui_ft.engine.models import load_model, resolve_model
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device("auto")
     torch_dtype = resolve_dtype(dtype, device)
     key = (str(Path(home).resolve()), ref, str(torch_dtype))
     with _CACHE_LOCK:  # held while loading: two threads asking for one model load it once

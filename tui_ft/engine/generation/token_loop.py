@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
-from tui_ft.engine.generation.fast_cpu.llama_decoder import LlamaDecoder, supports_lean_decoding
-from tui_ft.engine.generation.fast_cpu.prompt_lookup import greedy_with_lookup
 from tui_ft.engine.generation.sampling import GenerationSettings, TokenSampler
 
 StepContext = Callable[[], AbstractContextManager]
@@ -74,6 +72,11 @@ def generate_token_ids(
             :mod:`~tui_ft.engine.generation.fast_cpu.prompt_lookup`).
     """
     import torch
+
+    # The lean decoder imports torch at its top: loaded here, when a reply is decoded, never
+    # when the Chat pane's module is imported.
+    from tui_ft.engine.generation.fast_cpu.llama_decoder import LlamaDecoder, supports_lean_decoding
+    from tui_ft.engine.generation.fast_cpu.prompt_lookup import greedy_with_lookup
 
     device = next(model.parameters()).device
     sampler = TokenSampler(settings, device)

@@ -1,6 +1,6 @@
 """Chat transcripts as Markdown: one heading per turn, the model and settings on top.
 
-Written to ``<home>/transcripts/<timestamp>-<model-slug>.md`` unless the user gives a path.
+Written to ``<home>/transcripts/<timestamp>-<reference-slug>.md`` unless the user gives a path.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-from tui_ft.engine.evaluation.ratings import model_slug
+from tui_ft.engine.workspace import reference_slug
 
 ROLE_TITLES = {"user": "User", "assistant": "Assistant", "system": "System"}
 
@@ -46,9 +46,9 @@ def transcript_markdown(
 
 
 def default_transcript_path(home: Path, model: str, exported: float | None = None) -> Path:
-    """``<home>/transcripts/<YYYYmmdd-HHMMSS>-<model-slug>.md``."""
+    """``<home>/transcripts/<YYYYmmdd-HHMMSS>-<reference-slug>.md``."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(exported if exported is not None else time.time()))
-    return Path(home) / "transcripts" / f"{stamp}-{model_slug(model)}.md"
+    return Path(home) / "transcripts" / f"{stamp}-{reference_slug(model)}.md"
 
 
 def export_transcript(

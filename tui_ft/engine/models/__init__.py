@@ -18,6 +18,7 @@ from tui_ft.engine.models.references import (
     list_models,
     load_model,
     load_tokenizer,
+    model_code_problem,
     remote_code_problem,
     resolve_model,
     weight_names,
@@ -25,5 +26,5 @@ from tui_ft.engine.models.references import (
 
 __all__ = [
     "DEFAULT_REF", "ModelError", "ModelRef", "check_adapter", "ensure_default_model", "gguf_path", "is_model_folder",
-    "list_models", "load_model", "load_tokenizer", "remote_code_problem", "resolve_model", "weight_names",
+    "list_models", "load_model", "load_tokenizer", "model_code_problem", "remote_code_problem", "resolve_model", "weight_names",
 ]

@@ -1,6 +1,10 @@
-"""How many CUDA GPUs this process would see, counted without torch and without initialising CUDA.
+"""The devices a model runs on: GPUs counted without torch, the one device rule, the CPU's bf16 units.
 
-The Train pane uses the count to start its Processes field at "all GPUs". Importing torch
+:func:`pick_device` is the one rule for ``auto`` (training, chat and evaluation alike): cuda,
+then mps, then cpu.
+
+:func:`visible_gpu_count` counts the CUDA GPUs this process would see without torch and
+without initialising CUDA. The Train pane uses the count to start its Processes field at "all GPUs". Importing torch
 costs seconds and creating a CUDA context claims memory on every GPU, so the dashboard asks
 the environment instead: ``CUDA_VISIBLE_DEVICES`` when it is set (it decides what CUDA
 shows), else one line per GPU from ``nvidia-smi -L``, else none.
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 NVIDIA_SMI_TIMEOUT_S = 3.0  # a hung driver must not hold the pane's worker for long
 
@@ -49,3 +54,29 @@ def nvidia_smi_gpu_count() -> int:
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; anything else is used as given."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX tiles (bf16 matrix units), where bf16 inference pays off."""
+    import torch
+
+    probe = getattr(torch._C._cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        return bool(probe())
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.runs.folder import UnsafeFileError, read_regular, warn_skipped
+from tui_ft.engine.files import UnsafeFileError, read_regular, warn_skipped
+from tui_ft.engine.workspace import CHECKPOINTS, RUN_FILE, find_run_dir
 
 DEFAULT_REF = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -143,13 +144,11 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
     if ref == DEFAULT_REF:
         path = ensure_default_model(progress) if convert else default_model_dir()
         return ModelRef(ref, path, "default")
-    run_dir = home / "checkpoints" / ref
-    if "/" not in ref.strip("/") and (run_dir / "run.json").is_file():
+    run_dir = find_run_dir(ref, home)
+    if run_dir is not None:
         return _resolve_run(ref, run_dir, home, convert, progress, _runs)
     path = Path(ref).expanduser()
     if path.is_dir():
-        if (path / "run.json").is_file():
-            return _resolve_run(ref, path, home, convert, progress, _runs)
         if is_model_folder(path):
             return ModelRef(ref, path.resolve(), "folder")
         raise ModelError(f"{ref}: not a model folder (needs config.json and model.safetensors)")
@@ -165,7 +164,7 @@ def read_run_json(run_dir: Path) -> dict:
     Raises:
         ModelError: It cannot be read, is not JSON, or not a JSON object (one line naming it).
     """
-    path = Path(run_dir) / "run.json"
+    path = Path(run_dir) / RUN_FILE
     try:
         config = orjson.loads(read_regular(path))
     except UnsafeFileError as error:  # a FIFO, a device, too large: one line naming it
@@ -229,14 +228,14 @@ def list_models(home: Path | None = None) -> list[dict]:
     home = Path(home or Path.cwd())
     models = [{"ref": DEFAULT_REF, "path": str(default_model_dir()), "kind": "default"}]
     models += [{"ref": repo, "path": str(path), "kind": "hf-cache"} for repo, path in hf_cache_models()]
-    runs = home / "checkpoints"
+    runs = home / CHECKPOINTS
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        if not (run_dir / "run.json").is_file() or not has_final_weights(run_dir):
+        if not (run_dir / RUN_FILE).is_file() or not has_final_weights(run_dir):
             continue  # not a run, or still training: nothing to pick yet
         try:
             resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None)
         except (ModelError, OSError, ValueError, TypeError, KeyError, RecursionError) as error:
-            warn_skipped(run_dir / "run.json", str(error))
+            warn_skipped(run_dir / RUN_FILE, str(error))
             continue
         models.append({"ref": run_dir.name, "path": str(resolved.path), "kind": "run",
                        "adapter": str(resolved.adapter) if resolved.adapter else None})
@@ -299,6 +298,22 @@ def remote_code_problem(path: Path) -> str | None:
         return None
     return (f"{path}: this model ships its own Python code (auto_map in config.json), which tui-ft does not run "
             "unless you trust it (train: --set trust_remote_code=true)")
+
+
+def model_code_problem(config: dict) -> str | None:
+    """One line refusing a run whose base model ships its own Python code, or ``None``.
+
+    ``config`` is a ``run.json``, which may come from someone else (a shared or downloaded run):
+    neither its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's
+    consent, so that folder gets the check a new run's model gets. Only the current command's
+    ``--trust-remote-code`` lifts the refusal.
+    """
+    path = config.get("model_path")
+    if not isinstance(path, str) or remote_code_problem(Path(path)) is None:
+        return None
+    return (f"{path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
+            "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
+            "is not enough")
 
 
 def weight_names(path: Path) -> list[str]:

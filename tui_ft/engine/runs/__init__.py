@@ -15,11 +15,11 @@ controls runs without them.
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import validate_config
 from tui_ft.engine.runs.folder import (
-    FINAL_STATES,
-    LIVE_STATES,
     MetricsTail,
     MetricsWriter,
+    list_checkpoints,
     merge_records,
+    metrics_path,
     read_metrics,
     read_run_config,
 )
@@ -28,17 +28,16 @@ from tui_ft.engine.runs.lifecycle import (
     RunInfo,
     create_run,
     launch_run,
-    list_checkpoints,
     list_runs,
-    metrics_path,
     read_status,
     resume_run,
     run_dir_for,
     stop_run,
 )
+from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 
 __all__ = [
-    "FINAL_STATES", "LIVE_STATES", "ConfigError", "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
+    "FINAL_STATES", "LIVE_STATES", "ConfigError", "RunState", "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
     "TrainConfig", "create_run", "launch_run", "list_checkpoints", "list_runs", "merge_records", "metrics_path",
     "read_metrics", "read_run_config", "read_status", "resume_run", "run_dir_for", "stop_run", "validate_config",
 ]

@@ -78,6 +78,16 @@ class TrainConfig:
     trust_remote_code: bool = False
 
     @classmethod
+    def from_run(cls, run_config: dict) -> TrainConfig:
+        """The config a ``run.json`` records; what ``create_run`` added beside it (``model_path``,
+        ``base_adapter``, ``created``, ``versions``) is left out.
+
+        Raises:
+            ConfigError: A recorded value cannot be read as its field's type.
+        """
+        return cls.from_dict({key: value for key, value in run_config.items() if key in cls.__dataclass_fields__})
+
+    @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build a config from a dict (``run.json``, a form, ``--set`` pairs).
 

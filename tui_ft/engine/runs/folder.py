@@ -1,252 +1,27 @@
-"""The files of a run folder: ``status.json`` (atomic) and ``metrics.jsonl`` (append, tailed).
+"""The files of a run folder: ``status.json`` (atomic), ``metrics.jsonl`` (append, tailed), checkpoints.
 
-Kept apart from process control (:mod:`tui_ft.engine.runs.lifecycle`) so the worker, the CLI and the
-dashboard share one reader and one writer of each file.
-
-Run folders, workspaces and result files may come from someone else (a shared server, a
-downloaded run), so every file the engine keeps is opened through the helpers here:
-
-- writes never follow a symbolic link: temporary files are created exclusively under a fresh
-  name (``O_CREAT | O_EXCL | O_NOFOLLOW``), files appended to are opened with ``O_NOFOLLOW``,
-  and a link where a folder is written or pruned is refused (:func:`real_folder`), so no file
-  or folder outside the workspace is ever written or deleted through a planted link;
-- reads take regular files only (a FIFO would block, ``/dev/zero`` never ends) and at most a
-  set number of bytes per kind of file (:func:`read_regular`, :func:`read_tail`);
-- a file that is skipped for being malformed is named once on stderr (:func:`warn_skipped`).
+Kept apart from process control (:mod:`tui_ft.engine.runs.lifecycle`) so the worker, the CLI
+and the dashboard share one reader and one writer of each file. Every file is opened through
+:mod:`tui_ft.engine.files`: never through a planted link, regular files only, bounded reads.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
-import shutil
-import stat
-import sys
-import threading
+import re
 import time
 from pathlib import Path
 
 import orjson
 
-RUN_FILE = "run.json"
+from tui_ft.engine.files import open_append, open_regular, read_json, read_tail, write_json_atomic
+from tui_ft.engine.workspace import RUN_FILE
+
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "worker.log"
-STOP_FILE = "STOP"
-FINAL_STATES = ("stopped", "finished", "failed", "died")
-LIVE_STATES = ("queued", "running", "stopping")
-MAX_STATE_BYTES = 4 << 20  # run.json, status.json, job.json: a few KB when written by tui-ft
 MAX_METRICS_READ_BYTES = 64 << 20  # one MetricsTail read; a longer history is read over several polls
-MAX_RATINGS_BYTES = 64 << 20  # ratings.jsonl: a line is a prompt and a reply; 64 MiB is thousands of ratings
-_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafeFileError(OSError):
-    """A file or folder tui-ft refuses: a symbolic link where it writes, not a regular file, or too large.
-
-    An ``OSError``, so every reader that treats an unreadable file as absent does so here too;
-    the message is one line naming the path.
-    """
-
-
-def _refusal(path: Path, error: OSError) -> OSError:
-    """``error`` from a no-follow open, as one clear line when the path was a link."""
-    if error.errno == errno.ELOOP:
-        return UnsafeFileError(f"{path} is a symbolic link: tui-ft does not write through links")
-    return error
-
-
-def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
-    """``os.open`` that never follows a link at ``path`` (its folders are taken as they are).
-
-    A FIFO or device is never waited on: it is opened non-blocking and refused unless it is a
-    regular file. Returns a blocking file descriptor.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, flags | _NO_FOLLOW | os.O_NONBLOCK, mode)
-    except OSError as error:
-        if error.errno == errno.ENXIO:  # a FIFO opened for writing with no reader
-            raise UnsafeFileError(f"{path} is not a regular file") from None
-        raise _refusal(path, error) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafeFileError(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def open_append(path: Path):
-    """A file opened for appending (created when missing); a link or a non-regular file is refused."""
-    return os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a new temporary file and ``os.replace``.
-
-    The temporary file is created exclusively under a fresh random name, so nothing planted in
-    the folder (a link named like it) is ever written through; ``os.replace`` puts the file in
-    place of whatever ``path`` was (a link is replaced, never followed). Readers see the old
-    file or the new one, never half.
-    """
-    path = Path(path)
-    for _ in range(8):
-        temp = _temporary_name(path)
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise UnsafeFileError(f"{path}: cannot create a temporary file beside it")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` atomically (:func:`write_bytes_atomic`): readers never see half a file."""
-    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-
-
-def touch_flag(path: Path) -> None:
-    """Create an empty flag file (``STOP``) without following a link.
-
-    The flag's content does not matter, so a link (or FIFO) planted in its place is removed,
-    the entry itself and never its target, and the flag is created anew, exclusively.
-    """
-    path = Path(path)
-    try:
-        os.close(open_no_follow(path, os.O_WRONLY | os.O_CREAT))
-        return
-    except UnsafeFileError:
-        pass
-    path.unlink()  # the link (or FIFO) itself
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o666))
-
-
-def real_folder(path: Path, create: bool = True) -> Path:
-    """``path`` as a real folder (created when missing and ``create``); a link or a file there is refused.
-
-    For folders tui-ft writes into and deletes from (``ckpt/``): through a link, pruning old
-    checkpoints would delete the link target's folders.
-    """
-    path = Path(path)
-    if create:
-        try:
-            path.mkdir()
-        except FileExistsError:
-            pass
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode):
-        raise UnsafeFileError(f"{path} is a symbolic link: tui-ft does not write or delete through links")
-    if not stat.S_ISDIR(info.st_mode):
-        raise UnsafeFileError(f"{path} is not a folder")
-    return path
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a folder tui-ft made (errors ignored); a link in its place is removed itself, never followed."""
-    path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _open_regular(path: Path):
-    """``path`` opened for reading when it is a regular file (a link to one is read); else ``UnsafeFileError``."""
-    path = Path(path)
-    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device can have effects
-        raise UnsafeFileError(f"{path} is not a regular file")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced in between
-            raise UnsafeFileError(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def read_regular(path: Path, limit: int = MAX_STATE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes.
-
-    Raises:
-        FileNotFoundError: No such file.
-        UnsafeFileError: A FIFO, a device, a folder, or more than ``limit`` bytes.
-    """
-    with _open_regular(path) as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeFileError(f"{path} is larger than {limit} bytes")
-    return data
-
-
-def read_tail(path: Path, count: int) -> bytes:
-    """The last ``count`` bytes (at most) of a regular file; ``b""`` when missing or not a regular file."""
-    try:
-        with _open_regular(path) as file:
-            size = os.fstat(file.fileno()).st_size
-            file.seek(max(0, size - count))
-            return file.read(count)
-    except OSError:
-        return b""
-
-
-PID_MAX = 4_194_304  # Linux's largest pid (PID_MAX_LIMIT); others are lower
-
-
-def parse_pid(value) -> int | None:
-    """A pid read from a status file, or ``None`` unless it is a whole number from 1 to :data:`PID_MAX`.
-
-    ``-1`` and ``0`` are not processes to ``os.kill`` (they mean every process, or the group),
-    and ``"x"`` is not a pid at all: a damaged or hand-written status file names no process.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= PID_MAX:
-        return None
-    return value
-
-
-_warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
-
-
-def warn_skipped(path: Path, why: str) -> None:
-    """Say once per process, on stderr, that a malformed file was skipped: ``tui-ft: PATH: skipped (WHY)``.
-
-    Lists (runs, models, results) go on without it. In the dashboard stderr is the app's own
-    capture, so the line never reaches the screen; the CLI prints it once.
-    """
-    key = (str(path), why)
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    line = f"tui-ft: {path}: skipped ({why})"
-    print("".join(c if c.isprintable() else "?" for c in line), file=sys.stderr)
-
-
-def read_json(path: Path, limit: int = MAX_STATE_BYTES) -> dict:
-    """Read a JSON object; an absent, unreadable, oversized or non-regular file reads as ``{}``."""
-    try:
-        data = orjson.loads(read_regular(path, limit))
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")  # ckpt/step-N
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -324,7 +99,7 @@ class MetricsTail:
     def read_new(self) -> list[dict]:
         """The complete records appended since the last call (malformed lines skipped)."""
         try:
-            with _open_regular(self.path) as file:
+            with open_regular(self.path) as file:
                 size = os.fstat(file.fileno()).st_size
                 if size < self.offset:
                     self.offset = 0
@@ -366,3 +141,19 @@ def read_metrics(path: Path) -> list[dict]:
         records += tail.read_new()
         if tail.offset <= offset:
             return merge_records([], records)
+
+
+def metrics_path(run_dir: Path) -> Path:
+    """The run's ``metrics.jsonl``."""
+    return Path(run_dir) / METRICS_FILE
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints (``ckpt/step-N``), oldest first."""
+    folder = Path(run_dir) / "ckpt"
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_dir() and not path.is_symlink():  # a link is not a checkpoint of this run
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]

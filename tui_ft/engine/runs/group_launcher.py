@@ -30,8 +30,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tui_ft.engine.files import read_json
 from tui_ft.engine.processes import TRUST_FLAG, WORKER_MODULE, child_env, python_command
-from tui_ft.engine.runs.folder import STATUS_FILE, read_json, read_run_config
+from tui_ft.engine.runs.folder import STATUS_FILE, read_run_config
+from tui_ft.engine.runs.state import RunState
 
 PEER_LOST_EXIT = 3  # tui_ft.engine.runs.worker's exit status for "another rank went away" (not imported: no torch here)
 SYMPTOM_SIGNALS = ("SIGTERM", "SIGABRT")  # our own shutdown signal; gloo aborts when a peer vanishes
@@ -98,7 +100,7 @@ def failure_message(failures: dict, status: dict) -> str | None:
         return failure.exitcode == PEER_LOST_EXIT or (failure.exitcode < 0 and failure.signal_name() in SYMPTOM_SIGNALS)
 
     rank, failure = min(failures.items(), key=lambda item: (item[1].timestamp, symptom(item[1]), item[0]))
-    if rank == 0 and failure.exitcode > 0 and not symptom(failure) and status.get("state") == "failed":
+    if rank == 0 and failure.exitcode > 0 and not symptom(failure) and status.get("state") == RunState.FAILED:
         return None
     if failure.exitcode < 0:
         what = f"died: killed by {failure.signal_name()}"

@@ -11,32 +11,30 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tui_ft.engine.files import UnsafeFileError, open_log, read_json, refuse_link, warn_skipped, write_json_atomic
+from tui_ft.engine.processes import (
+    GROUP_MODULE,
+    RUN_MODULES,
+    STOP_FILE,
+    TRUST_FLAG,
+    WORKER_MODULE,
+    ask_to_stop,
+    child_env,
+    process_alive,
+    python_command,
+    start_time,
+)
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import find_dataset, validate_config
-from tui_ft.engine.runs.folder import (
-    FINAL_STATES,
-    LIVE_STATES,
-    LOG_FILE,
-    METRICS_FILE,
-    RUN_FILE,
-    STATUS_FILE,
-    STOP_FILE,
-    read_json,
-    read_run_config,
-    touch_flag,
-    update_status,
-    warn_skipped,
-    write_json_atomic,
-)
-
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+from tui_ft.engine.runs.folder import LOG_FILE, RUN_FILE, STATUS_FILE, read_run_config, update_status
+from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
+from tui_ft.engine.workspace import CHECKPOINTS, run_dir_by_name
 
 
 class RunError(Exception):
@@ -63,9 +61,9 @@ class RunInfo:
 
 def run_dir_for(home: Path, name: str) -> Path:
     """The folder of run ``name`` in workspace ``home``; raises :class:`RunError` when there is none."""
-    path = Path(home) / "checkpoints" / name
-    if "/" in name or name in ("", ".", "..") or not (path / RUN_FILE).is_file():
-        raise RunError(f"{name}: no such run in {Path(home) / 'checkpoints'}")
+    path = run_dir_by_name(home, name)
+    if path is None:
+        raise RunError(f"{name}: no such run in {Path(home) / CHECKPOINTS}")
     return path
 
 
@@ -130,7 +128,7 @@ def create_run(config: TrainConfig, home: Path) -> Path:
 
 def _initial_status() -> dict:
     now = time.time()
-    return {"state": "queued", "pid": None, "step": 0, "total_steps": None, "epoch": 0.0,
+    return {"state": RunState.QUEUED, "pid": None, "step": 0, "total_steps": None, "epoch": 0.0,
             "message": "waiting for the worker", "started": None, "updated": now}
 
 
@@ -143,8 +141,6 @@ def worker_command(run_dir: Path, trust_remote_code: bool = False) -> list[str]:
     (:func:`~tui_ft.engine.processes.python_command`). ``trust_remote_code`` is this launch's
     own choice, never ``run.json``'s.
     """
-    from tui_ft.engine.processes import GROUP_MODULE, TRUST_FLAG, WORKER_MODULE, python_command
-
     nproc = run_nproc(read_run_config(run_dir))
     module = GROUP_MODULE if nproc > 1 else WORKER_MODULE
     return python_command(module, str(run_dir), *([TRUST_FLAG] if trust_remote_code else []))
@@ -185,7 +181,7 @@ def check_model_code(run_dir: Path, trust_remote_code: bool = False) -> None:
     """
     if trust_remote_code:
         return
-    from tui_ft.engine.training.methods import model_code_problem
+    from tui_ft.engine.models import model_code_problem
 
     problem = model_code_problem(read_run_config(run_dir))
     if problem:
@@ -208,8 +204,6 @@ def launch_run(run_dir: Path, trust_remote_code: bool = False) -> int:
         RunError: ``worker.log`` is a symbolic link (or not a regular file), or the model
             needs its own code and ``trust_remote_code`` is off.
     """
-    from tui_ft.engine.processes import UnsafeLogError, child_env, open_log, start_time
-
     run_dir = Path(run_dir).resolve()
     check_model_code(run_dir, trust_remote_code)
     env = child_env(PYTHONUNBUFFERED="1")
@@ -218,13 +212,13 @@ def launch_run(run_dir: Path, trust_remote_code: bool = False) -> int:
     # longer for a big model.
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     # OpenMP threads that spin while waiting slow training several-fold when the CPU is shared
-    # (the dashboard, other runs, other users); sleeping threads cost little when it is not.
-    # Measured here on 2 shared cores: 11-20 s per LoRA step spinning, 3-6 s passive.
+    # (the dashboard, other runs, other users); sleeping threads cost little when it is not
+    # (bench/README.md has the step times).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     command = worker_command(run_dir, trust_remote_code)
     try:
         log = open_log(run_dir / LOG_FILE)  # never through a link planted as worker.log
-    except UnsafeLogError as error:
+    except UnsafeFileError as error:
         raise RunError(str(error)) from None
     try:
         process = subprocess.Popen(
@@ -240,30 +234,11 @@ def launch_run(run_dir: Path, trust_remote_code: bool = False) -> int:
     finally:
         os.close(log)
     status = read_json(run_dir / STATUS_FILE)
-    if status.get("state") == "queued" and not status.get("pid"):
+    if status.get("state") == RunState.QUEUED and not status.get("pid"):
         # The worker writes its own status once Python starts; until then the pid is known here,
         # with its start time: `runs stop` signals only a pid whose start time matches.
         update_status(run_dir, pid=process.pid, pid_started=start_time(process.pid), message="starting the worker")
     return process.pid
-
-
-def _pid_alive(pid: int | None, started: float | None = None) -> bool:
-    """True when ``pid`` runs and is not a zombie (and, when known, started at ``started``)."""
-    from tui_ft.engine.processes import process_alive
-
-    return process_alive(pid, started)
-
-
-def worker_process(run_dir: Path, status: dict):
-    """The run's worker (or group launcher) as a ``psutil.Process``, or ``None`` when ``status`` names none of ours.
-
-    The pid must run :mod:`tui_ft.engine.runs.worker` or :mod:`tui_ft.engine.runs.group_launcher` for
-    this run folder and have started when ``pid_started`` says: a ``status.json`` naming any
-    other process (pid reuse, a damaged or planted file) gets no signal from us.
-    """
-    from tui_ft.engine.processes import RUN_MODULES, owned_process
-
-    return owned_process(status.get("pid"), status.get("pid_started"), Path(run_dir), RUN_MODULES)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -275,8 +250,8 @@ def read_status(run_dir: Path) -> dict:
     """
     status = read_json(Path(run_dir) / STATUS_FILE) or _initial_status()
     state = status.get("state")
-    if state in LIVE_STATES and status.get("pid") and not _pid_alive(status["pid"], status.get("pid_started")):
-        status = dict(status, state="died",
+    if state in LIVE_STATES and status.get("pid") and not process_alive(status["pid"], status.get("pid_started")):
+        status = dict(status, state=RunState.DIED,
                       message=f"the worker (pid {status['pid']}) is gone; resume to continue from the last checkpoint")
     return status
 
@@ -293,7 +268,7 @@ def list_runs(home: Path) -> list[RunInfo]:
             continue
         status = read_status(run_dir)
         runs.append((_typed(config.get("created"), (int, float), 0.0), RunInfo(
-            name=run_dir.name, path=run_dir, state=str(status.get("state", "queued")),
+            name=run_dir.name, path=run_dir, state=str(status.get("state", RunState.QUEUED)),
             step=_typed(status.get("step"), int, 0), total_steps=_typed(status.get("total_steps"), int, None),
             method=_typed(config.get("method"), str, "?"), model=_typed(config.get("model"), str, "?"),
             dataset=_typed(config.get("dataset"), str, "?"),
@@ -315,7 +290,7 @@ def _typed(value, kinds, default):
 def stop_run(run_dir: Path) -> bool:
     """Ask the run to stop: write ``STOP`` and send SIGTERM; the worker checkpoints at the next step.
 
-    SIGTERM goes only to this run's own worker (:func:`worker_process`): a ``status.json``
+    SIGTERM goes only to this run's own worker (:func:`~tui_ft.engine.processes.ask_to_stop`): a ``status.json``
     naming any other process, by pid reuse or on purpose, gets nothing signalled.
 
     Returns:
@@ -327,21 +302,10 @@ def stop_run(run_dir: Path) -> bool:
     status = read_status(run_dir)
     if status["state"] in FINAL_STATES:
         return False
-    try:
-        touch_flag(run_dir / STOP_FILE)  # never through a link planted as STOP
-    except OSError:
-        pass  # SIGTERM alone asks the worker to stop too
-    process = worker_process(run_dir, status) if status.get("pid") else None
-    if process is not None:
-        import psutil
-
-        try:
-            process.send_signal(signal.SIGTERM)  # psutil checks again that the pid was not reused
-            return True
-        except psutil.Error:
-            pass
-    if status["state"] == "queued":
-        update_status(run_dir, state="stopped", message="stopped before the worker started")
+    if ask_to_stop(run_dir, status, RUN_MODULES):
+        return True
+    if status["state"] == RunState.QUEUED:
+        update_status(run_dir, state=RunState.STOPPED, message="stopped before the worker started")
     return False
 
 
@@ -362,35 +326,17 @@ def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
-    if status["state"] in LIVE_STATES and _pid_alive(status.get("pid"), status.get("pid_started")):
+    if status["state"] in LIVE_STATES and process_alive(status.get("pid"), status.get("pid_started")):
         raise RunError(f"{run_dir.name} is still {status['state']} (pid {status['pid']})")
-    if status["state"] == "finished":
+    if status["state"] == RunState.FINISHED:
         raise RunError(f"{run_dir.name} has already finished")
     run_nproc(read_run_config(run_dir))  # a bad count is refused before the status changes
     check_model_code(run_dir, trust_remote_code)  # so is a model with its own code, unless trusted now
-    from tui_ft.engine.processes import UnsafeLogError, refuse_log_link
-
     try:
-        refuse_log_link(run_dir / LOG_FILE)  # and a worker.log planted as a link
-    except UnsafeLogError as error:
+        refuse_link(run_dir / LOG_FILE)  # and a worker.log planted as a link
+    except UnsafeFileError as error:
         raise RunError(str(error)) from None
     (run_dir / STOP_FILE).unlink(missing_ok=True)  # a link is removed itself, never its target
-    update_status(run_dir, state="queued", pid=None, pid_started=None, message="resuming")
+    update_status(run_dir, state=RunState.QUEUED, pid=None, pid_started=None, message="resuming")
     # The one-argument call when not trusting: tests stand in for launch_run with launch_run(run_dir).
     return launch_run(run_dir, trust_remote_code=True) if trust_remote_code else launch_run(run_dir)
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's complete checkpoints (``ckpt/step-N``), oldest first."""
-    folder = Path(run_dir) / "ckpt"
-    found = []
-    for path in folder.iterdir() if folder.is_dir() else []:
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and path.is_dir() and not path.is_symlink():  # a link is not a checkpoint of this run
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def metrics_path(run_dir: Path) -> Path:
-    """The run's ``metrics.jsonl``."""
-    return Path(run_dir) / METRICS_FILE

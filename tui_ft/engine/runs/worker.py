@@ -24,8 +24,10 @@ import time
 import traceback
 from pathlib import Path
 
+from tui_ft.engine.files import read_json
 from tui_ft.engine.processes import TRUST_FLAG, start_time
-from tui_ft.engine.runs.folder import METRICS_FILE, STATUS_FILE, MetricsWriter, read_json, read_run_config, update_status
+from tui_ft.engine.runs.folder import METRICS_FILE, STATUS_FILE, MetricsWriter, read_run_config, update_status
+from tui_ft.engine.runs.state import RunState
 
 # Exit status of a rank that failed because another one went away (a symptom, not the cause).
 PEER_LOST_EXIT = 3
@@ -49,14 +51,14 @@ def mark_running(run_dir: Path, pid: int | None = None) -> None:
     """Claim the run: the run's pid (ours, or the group launcher's), its start time (against pid reuse) and the first start time."""
     pid = pid or os.getpid()
     started = read_json(run_dir / STATUS_FILE).get("started") or time.time()
-    update_status(run_dir, state="running", pid=pid, pid_started=start_time(pid), started=started,
+    update_status(run_dir, state=RunState.RUNNING, pid=pid, pid_started=start_time(pid), started=started,
                   message="starting")
 
 
 def fail(run_dir: Path, message: str) -> None:
     """Mark the run ``failed`` with ``message`` and log it as an event."""
     print(f"failed: {message}", flush=True)
-    status = update_status(run_dir, state="failed", message=message)
+    status = update_status(run_dir, state=RunState.FAILED, message=message)
     writer = MetricsWriter(run_dir / METRICS_FILE)
     writer.log("event", status.get("step", 0), status.get("epoch", 0.0), event="failed", message=message)
     writer.close()

@@ -12,8 +12,9 @@ import random
 from pathlib import Path
 
 import orjson
+import torch
 
-from tui_ft.engine.runs.folder import real_folder, remove_tree
+from tui_ft.engine.files import real_folder, remove_tree
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -39,7 +40,6 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, position: dict, 
         rank_rngs: With several processes, every rank's :func:`rng_state` (rank order); each
             rank restores its own on resume (dropout masks differ between ranks).
     """
-    import torch
     from safetensors.torch import save_file
 
     folder = checkpoint_folder(run_dir)
@@ -57,8 +57,6 @@ def publish(staging: Path, target: Path, scheduler, rank_rngs: list | None, posi
     """Finish a checkpoint written in ``staging``: add the scheduler, RNG and position files,
     then put it in place of ``target`` at once (a reader sees the old one or the new one) and
     drop the oldest beyond ``keep``. Shared by the one-process and the sharded checkpoints."""
-    import torch
-
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     save_rng(staging, rank_rngs)
     (staging / STATE_FILE).write_bytes(orjson.dumps(position, option=orjson.OPT_INDENT_2))
@@ -122,8 +120,6 @@ def load_trainable(model, folder: Path) -> None:
 
 
 def _no_grad():
-    import torch
-
     return torch.no_grad()
 
 
@@ -134,8 +130,6 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) ->
         rank: This process's rank: it restores its own random generators when the checkpoint
             has them (a run of several processes), else rank 0's.
     """
-    import torch
-
     load_trainable(model, folder)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
@@ -145,8 +139,6 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) ->
 
 def rng_state() -> dict:
     """This process's random generators (Python, torch CPU, and CUDA when present)."""
-    import torch
-
     rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -155,8 +147,6 @@ def rng_state() -> dict:
 
 def save_rng(folder: Path, rank_rngs: list | None = None) -> None:
     """Write ``rng.pt`` (this process's generators) and, for several processes, ``rng_ranks.pt``."""
-    import torch
-
     torch.save(rank_rngs[0] if rank_rngs else rng_state(), folder / "rng.pt")
     if rank_rngs and len(rank_rngs) > 1:
         torch.save(rank_rngs, folder / RANK_RNG_FILE)
@@ -164,8 +154,6 @@ def save_rng(folder: Path, rank_rngs: list | None = None) -> None:
 
 def load_rng(folder: Path, rank: int = 0) -> None:
     """Restore the generators saved for ``rank`` (rank 0's when there is no state for it)."""
-    import torch
-
     rng = torch.load(folder / "rng.pt", weights_only=True)
     if rank and (folder / RANK_RNG_FILE).is_file():
         ranks = torch.load(folder / RANK_RNG_FILE, weights_only=True)

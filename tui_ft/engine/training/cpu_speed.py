@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
+from tui_ft.engine.models.devices import cpu_has_amx
+
 BF16_MIN_HIDDEN = 256  # smaller models train in fp32 under ``auto`` (AMX gains nothing there)
 FP32_ATTENTION = "tui_ft_sdpa_fp32"  # the attention function's registered name
-
-
-def cpu_has_amx() -> bool:
-    """True when the CPU has AMX bf16 tiles (``/proc/cpuinfo`` where torch cannot tell)."""
-    from tui_ft.engine.generation.chat_model import cpu_has_amx as probe
-
-    return probe()
 
 
 def resolve_precision(precision: str, device: str, model) -> str:
@@ -43,7 +40,6 @@ def resolve_precision(precision: str, device: str, model) -> str:
 
 def sdpa_in_fp32(module, query, key, value, attention_mask, **kwargs):
     """transformers' SDPA attention, computed in fp32 inside a bf16 autocast region."""
-    import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     dtype = query.dtype
@@ -70,8 +66,6 @@ def use_fp32_attention(model) -> bool:
 @functools.cache
 def fast_dropout_class():
     """The dropout module class, defined on first use so that this module imports without torch."""
-    import torch
-
     class FastDropout(torch.nn.Module):
         """Dropout with masks from 16-bit slices of 64-bit random words.
 
@@ -105,8 +99,6 @@ def fast_dropout_class():
 
 def use_fast_dropout(model) -> int:
     """Replace the ``torch.nn.Dropout`` of every LoRA adapter (peft's ``lora_dropout``); returns how many."""
-    import torch
-
     fast = fast_dropout_class()
     replaced = 0
     for module in model.modules():

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class Group:
@@ -70,10 +72,9 @@ def join_group(requested_device: str) -> Group:
     Args:
         requested_device: The run's ``device`` setting (``auto``, ``cpu``, ``cuda``).
     """
-    import torch
     import torch.distributed as dist
 
-    from tui_ft.engine.training.methods import pick_device
+    from tui_ft.engine.models.devices import pick_device
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -123,7 +124,6 @@ def reduce_stats(stats: list[dict], group: Group) -> list[dict]:
     sums = {key: sum(float(s.get(key, 0.0)) for s in stats) for key in keys}
     if not group.active:
         return [sums]
-    import torch
     import torch.distributed as dist
 
     device = group.device if group.backend == "nccl" else "cpu"
@@ -140,7 +140,6 @@ def agree(local: bool, group: Group) -> bool:
     """True on every process when it is true on any (a stop asked of one process stops all)."""
     if not group.active:
         return local
-    import torch
     import torch.distributed as dist
 
     device = group.device if group.backend == "nccl" else "cpu"

@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from tui_ft.engine.data import PreferencePair, preference_examples
 from tui_ft.engine.data.templates import IGNORE_INDEX, tokenize_example
-from tui_ft.engine.training.batching import StepOutput, collate_tokenized, selected_logits, sorted_batches, trained_token_count
+from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, trained_token_count
+from tui_ft.engine.training.objective import StepOutput, selected_logits
 
 REFERENCE_FILE = "reference_logps.safetensors"
 
 
 def sequence_logps(model, input_ids, attention_mask, labels):
     """Sum of the log-probabilities of each row's labelled tokens (a tensor of one value per row)."""
-    import torch
-
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     logits = selected_logits(model, input_ids, attention_mask, mask).float()
@@ -42,8 +44,6 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
         ``(losses, chosen_rewards, rejected_rewards)``, one value per pair each; the rewards are
         detached (they are metrics).
     """
-    import torch.nn.functional as F
-
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
     losses = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio))
@@ -51,12 +51,13 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
 
 
 class DPOObjective:
-    """The DPO objective over preference pairs, with the same interface as ``SFTObjective``.
+    """The DPO objective over preference pairs (an :class:`~tui_ft.engine.training.objective.Objective`).
 
     A step's loss is the mean over every pair in the step (all micro-batches together).
     """
 
     name = "dpo"
+    group_by_length = True  # pairs of similar length share a batch: less padding
 
     def __init__(self, pairs: list[PreferencePair], tokenizer, template: str, max_length: int, beta: float):
         self.items, self.dropped, self.truncated = [], 0, 0
@@ -119,7 +120,7 @@ class DPOObjective:
         """
         from safetensors.torch import load_file, save
 
-        from tui_ft.engine.runs.folder import write_bytes_atomic
+        from tui_ft.engine.files import write_bytes_atomic
 
         path = Path(run_dir) / REFERENCE_FILE
         sets = {"train": self} | ({"eval": eval_data} if eval_data is not None else {})
@@ -142,8 +143,6 @@ class DPOObjective:
 
 def reference_logps(model, data: DPOObjective, device, autocast):
     """The reference model's log-probabilities of every pair, as a ``(pairs, 2)`` CPU tensor."""
-    import torch
-
     values = torch.zeros(len(data.items), 2, dtype=torch.float32)
     adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     was_training = model.training

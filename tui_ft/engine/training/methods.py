@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from tui_ft.engine.runs.config import TrainConfig
 
 
@@ -30,23 +32,8 @@ class ParamCounts:
                 f"trainable: {self.trainable_pct:.2f}%")
 
 
-def pick_device(requested: str) -> str:
-    """``auto`` picks cuda, then mps, then cpu; anything else is used as given."""
-    import torch
-
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def autocast_for(device: str, precision: str):
     """bf16 autocast on CUDA under ``auto`` (or wherever ``bf16`` is asked); fp32 otherwise."""
-    import torch
-
     kind = device.split(":")[0]
     if precision == "bf16" or (precision == "auto" and kind == "cuda"):
         return torch.autocast(kind, dtype=torch.bfloat16)
@@ -60,31 +47,11 @@ def count_params(model) -> ParamCounts:
 
 def decoder_layers(model):
     """The model's list of transformer blocks: the first ModuleList as long as the layer count."""
-    import torch
-
     count = getattr(model.config, "num_hidden_layers", None)
     for _, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
             return module
     raise ValueError("cannot find the transformer layers of this model to freeze")
-
-
-def model_code_problem(config: dict) -> str | None:
-    """One line refusing a run whose base model ships its own Python code, or ``None``.
-
-    ``config`` is a ``run.json``, which may come from someone else (a shared or downloaded run):
-    neither its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's
-    consent, so that folder gets the check a new run's model gets. Only the current command's
-    ``--trust-remote-code`` lifts the refusal.
-    """
-    from tui_ft.engine.models import remote_code_problem
-
-    path = config.get("model_path")
-    if not isinstance(path, str) or remote_code_problem(Path(path)) is None:
-        return None
-    return (f"{path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
-            "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
-            "is not enough")
 
 
 def load_base(config: dict, trust_remote_code: bool = False):
@@ -93,15 +60,14 @@ def load_base(config: dict, trust_remote_code: bool = False):
     Args:
         config: The run's ``run.json``.
         trust_remote_code: Run the model's own code: the current command's choice, never
-            ``run.json``'s (see :func:`model_code_problem`).
+            ``run.json``'s (see :func:`tui_ft.engine.models.references.model_code_problem`).
 
     Raises:
         ModelError: The model ships its own code and ``trust_remote_code`` is off.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.models import ModelError, model_code_problem
 
     problem = None if trust_remote_code else model_code_problem(config)
     if problem:
@@ -149,9 +115,7 @@ def build_model(config: dict, device: str, trust_remote_code: bool = False):
 
     ``trust_remote_code`` is the current command's choice (see :func:`load_base`).
     """
-    import torch
-
-    train_config = TrainConfig.from_dict({k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
+    train_config = TrainConfig.from_run(config)
     torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
     model = load_base(config, trust_remote_code)
     model.config.use_cache = False
@@ -168,7 +132,7 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
     staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     # Every staging folder, not only ours: a worker killed mid-save left one named after its pid
     # (a whole model's worth of disk for full fine-tuning). One worker writes a run at a time.
-    from tui_ft.engine.runs.folder import remove_tree
+    from tui_ft.engine.files import remove_tree
 
     for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
         remove_tree(leftover)  # a link planted under a staging name is removed itself, never written through

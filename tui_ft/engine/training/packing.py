@@ -2,7 +2,7 @@
 
 A batch of examples of mixed lengths padded to its longest wastes about 40 % of its
 positions (the training benchmark's random batches); batches of similar lengths waste
-little but train worse (see ``train_data.epoch_batches``). Packing keeps random batches and
+little but train worse (see ``batching.epoch_batches``). Packing keeps random batches and
 drops the padding: the examples of a micro-batch are laid end to end in rows no longer than
 its longest example, position ids restart at 0 for each example, and no attention mask is
 passed. From position ids that restart, transformers builds a block-diagonal causal mask
@@ -11,6 +11,8 @@ positions, the same attention, the same loss.
 """
 
 from __future__ import annotations
+
+import torch
 
 from tui_ft.engine.data.templates import IGNORE_INDEX, Tokenized
 
@@ -78,8 +80,6 @@ def collate_packed(items: list[Tokenized], pad_id: int) -> dict:
     The padding at a row's end gets its own restarting positions, so it forms a segment no
     example attends to. ``tokens`` and ``positions`` count real tokens and computed positions.
     """
-    import torch
-
     rows = best_rows([len(item.input_ids) for item in items])
     width = max(sum(len(items[i].input_ids) for i in row) for row in rows)
     ids, positions, labels = [], [], []

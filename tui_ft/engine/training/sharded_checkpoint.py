@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import orjson
+import torch
 
 from tui_ft.engine.training.checkpoint import STATE_FILE, checkpoint_folder, load_rng, publish, remove_staging, rng_state
 from tui_ft.engine.training.distributed import Group, barrier, broadcast_object, gather_objects
@@ -52,7 +53,6 @@ def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict
 
 def load_sharded(folder: Path, step_model, optimizer, scheduler, group: Group) -> dict:
     """Restore model, optimizer, scheduler and this rank's generators; returns the data position."""
-    import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 

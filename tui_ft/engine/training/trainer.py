@@ -15,13 +15,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from tui_ft.engine.models.devices import pick_device
+from tui_ft.engine.processes import STOP_FILE
 from tui_ft.engine.runs import list_checkpoints
 from tui_ft.engine.runs.config import TrainConfig
-from tui_ft.engine.runs.folder import METRICS_FILE, STOP_FILE, MetricsWriter, read_run_config, update_status
-from tui_ft.engine.training.batching import StepOutput, epoch_batches, steps_per_epoch
+from tui_ft.engine.runs.folder import METRICS_FILE, MetricsWriter, read_run_config, update_status
+from tui_ft.engine.runs.state import RunState
+from tui_ft.engine.training.batching import epoch_batches, steps_per_epoch
 from tui_ft.engine.training.checkpoint import load_checkpoint, remove_staging, rng_state, save_checkpoint
 from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, gather_objects, reduce_stats, shard
-from tui_ft.engine.training.methods import autocast_for, build_model, count_params, pick_device, save_final
+from tui_ft.engine.training.methods import autocast_for, build_model, count_params, save_final
+from tui_ft.engine.training.objective import Objective, StepOutput
 
 OOM_ADVICE = "out of memory: try a smaller --batch-size or a shorter --max-length"
 # torch's CPU allocator says "can't allocate memory" (a RuntimeError, not torch.OutOfMemoryError).
@@ -50,22 +56,20 @@ class Trainer:
         self.trust_remote_code = trust_remote_code  # this launch's choice; run.json's flag is not consent
         self.run_dir = Path(run_dir)
         self.raw_config = read_run_config(self.run_dir)
-        fields = TrainConfig.__dataclass_fields__
-        self.config = TrainConfig.from_dict({k: v for k, v in self.raw_config.items() if k in fields}).resolved()
+        self.config = TrainConfig.from_run(self.raw_config).resolved()
         self.stop_requested = stop_requested or (lambda: False)
         self.metrics: MetricsWriter | None = None
         self.step = 0
         self.epoch = 0
         self.batch_index = 0  # next batch of the current epoch
         self.total_steps: int | None = None
-        self.train_data = None
+        self.train_data: Objective | None = None
         self._step_times: list[float] = []
 
     # ----- setup -------------------------------------------------------------------------
 
     def setup(self) -> None:
         """Load data and model, build the optimizer and scheduler, resume if a checkpoint exists."""
-        import torch
         from transformers.utils import logging as hf_logging
 
         from tui_ft.engine.models import load_tokenizer
@@ -125,11 +129,9 @@ class Trainer:
                         examples=len(self.train_data.items), eval_examples=len(self.eval_data.items) if self.eval_data else 0,
                         dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device,
                         nproc=self.group.world, precision=self.precision)
-        self._status(state="running", total_steps=self.total_steps, message="training")
+        self._status(state=RunState.RUNNING, total_steps=self.total_steps, message="training")
 
     def _optimizer(self):
-        import torch
-
         params = [p for p in self.model.parameters() if p.requires_grad]
         kwargs = {"lr": self.config.lr, "weight_decay": self.config.weight_decay}
         if self.config.fsdp and self.group.active:
@@ -163,13 +165,13 @@ class Trainer:
                 self._checkpoint()
         self._save_final()
         self._event("finished", f"finished after {self.step} steps")
-        self._status(state="finished", message=f"finished after {self.step} steps")
-        return "finished"
+        self._status(state=RunState.FINISHED, message=f"finished after {self.step} steps")
+        return RunState.FINISHED
 
     def _next_batches(self) -> list[list[int]]:
         """The micro-batches of the next optimizer step; never crosses an epoch boundary."""
         # Length-grouped batches, unless the objective packs them (no padding to save).
-        grouped = getattr(self.train_data, "group_by_length", True)
+        grouped = self.train_data.group_by_length
         order = lambda epoch: epoch_batches(self.train_data.lengths(), self.config.batch_size,  # noqa: E731
                                             self.config.seed, epoch, grouped)
         batches = order(self.epoch)
@@ -181,8 +183,6 @@ class Trainer:
         return chosen
 
     def _train_step(self) -> dict:
-        import torch
-
         started = time.perf_counter()
         from tui_ft.engine.training.parallel_model import as_float, gradient_sync
 
@@ -224,7 +224,7 @@ class Trainer:
         self._step_times.append(elapsed)
         return record
 
-    def _forward(self, objective, indices: list[int]) -> tuple[StepOutput, bool]:
+    def _forward(self, objective: Objective, indices: list[int]) -> tuple[StepOutput, bool]:
         """This process's share of a global micro-batch through the step model.
 
         Returns:
@@ -248,8 +248,6 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Evaluate on the held-out set and log an ``eval`` record (loss and perplexity, or DPO rewards)."""
-        import torch
-
         self.model.eval()
         stats = []
         with torch.no_grad():
@@ -267,13 +265,13 @@ class Trainer:
         return agree(asked, self.group)
 
     def _stop(self) -> str:
-        self._status(state="stopping", message="saving a checkpoint")
+        self._status(state=RunState.STOPPING, message="saving a checkpoint")
         saved = broadcast_object((self.run_dir / "ckpt" / f"step-{self.step}").is_dir(), self.group)
         if self.step > 0 and not saved:
             self._checkpoint()  # a run stopped right after resuming already has this one
         self._event("stopped", f"stopped at step {self.step}")
-        self._status(state="stopped", message=f"stopped at step {self.step}; resume to continue")
-        return "stopped"
+        self._status(state=RunState.STOPPED, message=f"stopped at step {self.step}; resume to continue")
+        return RunState.STOPPED
 
     def _checkpoint(self) -> None:
         from tui_ft.engine.training.parallel_model import is_sharded
@@ -336,10 +334,11 @@ class Trainer:
         update_status(self.run_dir, step=self.step, epoch=round(self._epoch_float(), 4), **changes)
 
 
-def build_objectives(raw_config: dict, config: TrainConfig, tokenizer):
+def build_objectives(raw_config: dict, config: TrainConfig, tokenizer) -> tuple[Objective, Objective | None]:
     """The training objective and the held-out one (``None`` when there is no evaluation set)."""
     from tui_ft.engine.data import load_dataset, sft_examples
-    from tui_ft.engine.training.batching import SFTObjective, split_eval
+    from tui_ft.engine.training.batching import split_eval
+    from tui_ft.engine.training.sft import SFTObjective
 
     template = raw_config["template"]
     dataset = load_dataset(config.dataset)
@@ -372,8 +371,6 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
         TrainingFailed: For a non-finite loss or an out-of-memory error (the caller marks the
             run ``failed``).
     """
-    import torch
-
     trainer = Trainer(run_dir, stop_requested, group, trust_remote_code)
     try:
         trainer.setup()

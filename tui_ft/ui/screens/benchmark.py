@@ -15,10 +15,11 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Header, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.evaluation import display_path, start_eval_job, stop_eval_job
 from tui_ft.engine.evaluation.jobs import FINAL_STATES
+from tui_ft.engine.runs.state import RunState
 from tui_ft.safe_text import plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
@@ -173,12 +174,9 @@ class BenchmarkScreen(Pane):
         if job_dirs:
             self.post_message(self.EvaluationStarted(job_dirs, rows, column))
 
-    @on(Worker.StateChanged)
-    def worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            if event.worker.group == "bench-poll":
-                self.polling = False
-            self.notify(f"{event.worker.description} failed: {event.worker.error}", severity="error")
+    def worker_failed(self, worker: Worker) -> None:
+        if worker.group == "bench-poll":
+            self.polling = False
 
     # -- results and jobs ------------------------------------------------------------------
 
@@ -232,9 +230,9 @@ class BenchmarkScreen(Pane):
         models = ", ".join(job.get("refs", []))
         if job.get("checkpoint"):
             models += f" · {job['checkpoint']}"
-        if status["state"] == "finished":
+        if status["state"] == RunState.FINISHED:
             self.notify(f"Evaluated {models} on {what}.", title="Evaluation finished")
-        elif status["state"] == "stopped":
+        elif status["state"] == RunState.STOPPED:
             self.notify(f"Stopped evaluating {models} on {what}.", severity="warning")
         else:
             log = display_path(Path(status.get("dir", "")) / "worker.log", self.app.home)
@@ -295,7 +293,7 @@ class BenchmarkScreen(Pane):
         parts = []
         if self.marked:
             parts.append(f"{len(self.marked)} marked")
-        running = [c for c in self.job_list if c.state != "queued"]
+        running = [c for c in self.job_list if c.state != RunState.QUEUED]
         if running:
             first = running[0]
             parts.append(f"evaluating {first.ref}{' · ' + first.checkpoint if first.checkpoint else ''} on "

@@ -18,10 +18,11 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Header, Input, Select, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
-from tui_ft.engine.evaluation.ratings import append_rating, ratings_path, read_ratings, run_folder, summarize_ratings
+from tui_ft.engine.evaluation.ratings import append_rating, ratings_path, read_ratings, summarize_ratings
 from tui_ft.engine.generation.sampling import GenerationSettings
+from tui_ft.engine.workspace import find_run_dir
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
@@ -128,7 +129,7 @@ class ChatScreen(Pane):
         home = self.app.home
         try:
             chat = chat_model.load_chat_model(ref, home)
-            run_dir = run_folder(ref, home)
+            run_dir = find_run_dir(ref, home)
             config = read_run_config(run_dir) if run_dir else {}
             base_ref = str(config.get("model") or config.get("model_path") or "")
             # An adapter run answers as its base with the adapter off; a full-weights run needs
@@ -240,17 +241,13 @@ class ChatScreen(Pane):
         if exchange is not None and reply in exchange.replies.values():
             self.set_status(describe_replies(list(exchange.replies.values()), self.streaming))
 
-    @on(Worker.StateChanged)
-    def worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            self.notify(f"{event.worker.description}: {error}", severity="error", title="Chat")
-            if event.worker.group == "chat-reply":
-                self.active_replies.clear()
-                self.streaming = False
-            elif event.worker.group == "chat-load":
-                self.pending_prompt = ""
-                self.set_status(plain(f"could not load {self.model_ref}: {error}", style="red"))
+    def worker_failed(self, worker: Worker) -> None:
+        if worker.group == "chat-reply":
+            self.active_replies.clear()
+            self.streaming = False
+        elif worker.group == "chat-load":
+            self.pending_prompt = ""
+            self.set_status(plain(f"could not load {self.model_ref}: {worker.error}", style="red"))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -274,7 +271,7 @@ class ChatScreen(Pane):
         self.loaded_ref = ""
         self.refresh_model_options()
         self.refresh_ratings()
-        if self.compare and run_folder(ref, self.app.home) is None:
+        if self.compare and find_run_dir(ref, self.app.home) is None:
             self.compare = False
             self.notify("Compare mode needs a run; it is off for this model.")
         self.set_status(f"loading {ref}…")
@@ -349,7 +346,7 @@ class ChatScreen(Pane):
             self.set_focus(None)
 
     def action_toggle_compare(self) -> None:
-        if not self.compare and run_folder(self.model_ref, self.app.home) is None:
+        if not self.compare and find_run_dir(self.model_ref, self.app.home) is None:
             self.notify("Compare mode answers with a run and its base model: pick a run first (ctrl+l).", severity="warning")
             return
         if self.streaming:

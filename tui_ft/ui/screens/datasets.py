@@ -19,7 +19,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Header, ProgressBar, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
 
 from tui_ft.engine.data import Dataset, Example, find_datasets, load_dataset, preference_examples, sft_examples
 from tui_ft.engine.data.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
@@ -190,15 +189,6 @@ class DatasetsScreen(Pane):
         self.post_message(self.StatsComputed(row.path, text))
 
     # -- events --------------------------------------------------------------------------
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # A worker that failed in an unforeseen way (the tokenizer's process died twice, say)
-        # says so in one line rather than leaving its view on "Loading…".
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        line = (str(error).splitlines() or [type(error).__name__])[0]
-        self.notify(f"{event.worker.description}: {line}", severity="error")
 
     @on(FilesScanned)
     def show_files(self, message: FilesScanned) -> None:

@@ -15,10 +15,11 @@ that pane re-parsed the whole stylesheet (150-400 ms).
 
 from __future__ import annotations
 
-from textual import events
+from textual import events, on
 from textual.geometry import Size
 from textual.screen import Screen
 from textual.types import NoActiveAppError
+from textual.worker import Worker, WorkerState
 
 from tui_ft.safe_text import clean
 from tui_ft.ui import compat
@@ -38,6 +39,23 @@ class Pane(Screen):
         ``MarkupError`` when the toast was drawn, and the dashboard exited.
         """
         super().notify(clean(message), title=clean(title), severity=severity, timeout=timeout, markup=markup)
+
+    @on(Worker.StateChanged)
+    def report_failed_worker(self, event: Worker.StateChanged) -> None:
+        """Every pane's failed worker, in one place: the pane tidies up, then one line says what failed.
+
+        A worker that fails in an unforeseen way (the tokenizer's process died twice, a poll hit
+        an unreadable file) must not leave its view on "Loading…" nor end the dashboard.
+        """
+        if event.state != WorkerState.ERROR:
+            return
+        self.worker_failed(event.worker)
+        error = event.worker.error
+        line = (str(error).splitlines() or [type(error).__name__])[0]
+        self.notify(f"{event.worker.description}: {line}", severity="error")
+
+    def worker_failed(self, worker: Worker) -> None:
+        """Put the pane back in order after ``worker`` raised (a flag, a status line); nothing by default."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

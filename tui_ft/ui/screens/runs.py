@@ -21,10 +21,10 @@ from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import ContentSwitcher, DataTable, Header, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs import RunError, resume_run, stop_run
-from tui_ft.engine.runs.folder import LIVE_STATES
+from tui_ft.engine.runs.state import LIVE_STATES, RESUMABLE_STATES, RunState
 from tui_ft.safe_text import clean
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
@@ -32,18 +32,16 @@ from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
 from tui_ft.ui.widgets.run_table import RunTable
+from tui_ft.views.formatting import format_bytes
 from tui_ft.views.run_monitor import (
     RunHistory,
     RunRow,
     Series,
     WorkerMonitor,
     WorkerUsage,
-    format_bytes,
     log_tail,
     run_rows,
 )
-
-RESUMABLE_STATES = ("stopped", "died", "failed")
 
 
 def export_merged_cli(home: Path, name: str, out: Path) -> str:
@@ -230,12 +228,9 @@ class RunsScreen(Pane):
         if self._poll_again:
             self.poll_runs()
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
-            return
-        if event.worker.group == "runs-poll":
+    def worker_failed(self, worker: Worker) -> None:
+        if worker.group == "runs-poll":
             self._polling = False  # try again at the next tick
-        self.notify(f"{event.worker.description}: {event.worker.error}", severity="error")
 
     # -- view ----------------------------------------------------------------------------
 
@@ -331,7 +326,7 @@ class RunsScreen(Pane):
         allowed = {
             "stop_run": state in LIVE_STATES,
             "resume_run": state in RESUMABLE_STATES,
-            "export_run": state == "finished",
+            "export_run": state == RunState.FINISHED,
             "toggle_mark": row is not None,
             "toggle_log": row is not None,
         }.get(action, True)

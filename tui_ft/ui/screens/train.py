@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, Header, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.ui import keys
@@ -169,12 +169,10 @@ class TrainScreen(Pane):
         if isinstance(self.app.screen, RunsScreen):
             self.app.screen.select_run(message.name)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            if event.worker.group == "train-launch":
-                self.launching = False
-                self.form.set_status("Not started: an error occurred.", "red")
-            self.notify(f"{event.worker.description}: {event.worker.error}", severity="error")
+    def worker_failed(self, worker: Worker) -> None:
+        if worker.group == "train-launch":
+            self.launching = False
+            self.form.set_status("Not started: an error occurred.", "red")
 
     @on(Button.Pressed, "#start")
     def start_pressed(self) -> None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from tui_ft.engine.runs.state import RunState
 from tui_ft.safe_text import plain
 from tui_ft.ui import compat
-from tui_ft.views.run_monitor import RunRow, format_duration
+from tui_ft.views.formatting import format_duration
+from tui_ft.views.run_monitor import RunRow
 
 STATE_STYLES = {
-    "queued": "dim",
-    "running": "bold green",
-    "stopping": "yellow",
-    "stopped": "yellow",
-    "finished": "cyan",
-    "failed": "bold red",
-    "died": "bold red",
+    RunState.QUEUED: "dim",
+    RunState.RUNNING: "bold green",
+    RunState.STOPPING: "yellow",
+    RunState.STOPPED: "yellow",
+    RunState.FINISHED: "cyan",
+    RunState.FAILED: "bold red",
+    RunState.DIED: "bold red",
 }
 COLUMNS = (("mark", " "), ("name", "run"), ("state", "state"), ("method", "method"), ("step", "step"),
            ("progress", "%"), ("eta", "ETA"), ("loss", "loss"))

@@ -18,6 +18,9 @@ out as it would alone, attention included (:func:`_attention_groups`).
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from tui_ft.engine.generation.fast_cpu.onednn_weights import (
     MAX_ROWS,
     PROMPT_ROWS_PROBED,
@@ -73,8 +76,6 @@ class Projection:
     """
 
     def __init__(self, modules: list, prompt_rows: int | None = None):
-        import torch
-
         self.modules = modules
         self.sizes = [module.out_features for module in modules]
         stacked = packed_weight(modules) if len(modules) > 1 else None
@@ -109,8 +110,6 @@ class Projection:
 
     def parts(self, x, prompt: bool) -> list:
         """Each module's output for ``x`` (``(1, rows, in)``), in order."""
-        import torch.nn.functional as F
-
         if not prompt and self.stacked is not None:
             return list(linear(x, self.stacked).split(self.sizes, dim=-1))
         rows_fit = self.prompt_rows is None or x.shape[1] <= self.prompt_rows
@@ -131,8 +130,6 @@ class Projection:
 
 def float_lanes() -> int | None:
     """Floats in one vector register of the CPU kernels torch runs (None: unknown)."""
-    import torch
-
     return FLOAT_LANES.get(torch.backends.cpu.get_cpu_capability())
 
 
@@ -159,8 +156,6 @@ def _attention_groups(start: int, count: int, lanes: int) -> list[tuple[int, int
 
 def _rows_mask(rows: int, stop: int, device=None):
     """Which of ``stop`` keys each of the last ``rows`` positions sees (itself and those before)."""
-    import torch
-
     return torch.arange(stop, device=device) < torch.arange(stop - rows + 1, stop + 1, device=device).view(rows, 1, 1, 1)
 
 
@@ -168,8 +163,6 @@ def _attend_rows(query, keys, values, scale: float, gqa: bool, allowed=None):
     """Attention of several positions at once, each to the keys before it (see
     :func:`_attention_groups`): the positions go in as a batch, with a mask (``allowed``,
     :func:`_rows_mask`), so each is computed as a single position is."""
-    import torch.nn.functional as F
-
     rows, stop = query.shape[2], keys.shape[2]
     if allowed is None:
         allowed = _rows_mask(rows, stop, query.device)
@@ -183,9 +176,6 @@ def _attend_rows(query, keys, values, scale: float, gqa: bool, allowed=None):
 def grouped_attention_is_exact(heads: int, kv_heads: int, head_dim: int, dtype) -> bool:
     """True when :func:`_attend_rows` gives each position bit for bit what it gets alone
     (measured on random data at several lengths; cached per shape and thread count)."""
-    import torch
-    import torch.nn.functional as F
-
     lanes = float_lanes()
     key = (heads, kv_heads, head_dim, dtype, torch.get_num_threads(), lanes)
     if lanes is None:
@@ -221,8 +211,6 @@ class LlamaDecoder:
     """
 
     def __init__(self, model, max_length: int):
-        import torch
-
         inner = unwrap_causal_lm(model)
         self.body = inner.model
         config = inner.config
@@ -268,8 +256,6 @@ class LlamaDecoder:
 
     @staticmethod
     def _rms_norm(norm, x):
-        import torch
-
         # transformers' LlamaRMSNorm, operation for operation (the same rounding).
         dtype = x.dtype
         x = x.to(torch.float32)
@@ -279,8 +265,6 @@ class LlamaDecoder:
 
     @staticmethod
     def _rotate(x, cos, sin):
-        import torch
-
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return (x * cos) + (rotated * sin)
@@ -301,9 +285,6 @@ class LlamaDecoder:
         return self._rotate(heads(q), cos, sin), self._rotate(heads(k), cos, sin), heads(v)
 
     def _attend(self, index: int, q, start: int, end: int, prompt: bool):
-        import torch
-        import torch.nn.functional as F
-
         keys, values = self.keys[index], self.values[index]
         if prompt or end - start == 1:
             return F.scaled_dot_product_attention(
@@ -331,9 +312,6 @@ class LlamaDecoder:
         Returns:
             ``(1, vocab)`` logits of the last position, or ``(n, vocab)`` for every position.
         """
-        import torch
-        import torch.nn.functional as F
-
         count = input_ids.shape[1]
         start, end = self.length, self.length + count
         prompt = start == 0

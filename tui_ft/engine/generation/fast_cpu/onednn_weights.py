@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import weakref
 
+import torch
+import torch.nn.functional as F
+
 MAX_ROWS = 9  # the most positions checked at once after the prompt (1 token + 8 guesses)
 LAYOUT_ROWS = 128  # the batch size oneDNN lays weights out for (one layout serves every row count)
 PROMPT_ROWS_PROBED = (1, 300)  # prompt lengths at which a laid-out weight is checked
@@ -28,8 +31,6 @@ _PROBED: dict[tuple, bool] = {}  # (kind, shapes, threads) -> measured exact
 
 def can_pack(module) -> bool:
     """True for a plain bias-free bf16 ``nn.Linear`` on a CPU whose oneDNN does bf16."""
-    import torch
-
     if type(module) is not torch.nn.Linear or module.bias is not None:
         return False
     weight = module.weight
@@ -43,8 +44,6 @@ def can_pack(module) -> bool:
 
 def linear(x, packed):
     """``x @ weight.T`` on a laid-out weight (``x``: ``(1, rows, in)``)."""
-    import torch
-
     return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
@@ -56,8 +55,6 @@ def packed_weight(modules):
     weight changed (its tensor version counts in-place updates, e.g. an optimizer step) or
     was replaced.
     """
-    import torch
-
     if not all(can_pack(module) for module in modules):
         return None
     key = tuple(id(module) for module in modules)
@@ -79,8 +76,6 @@ def forget_packed(modules) -> None:
 
 
 def _probe(kind: str, shapes: tuple, check) -> bool:
-    import torch
-
     key = (kind, shapes, torch.get_num_threads())  # threads split the work differently
     if key not in _PROBED:
         with torch.inference_mode():
@@ -89,8 +84,6 @@ def _probe(kind: str, shapes: tuple, check) -> bool:
 
 
 def _random_rows(in_features: int, seed: int = 0):
-    import torch
-
     return torch.randn(1, MAX_ROWS, in_features, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
 
 
@@ -98,8 +91,6 @@ def rows_are_independent(packed, in_features: int, out_features: int) -> bool:
     """True when oneDNN computes each row of a matmul alike for 1 to ``MAX_ROWS`` rows."""
 
     def check() -> bool:
-        import torch
-
         rows = _random_rows(in_features)
         alone = torch.cat([linear(rows[:, i : i + 1], packed) for i in range(MAX_ROWS)], dim=1)
         return all(torch.equal(linear(rows[:, :m], packed), alone[:, :m]) for m in range(2, MAX_ROWS + 1))
@@ -113,9 +104,6 @@ def stacking_is_exact(modules, stacked) -> bool:
     shapes = tuple((module.out_features, module.in_features) for module in modules)
 
     def check() -> bool:
-        import torch
-        import torch.nn.functional as F
-
         rows = _random_rows(shapes[0][1], seed=2)
         for i in range(MAX_ROWS):
             row = rows[:, i : i + 1]
@@ -132,9 +120,6 @@ def prompt_is_exact(module, packed, rows: tuple[int, ...] = PROMPT_ROWS_PROBED) 
     one of an output layer's size would cost more than the check."""
 
     def check() -> bool:
-        import torch
-        import torch.nn.functional as F
-
         generator = torch.Generator().manual_seed(4)
         for count in rows:
             x = torch.randn(1, count, module.in_features, generator=generator).to(torch.bfloat16)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
+import torch
+
 from tui_ft.engine.generation.fast_cpu.onednn_weights import MAX_ROWS
 
 MAX_GUESSES = MAX_ROWS - 1  # one pass runs the newest token and the guesses
@@ -92,8 +94,6 @@ def greedy_with_lookup(
         enter: Entered around each forward pass.
         counters: When given, receives ``forward_passes`` and ``tokens`` counts.
     """
-    import torch
-
     counters = counters if counters is not None else {}
     counters.update(forward_passes=1, tokens=0)
     guesser = Guesser(prompt_ids)
