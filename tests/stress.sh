@@ -11,7 +11,7 @@ set -uo pipefail
 runs=${1:-5}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${STRESS_DIR:-/tmp/tui_ft_stress}
-commit=$(git -C "$repo" rev-parse --short HEAD)
+
 mkdir -p "$out"
 burners=()
 

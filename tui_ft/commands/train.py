@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tui_ft.engine.runs.config import METHODS
 from tui_ft.engine.runs.state import RunState
 from tui_ft.views.formatting import format_duration
 
@@ -30,7 +31,8 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="fine-tune a model (prints the run folder)")
     parser.add_argument("--model", required=True, help="default, a model folder, a cached model or a run")
     parser.add_argument("--dataset", required=True, help="training data (path, or a name in datasets/)")
-    parser.add_argument("--method", required=True, choices=("lora", "full", "freeze", "dpo"))
+    parser.add_argument("--method", required=True, choices=METHODS,
+                        help="lora, qlora (a 4-bit base: pip install tui_ft[gpu]), full, freeze or dpo")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int, help="optimizer steps (wins over --epochs)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: per method)")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-METHODS = ("lora", "full", "freeze", "dpo")
+METHODS = ("lora", "qlora", "full", "freeze", "dpo")
 SCHEDULERS = ("cosine", "linear", "constant")
 TEMPLATE_CHOICES = ("alpaca", "chat")
 PRECISIONS = ("auto", "fp32", "bf16")
+WEIGHT_DTYPES = ("auto", "float32", "bfloat16")
 DPO_MODES = ("lora", "full")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output head (QLoRA's default)
 # A run name becomes a folder under checkpoints/: no separators, no leading dot, no "..".
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -37,7 +39,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Everything a run needs; stored in ``run.json``.
 
-    ``None`` for ``lr``, ``weight_decay`` or ``freeze_layers`` means "the method's default"
+    ``None`` for ``lr``, ``weight_decay``, ``lora_targets`` or ``freeze_layers`` means "the method's default"
     (see :func:`method_defaults`); :meth:`resolved` fills them in.
     """
 
@@ -58,7 +60,7 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    lora_targets: list[str] | None = None  # None: q/k/v/o projections (LoRA, DPO), every linear layer (QLoRA)
     freeze_layers: int | None = None  # None: half of the model's layers
     eval_dataset: str | None = None
     eval_split: float = 0.1  # fraction held out when there is no eval_dataset (at most 200)
@@ -73,6 +75,12 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (one per core)
     precision: str = "auto"  # auto: bf16 autocast on CUDA and AMX CPUs (cpu_speed.resolve_precision), else fp32
+    # How weights are stored. auto: frozen weights in bf16 (fp16 on a GPU without bf16), trained
+    # ones and the optimizer state in fp32; float32: every weight fp32; bfloat16: every weight
+    # bf16, the trained ones too ("pure bf16", full fine-tuning without fp32 master weights).
+    weight_dtype: str = "auto"
+    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward pass
+    ignore_memory_plan: bool = False  # start even when the memory plan says the run will not fit
     beta: float = 0.1  # DPO temperature
     dpo_mode: str = "lora"  # DPO trains a LoRA adapter or the full model
     trust_remote_code: bool = False
@@ -121,7 +129,7 @@ class TrainConfig:
     @property
     def uses_lora(self) -> bool:
         """True when the run trains a LoRA adapter (method lora, or DPO in LoRA mode)."""
-        return self.method == "lora" or (self.method == "dpo" and self.dpo_mode == "lora")
+        return self.method in ("lora", "qlora") or (self.method == "dpo" and self.dpo_mode == "lora")
 
 
 def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
@@ -135,11 +143,13 @@ def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
     """
     table = {
         "lora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
+        "qlora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
         "full": {"lr": 2e-5, "weight_decay": 0.01, "epochs": 3},
         "freeze": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
         "dpo": {"lr": 5e-4 if dpo_mode == "lora" else 5e-6, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
     }
-    return dict(table.get(method, table["lora"]))
+    targets = [ALL_LINEAR] if method == "qlora" else list(DEFAULT_LORA_TARGETS)
+    return dict(table.get(method, table["lora"]), lora_targets=targets)
 
 
 def _type_name(spec: dataclasses.Field) -> str:

@@ -13,12 +13,14 @@ import math
 from pathlib import Path
 
 from tui_ft.engine.runs.config import (
+    ALL_LINEAR,
     DPO_MODES,
     METHODS,
     PRECISIONS,
     RUN_NAME_PATTERN,
     SCHEDULERS,
     TEMPLATE_CHOICES,
+    WEIGHT_DTYPES,
     TrainConfig,
 )
 
@@ -89,6 +91,7 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     need(is_finite_positive(config.beta), "beta", "must be a positive number")
     need(config.dpo_mode in DPO_MODES, "dpo_mode", "must be lora or full")
+    need(config.weight_dtype in WEIGHT_DTYPES, "weight_dtype", f"must be one of {', '.join(WEIGHT_DTYPES)}")
     errors += _check_device(config.device)
     return errors
 
@@ -184,7 +187,7 @@ def _check_model_code_and_modules(config: TrainConfig, model_path: Path, skip: s
     names = weight_names(model_path) if config.uses_lora and "lora_targets" not in skip else []
     # peft matches a target against the end of a module name; a weight is MODULE.weight.
     modules = {name.rsplit(".", 1)[0] for name in names}
-    missing = [t for t in config.lora_targets if not any(m == t or m.endswith("." + t) for m in modules)]
+    missing = [t for t in config.lora_targets if t != ALL_LINEAR and not any(m == t or m.endswith("." + t) for m in modules)]
     if names and missing:
         leaves = sorted({m.rsplit(".", 1)[-1] for m in modules if not m.rsplit(".", 1)[-1].isdigit()})
         errors.append(("lora_targets", f"this model has no module {missing[0]!r} (its modules: {', '.join(leaves)})"))

@@ -115,7 +115,7 @@ def build_model(config: dict, device: str, trust_remote_code: bool = False):
 
     ``trust_remote_code`` is the current command's choice (see :func:`load_base`).
     """
-    train_config = TrainConfig.from_run(config)
+    train_config = TrainConfig.from_run(config).resolved()
     torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
     model = load_base(config, trust_remote_code)
     model.config.use_cache = False
