@@ -11,7 +11,6 @@ set -uo pipefail
 runs=${1:-5}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${STRESS_DIR:-/tmp/tui_ft_stress}
-
 mkdir -p "$out"
 burners=()
 
@@ -33,9 +32,10 @@ trap stop_burners EXIT
 
 failed=0
 run_once() {  # label, busy|idle
-    local label=$1 load=$2 dir="$out/$1" began rc seconds summary
+    local label=$1 load=$2 dir="$out/$1" began rc seconds summary commit
     rm -rf "$dir"
     git clone -q "$repo" "$dir"
+    commit=$(git -C "$dir" rev-parse --short HEAD)  # HEAD may move between runs
     [[ $load == busy ]] && start_burners
     began=$(date +%s)
     (cd "$dir" && make test) >"$out/$label.log" 2>&1
