@@ -27,6 +27,7 @@ def test_cached_models_are_listed_and_resolved_never_downloaded(tmp_path, monkey
     listed = [(m["ref"], m["kind"], m["path"]) for m in list_models(tmp_path)]
     assert listed[1:] == [("acme/tiny-llm", "hf-cache", str(snapshot))]
     assert resolve_model("acme/tiny-llm", tmp_path).path == snapshot
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # else a Hub id not cached is downloaded (tests/engine/test_hub_download.py)
     with pytest.raises(ModelError, match="nothing is downloaded"):
         resolve_model("acme/no-weights", tmp_path)
 

