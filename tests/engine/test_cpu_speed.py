@@ -32,7 +32,7 @@ class Shape:
     ("auto", "cpu", 576, True, "bf16"),
     ("auto", "cpu", 576, False, "fp32"),
     ("auto", "cpu", 32, True, "fp32"),  # a tiny model gains nothing from AMX
-    ("auto", "cuda:0", 32, False, "bf16"),
+    ("auto", "cuda:0", 32, False, "bf16"),  # an A100 or newer: native bf16
     ("auto", "mps", 576, True, "fp32"),
     ("fp32", "cpu", 576, True, "fp32"),
     ("bf16", "cpu", 32, False, "bf16"),
@@ -40,7 +40,17 @@ class Shape:
 def test_auto_precision_is_bf16_on_cuda_and_on_amx_cpus_for_models_big_enough(monkeypatch, precision, device, hidden,
                                                                                 amx, expected):
     monkeypatch.setattr(cpu_speed, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(cpu_speed, "bf16_is_native", lambda device: device.startswith("cuda"))
     assert resolve_precision(precision, device, Shape(hidden)) == expected
+
+
+def test_auto_precision_is_fp32_with_tf32_on_a_gpu_that_only_emulates_bf16(monkeypatch):
+    """A V100 or T4: ``is_bf16_supported()`` says yes by emulation; training there must not use it."""
+    monkeypatch.setattr(cpu_speed, "bf16_is_native", lambda device: False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert resolve_precision("auto", "cuda:0", Shape(4096)) == "fp32"
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
 
 
 def test_fp32_attention_keeps_the_padding_mask_and_runs_in_fp32_under_autocast(monkeypatch):

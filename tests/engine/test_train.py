@@ -48,11 +48,18 @@ def one_thread():
 
 
 # The tiny model's frozen tied embeddings bound how far LoRA and freeze can move its logits
-# (random weights of scale 0.02); full training moves the embeddings too.
-@pytest.mark.parametrize(("method", "lr", "drop"), [("lora", 0.1, 0.05), ("full", 1e-2, 1.0), ("freeze", 1e-2, 0.1)])
-def test_each_method_lowers_the_loss_and_changes_only_its_parameters(workspace, tiny_model_dir, tmp_path, method, lr, drop):
+# (random weights of scale 0.02); full training moves the embeddings too. Under weight_dtype
+# auto the frozen weights are bf16, which blurs LoRA's small moves a little more (a drop of
+# 0.049 against 0.051 in fp32 on this model).
+@pytest.mark.parametrize(("method", "lr", "drop", "weight_dtype"), [
+    ("lora", 0.1, 0.04, "auto"), ("lora", 0.1, 0.05, "float32"), ("full", 1e-2, 1.0, "auto"),
+    ("freeze", 1e-2, 0.1, "auto"), ("freeze", 1e-2, 0.1, "float32"),
+])
+def test_each_method_lowers_the_loss_and_changes_only_its_parameters(workspace, tiny_model_dir, tmp_path, method, lr,
+                                                                     drop, weight_dtype):
     run_dir = start(workspace, tiny_model_dir, method=method, lr=lr, max_steps=8, batch_size=8, freeze_layers=1,
-                    warmup_ratio=0.0, save_every=4, eval_dataset="datasets/seed_instructions_20.jsonl", eval_every=4)
+                    warmup_ratio=0.0, save_every=4, eval_dataset="datasets/seed_instructions_20.jsonl", eval_every=4,
+                    weight_dtype=weight_dtype)
     assert train_run(run_dir) == "finished"
     records = read_metrics(run_dir)
     losses = [r["loss"] for r in records if r["kind"] == "train"]
@@ -71,26 +78,37 @@ def test_each_method_lowers_the_loss_and_changes_only_its_parameters(workspace, 
     assert (status["state"], status["step"], status["total_steps"]) == ("finished", 8, 8)
     assert not (run_dir / ("model" if method == "lora" else "adapter")).exists()
     if method == "lora":
-        check_lora_outputs(run_dir, tiny_model_dir, tmp_path)
+        check_lora_outputs(run_dir, tiny_model_dir, tmp_path, exact=weight_dtype == "float32")
     else:
-        check_full_weights(run_dir, tiny_model_dir, frozen_layers=1 if method == "freeze" else None)
+        check_full_weights(run_dir, tiny_model_dir, frozen_layers=1 if method == "freeze" else None,
+                           frozen_bf16=weight_dtype == "auto")
 
 
-def check_full_weights(run_dir: Path, base_dir: Path, frozen_layers: int | None) -> None:
-    """Embeddings and the first layers are bit-identical when frozen; every other tensor moved."""
+def check_full_weights(run_dir: Path, base_dir: Path, frozen_layers: int | None, frozen_bf16: bool = False) -> None:
+    """Embeddings and the first layers keep their values when frozen; every other tensor moved.
+
+    ``frozen_bf16``: frozen matrices were stored in bf16 (``weight_dtype=auto``), so they come
+    back as their bf16 rounding; vectors (norm scales) stay fp32 and exact. ``model/`` is fp32.
+    """
     before, after = weights(base_dir), weights(run_dir / "model")
     assert set(before) == set(after)
+    assert {value.dtype for value in after.values()} == {before[next(iter(before))].dtype}
     frozen = []
     if frozen_layers is not None:
         prefixes = ("model.embed_tokens.",) + tuple(f"model.layers.{i}." for i in range(frozen_layers))
         frozen = [n for n in before if n.startswith(prefixes)]
         assert len(frozen) == 1 + 9 * frozen_layers
-    for name in before:
-        assert before[name].equal(after[name]) == (name in frozen), name
+    for name, value in before.items():
+        kept = value.bfloat16().float() if frozen_bf16 and value.dim() > 1 else value
+        assert kept.equal(after[name]) == (name in frozen), name
 
 
-def check_lora_outputs(run_dir: Path, base_dir: Path, tmp_path: Path) -> None:
-    """Only adapter weights train, the base stays bit-identical, and the merged export matches."""
+def check_lora_outputs(run_dir: Path, base_dir: Path, tmp_path: Path, exact: bool = True) -> None:
+    """Only adapter weights train, the base stays bit-identical, and the merged export matches.
+
+    ``exact``: trained on fp32 weights, so the merged export (fp32) matches the adapter to 1e-5;
+    otherwise the base was bf16 and the export is merged into bf16, which matches to 2e-2.
+    """
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -113,9 +131,11 @@ def check_lora_outputs(run_dir: Path, base_dir: Path, tmp_path: Path) -> None:
         if "lora_" not in name:
             assert value.equal(original[name.replace(".base_layer", "")]), name
     merged_dir = export_merged(run_dir, tmp_path / "merged")
+    merged_weights = load_file(merged_dir / "model.safetensors")
+    assert {value.dtype for value in merged_weights.values()} == {torch.float32 if exact else torch.bfloat16}
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     with torch.no_grad():
-        assert torch.allclose(merged(input_ids=ids).logits, adapted, atol=1e-5)
+        assert torch.allclose(merged(input_ids=ids).logits, adapted, atol=1e-5 if exact else 2e-2)
     assert orjson.loads((merged_dir / "tui_ft_export.json").read_bytes())["source"] == "adapter"
 
 

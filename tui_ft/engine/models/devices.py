@@ -80,3 +80,30 @@ def cpu_has_amx() -> bool:
         return "amx_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
+
+
+def bf16_is_native(device: str) -> bool:
+    """True when ``device`` computes bf16 in hardware, fast enough to train in it.
+
+    CUDA: compute capability 8.0 and up (``is_bf16_supported`` counts emulation as support by
+    default, and a V100 or T4 emulates it slowly). CPU: AMX tiles or AVX-512 BF16. MPS: yes.
+    """
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if kind == "cpu":
+        return cpu_has_amx() or "avx512_bf16" in _cpu_flags()
+    return kind == "mps"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()

@@ -93,7 +93,10 @@ class TrainConfig:
         Raises:
             ConfigError: A recorded value cannot be read as its field's type.
         """
-        return cls.from_dict({key: value for key, value in run_config.items() if key in cls.__dataclass_fields__})
+        values = {key: value for key, value in run_config.items() if key in cls.__dataclass_fields__}
+        # A run created before weight_dtype existed trained on fp32 weights: resume it the same way.
+        values.setdefault("weight_dtype", "float32")
+        return cls.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from tui_ft.engine.models.devices import cpu_has_amx
+from tui_ft.engine.models.devices import bf16_is_native, cpu_has_amx
 
 BF16_MIN_HIDDEN = 256  # smaller models train in fp32 under ``auto`` (AMX gains nothing there)
 FP32_ATTENTION = "tui_ft_sdpa_fp32"  # the attention function's registered name
@@ -26,14 +26,20 @@ FP32_ATTENTION = "tui_ft_sdpa_fp32"  # the attention function's registered name
 def resolve_precision(precision: str, device: str, model) -> str:
     """``bf16`` or ``fp32`` for a run's ``precision`` setting on ``device``.
 
-    ``auto`` is bf16 autocast on CUDA, and on CPUs with AMX for models with a hidden size of
-    at least ``BF16_MIN_HIDDEN``; fp32 elsewhere. ``bf16`` and ``fp32`` are taken as given.
+    ``auto`` is bf16 autocast on a CUDA GPU with native bf16 (compute capability 8.0 and up),
+    and on CPUs with AMX for models with a hidden size of at least ``BF16_MIN_HIDDEN``; fp32
+    elsewhere (with TF32 matmuls on older GPUs: a V100 or T4 emulates bf16 slowly). ``bf16``
+    and ``fp32`` are taken as given.
     """
     if precision != "auto":
         return precision
     kind = device.split(":")[0]
     if kind == "cuda":
-        return "bf16"
+        if bf16_is_native(device):
+            return "bf16"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return "fp32"
     hidden = getattr(getattr(model, "config", None), "hidden_size", 0) or 0
     return "bf16" if kind == "cpu" and hidden >= BF16_MIN_HIDDEN and cpu_has_amx() else "fp32"
 

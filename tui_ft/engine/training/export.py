@@ -54,6 +54,13 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, t
     return out_dir
 
 
+def merge_dtype(config: dict):
+    """The dtype an adapter is merged in: the base's storage during training (fp32 for runs that predate weight_dtype)."""
+    import torch
+
+    return torch.float32 if config.get("weight_dtype", "float32") == "float32" else torch.bfloat16
+
+
 def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool, trust_remote_code: bool) -> str:
     """Save merged weights into ``staging``; returns what they came from."""
     from transformers.utils import logging as hf_logging
@@ -69,7 +76,11 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
         from peft import PeftModel
 
         adapter = check_adapter(run_dir / "adapter")  # safetensors only, never adapter_model.bin
-        model = PeftModel.from_pretrained(load_base(config, trust_remote_code), adapter).merge_and_unload()
+        # Into the base as the run stored it (bf16 under weight_dtype=auto; runs from before
+        # weight_dtype existed trained on fp32), never into 4-bit weights: a qlora adapter
+        # merges into the 16-bit base, not into dequantised-then-requantised weights.
+        model = PeftModel.from_pretrained(load_base(config, trust_remote_code, dtype=merge_dtype(config)),
+                                          adapter).merge_and_unload()
         source = "adapter"
     else:
         checkpoints = list_checkpoints(run_dir)
@@ -77,10 +88,14 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
             raise RunError(f"{run_dir.name} has no weights to export yet (no adapter/, model/ or checkpoint)")
         from tui_ft.engine.training.checkpoint import load_trainable
 
-        model = build_model(config, "cpu", trust_remote_code)
+        # A qlora checkpoint's adapter goes onto the 16-bit base, like a finished qlora run's.
+        base_config = dict(config, method="lora") if config.get("method") == "qlora" else config
+        model = build_model(base_config, "cpu", trust_remote_code)
         load_trainable(model, checkpoints[-1])
         if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
+            model = model.merge_and_unload().to(merge_dtype(config))  # as the adapter branch above
+        elif len({param.dtype for param in model.parameters()}) > 1:
+            model = model.float()  # freeze under auto: bf16 frozen layers, fp32 trained ones (see save_final)
         source = f"ckpt/{checkpoints[-1].name}"
     model.config.use_cache = True
     model.save_pretrained(staging)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.models.devices import bf16_is_native
+from tui_ft.engine.runs.config import ALL_LINEAR, TrainConfig
 
 
 @dataclass
@@ -54,13 +55,17 @@ def decoder_layers(model):
     raise ValueError("cannot find the transformer layers of this model to freeze")
 
 
-def load_base(config: dict, trust_remote_code: bool = False):
-    """Load the run's base weights in fp32 (a base adapter, if any, is merged in).
+def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32, quantization=None,
+              device: str = "cpu"):
+    """Load the run's base weights (a base adapter, if any, is merged in).
 
     Args:
         config: The run's ``run.json``.
         trust_remote_code: Run the model's own code: the current command's choice, never
             ``run.json``'s (see :func:`tui_ft.engine.models.references.model_code_problem`).
+        dtype: The weights' storage type (:func:`~tui_ft.engine.training.weight_storage.load_dtype`).
+        quantization: A ``BitsAndBytesConfig`` (QLoRA); 4-bit weights are quantised while
+            loading, straight onto ``device``.
 
     Raises:
         ModelError: The model ships its own code and ``trust_remote_code`` is off.
@@ -72,11 +77,16 @@ def load_base(config: dict, trust_remote_code: bool = False):
     problem = None if trust_remote_code else model_code_problem(config)
     if problem:
         raise ModelError(problem)
+    placement = {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
     model = AutoModelForCausalLM.from_pretrained(
-        config["model_path"], dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
+        config["model_path"], dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code,
         use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
+        **placement,
     )
     if config.get("base_adapter"):
+        if quantization:
+            raise ModelError("qlora cannot start from a LoRA run: merge it first (tui-ft export --merged), "
+                             "then train on the merged model")
         from peft import PeftModel
 
         from tui_ft.engine.models import check_adapter
@@ -90,11 +100,13 @@ def apply_method(model, config: TrainConfig):
     if config.uses_lora:
         from peft import LoraConfig, get_peft_model
 
+        targets = config.lora_targets
         lora = LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
+            target_modules=ALL_LINEAR if ALL_LINEAR in targets else list(targets), task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, lora)
+        # peft makes the adapter fp32 on a 16-bit base unless asked not to; pure bf16 keeps it bf16.
+        return get_peft_model(model, lora, autocast_adapter_dtype=config.weight_dtype != "bfloat16")
     for param in model.parameters():
         param.requires_grad = True
     if config.method == "freeze":
@@ -110,17 +122,35 @@ def apply_method(model, config: TrainConfig):
     return model
 
 
-def build_model(config: dict, device: str, trust_remote_code: bool = False):
+def build_model(config: dict, device: str, trust_remote_code: bool = False, compute_device: str | None = None):
     """The base model with the run's method applied, on ``device``, ready to train.
 
-    ``trust_remote_code`` is the current command's choice (see :func:`load_base`).
+    Weights are stored as :mod:`~tui_ft.engine.training.weight_storage` says: frozen ones in
+    16 bits (4-bit NF4 for qlora), trained ones in fp32 under ``weight_dtype=auto``.
+    ``compute_device`` is where the model will run when it is built elsewhere first (FSDP
+    builds on the CPU); it decides fp16 against bf16. ``trust_remote_code`` is the current
+    command's choice (see :func:`load_base`).
     """
+    from tui_ft.engine.training import weight_storage as storage
+
     train_config = TrainConfig.from_run(config).resolved()
+    target = compute_device or device
     torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
-    model = load_base(config, trust_remote_code)
+    quantization = None
+    if train_config.method == "qlora":
+        compute = storage.half_dtype(target) if bf16_is_native(target) else torch.float32
+        quantization = storage.quantization_config(compute)
+    model = load_base(config, trust_remote_code, dtype=storage.load_dtype(train_config, target),
+                      quantization=quantization, device=device)
     model.config.use_cache = False
+    if train_config.weight_dtype != "bfloat16":
+        storage.keep_small_weights_fp32(model)
+    if train_config.gradient_checkpointing:
+        storage.enable_checkpointing(model)
     model = apply_method(model, train_config)
-    return model.to(device)
+    if train_config.weight_dtype != "bfloat16":
+        storage.trained_weights_to_fp32(model)
+    return model if quantization else model.to(device)
 
 
 def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dict | None = None) -> Path:
@@ -136,6 +166,11 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
 
     for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
         remove_tree(leftover)  # a link planted under a staging name is removed itself, never written through
+    if not uses_lora and state_dict is None and len({p.dtype for p in model.parameters()}) > 1:
+        # freeze under weight_dtype=auto: frozen layers bf16, trained ones fp32. One dtype for
+        # the whole folder (what every loader and converter expects); bf16 values are exact in fp32.
+        model = model.float()
+        model.config.dtype = torch.float32
     model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     if not uses_lora:
         model.config.use_cache = True
