@@ -7,7 +7,7 @@ import torch
 
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.training import weight_storage
-from tui_ft.engine.training.weight_storage import UpcastLinear, compute_in_fp32, load_dtype
+from tui_ft.engine.training.weight_storage import compute_in_fp32, load_dtype
 
 
 @pytest.mark.parametrize(("method", "dpo_mode", "weight_dtype", "expected"), [
