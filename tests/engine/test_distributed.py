@@ -113,6 +113,23 @@ def test_the_failed_rank_is_named_not_the_ranks_that_lost_contact_with_it():
         "rank 1 died: killed by SIGKILL")
 
 
+def test_a_rank_that_said_why_it_failed_is_named_with_its_reason():
+    oom = "out of memory: try a smaller --batch-size or a shorter --max-length (at step 3; there is no checkpoint yet)"
+    running = {"state": "running"}
+    # Rank 1 ran out of memory and exited 1; rank 0 only lost contact with it.
+    message = failure_message({0: failure(3), 1: failure(1)}, running, {1: oom})
+    assert message.startswith(f"rank 1 failed: {oom}; every rank stopped"), message
+    # Rank 0's exit was seen first (rank 1 was still exiting): rank 1's reason is still the cause.
+    assert failure_message({0: failure(3)}, running, {1: oom}).startswith("rank 1 failed: out of memory")
+    assert failure_message({0: failure(-6, signal_name="SIGABRT")}, running, {1: oom}).startswith("rank 1 failed: out")
+    # A failure every rank met at once: rank 0's message stands, whichever exit was seen first.
+    nan = "the loss became nan at step 3; there is no checkpoint yet"
+    failed = {"state": "failed", "message": nan}
+    assert failure_message({1: failure(1)}, failed, {0: nan, 1: nan}) is None
+    # Without a reason the exit code is all there is.
+    assert failure_message({1: failure(1)}, running, {}).startswith("rank 1 failed with exit code 1")
+
+
 def test_ranks_on_one_machine_meet_through_a_private_file_store_on_loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "29500")  # a torchrun around the caller is not our rendezvous
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "outer")
@@ -127,7 +144,9 @@ def test_ranks_on_one_machine_meet_through_a_private_file_store_on_loopback(tmp_
 def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_killed_rank(
         workspace, tiny_model_dir, reference, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="two", nproc=2, **COMMON), workspace)
+    # Activation checkpointing on, the reference without it: recomputation must not change a loss.
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="two", nproc=2, gradient_checkpointing=True,
+                                     **COMMON), workspace)
     launcher_pid = launch_run(run_dir)
     wait_for(lambda: read_status(run_dir)["step"] >= 3, "steps of the 2-process run")
     status = read_status(run_dir)
@@ -172,6 +191,27 @@ def test_two_processes_follow_the_one_process_curve_through_stop_resume_and_a_ki
     assert events[:3] == ["started", "checkpoint", "stopped"] and events[3:5] == ["resumed", "failed"]
 
 
+def test_out_of_memory_on_rank_1_fails_the_run_with_the_advice_instead_of_hanging(workspace, tiny_model_dir, monkeypatch):
+    from tui_ft.engine.runs.worker import read_rank_errors
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TUI_FT_TEST_FAULT", "1:3:oom")  # rank 1 alone raises torch.OutOfMemoryError at step 3
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="oom", nproc=2, **COMMON), workspace)
+    launcher_pid = launch_run(run_dir)
+    status = wait_for(lambda: (s := read_status(run_dir))["state"] in ("failed", "died", "finished") and s,
+                      "the run to end after rank 1 ran out of memory", timeout=240)
+    assert status["state"] == "failed", status
+    assert status["message"].startswith("rank 1 failed: out of memory: try a smaller --batch-size"), status
+    assert "at step 3" in status["message"] and "--method lora" in status["message"]
+    assert read_rank_errors(run_dir).keys() == {1}  # rank 0 only lost contact: it wrote no reason
+    assert status["step"] == 2  # no step after the failure
+    wait_for(lambda: not psutil.pid_exists(launcher_pid) or psutil.Process(launcher_pid).status() == psutil.STATUS_ZOMBIE,
+             "the group launcher to exit", timeout=60)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
+    log = (run_dir / "worker.log").read_text()
+    assert "rank 1 failed: out of memory" in log and "injected: CUDA out of memory on rank 1" in log
+
+
 def reference_epochs_end_with_a_single_example(run_dir: Path) -> bool:
     """True when the run trained on 17 examples (batches of 4, 4, 4, 4, 1)."""
     started = next(r for r in read_metrics(run_dir) if r.get("event") == "started")
@@ -191,8 +231,8 @@ def test_fsdp_run_resumes_from_sharded_checkpoints_and_saves_the_full_weights(
     from safetensors.torch import load_file
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="sharded", nproc=2, fsdp=True, **COMMON),
-                         workspace)
+    run_dir = create_run(TrainConfig(model=str(tiny_model_dir), name="sharded", nproc=2, fsdp=True,
+                                     gradient_checkpointing=True, **COMMON), workspace)
     launch_run(run_dir)
     wait_for(lambda: read_status(run_dir)["step"] >= 3, "steps of the FSDP run")
     stop_run(run_dir)

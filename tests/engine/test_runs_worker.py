@@ -72,3 +72,23 @@ def test_worker_outlives_its_parent_stops_with_a_checkpoint_resumes_and_reads_di
     assert [r["step"] for r in resumed] == [stopped_at]
     steps = [r["step"] for r in records if r["kind"] == "train"]
     assert steps == list(range(1, len(steps) + 1))  # one clean history across the resume
+
+
+def test_a_rank_that_fails_alone_says_why_where_the_launcher_and_status_json_see_it(tmp_path):
+    from tui_ft.engine.files import write_json_atomic
+    from tui_ft.engine.runs.worker import read_rank_errors, report_failure
+    from tui_ft.engine.training.distributed import Group
+
+    write_json_atomic(tmp_path / "status.json", {"state": "running", "step": 2})
+    # A failure every rank meets at once (a non-finite loss) is rank 0's to report.
+    assert report_failure(tmp_path, Group(1, 2), "the loss became nan at step 3", every_rank=True) == 1
+    assert read_status(tmp_path)["state"] == "running"
+    assert read_rank_errors(tmp_path) == {1: "the loss became nan at step 3"}
+    # Rank 1 alone out of memory: under torchrun nobody else would tell status.json.
+    assert report_failure(tmp_path, Group(1, 2), "out of memory: try a smaller --batch-size") == 1
+    status = read_status(tmp_path)
+    assert (status["state"], status["message"]) == ("failed", "rank 1 failed: out of memory: try a smaller --batch-size")
+    # A second rank failing later does not overwrite the first reason.
+    assert report_failure(tmp_path, Group(2, 3), "RuntimeError: boom") == 1
+    assert read_status(tmp_path)["message"].startswith("rank 1 failed: out of memory")
+    assert read_rank_errors(tmp_path) == {1: "out of memory: try a smaller --batch-size", 2: "RuntimeError: boom"}

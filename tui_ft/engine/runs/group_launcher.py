@@ -12,7 +12,8 @@ What torchrun did and this keeps: SIGTERM, SIGINT and SIGQUIT are passed to ever
 stops at the next step with a checkpoint), ranks still running after
 ``$TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds (default 30) are killed; SIGHUP is ignored; when a
 rank fails, the others are stopped and ``status.json`` names the rank that failed first, with
-its exit code or signal. ``OMP_NUM_THREADS`` defaults to 1, as under torchrun.
+the reason it wrote (``rank-N.error.json``), else its exit code or signal. ``OMP_NUM_THREADS``
+defaults to 1, as under torchrun.
 
 :func:`tui_ft.engine.runs.lifecycle.launch_run` starts it detached, in its own session, with output to
 ``worker.log``; the ranks write there too.
@@ -84,24 +85,39 @@ def rank_env(rank: int, world: int, store: Path, interface: str) -> dict[str, st
     return env
 
 
-def failure_message(failures: dict, status: dict) -> str | None:
+def failure_message(failures: dict, status: dict, errors: dict[int, str] | None = None) -> str | None:
     """What ``status.json`` should say after ranks failed; ``None``: keep rank 0's message.
 
     Args:
         failures: rank -> failure with ``exitcode``, ``timestamp`` (whole seconds) and
             ``signal_name()`` (:class:`RankFailure`, or torchrun's own failures).
         status: The run's status as rank 0 left it.
+        errors: rank -> why it failed, from the ranks' ``rank-N.error.json`` files
+            (:func:`tui_ft.engine.runs.worker.read_rank_errors`).
 
     The cause is the first failure observed; within the same second a rank that failed on its
-    own wins over ranks that only lost contact with it. Rank 0's own message stands when rank 0
-    is the cause and already explained itself.
+    own wins over ranks that only lost contact with it, and one that said why over one that did
+    not. A rank that wrote why it failed is the cause even when only its peers' exits were seen
+    (it may still be exiting when they notice it is gone). Rank 0's own message stands when
+    rank 0 is the cause and already explained itself.
     """
+    errors = errors or {}
+
     def symptom(failure) -> bool:
         return failure.exitcode == PEER_LOST_EXIT or (failure.exitcode < 0 and failure.signal_name() in SYMPTOM_SIGNALS)
 
-    rank, failure = min(failures.items(), key=lambda item: (item[1].timestamp, symptom(item[1]), item[0]))
-    if rank == 0 and failure.exitcode > 0 and not symptom(failure) and status.get("state") == RunState.FAILED:
-        return None
+    rank, failure = min(failures.items(),
+                        key=lambda item: (item[1].timestamp, symptom(item[1]), item[0] not in errors, item[0]))
+    if symptom(failure) and set(errors) - {rank}:
+        rank = min(set(errors) - {rank})
+        failure = RankFailure(1, failure.timestamp)
+    if status.get("state") == RunState.FAILED and not symptom(failure) and (
+            rank == 0 and failure.exitcode > 0 or (0 in errors and errors.get(rank) == errors[0])):
+        return None  # rank 0 explained it (a failure every rank met at once reads the same on each)
+    if rank in errors and not symptom(failure):
+        reason = errors[rank]
+        details = "" if "worker.log" in reason else " (details in worker.log)"
+        return f"rank {rank} failed: {reason}; every rank stopped{details}"
     if failure.exitcode < 0:
         what = f"died: killed by {failure.signal_name()}"
     else:
@@ -164,7 +180,7 @@ class Group:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tui_ft.engine.runs.worker import fail, parse_args
+    from tui_ft.engine.runs.worker import fail, parse_args, read_rank_errors
 
     parsed = parse_args(sys.argv[1:] if argv is None else argv, "tui_ft.engine.runs.group_launcher")
     if parsed is None:
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if outcome == "failed":
             group.stop()  # the others first, as torchrun did: their last words must not overwrite ours
-            message = failure_message(failures, read_json(run_dir / STATUS_FILE))
+            message = failure_message(failures, read_json(run_dir / STATUS_FILE), read_rank_errors(run_dir))
             if message:
                 fail(run_dir, message)
             return 1

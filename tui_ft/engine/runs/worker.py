@@ -13,6 +13,13 @@ With several processes (``nproc`` > 1: :mod:`tui_ft.engine.runs.group_launcher` 
 or torchrun across servers) every process runs this module; each joins the process group and
 logs one line (rank, world size, device, backend); only rank 0 writes the run's files, and its
 ``pid`` is its parent's (the launcher's), the parent of every rank.
+
+A rank that fails on its own (out of memory on one GPU, a crash) must not leave the others
+waiting in a collective until NCCL's watchdog fires: it writes its reason to
+``rank-N.error.json`` in the run folder (and to ``status.json`` when nobody has yet), then
+exits non-zero at once, without the graceful teardown that could wait on its peers. torchrun
+or the group launcher then stops the other ranks, and the launcher names the failed rank and
+its reason in ``status.json``.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import time
 import traceback
 from pathlib import Path
 
-from tui_ft.engine.files import read_json
+from tui_ft.engine.files import read_json, write_json_atomic
 from tui_ft.engine.processes import TRUST_FLAG, start_time
 from tui_ft.engine.runs.folder import METRICS_FILE, STATUS_FILE, MetricsWriter, read_run_config, update_status
 from tui_ft.engine.runs.state import RunState
 
 # Exit status of a rank that failed because another one went away (a symptom, not the cause).
 PEER_LOST_EXIT = 3
+RANK_ERROR_SUFFIX = ".error.json"  # rank-N.error.json: why rank N failed, for whoever reports the run's ending
 
 
 class StopFlag:
@@ -78,31 +86,66 @@ def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None, trust_re
 
     group = group or Group()
     run_dir = Path(run_dir).resolve()
+    if group.active:
+        rank_error_path(run_dir, group.rank).unlink(missing_ok=True)  # an earlier attempt's reason is not this one's
     if group.is_main:
         mark_running(run_dir, os.getppid() if group.active else None)
     try:
         state = train_run(run_dir, stop or StopFlag(), group, trust_remote_code)
     except (TrainingFailed, ModelError) as error:
-        # Every rank sees the same reduced loss and raises together: rank 0 reports for all.
-        if group.is_main:
-            fail(run_dir, str(error))
-        return 1 if group.is_main else 0
+        if error.__cause__ is not None:  # what torch said (which device, how many bytes) is worth keeping
+            print(f"caused by {type(error.__cause__).__name__}: {error.__cause__}", flush=True)
+        return report_failure(run_dir, group, str(error), every_rank=getattr(error, "every_rank", False))
     except Exception as error:  # noqa: BLE001 - any crash must end as a readable `failed`
         traceback.print_exc()
         if group.active and peer_lost(error):
             message = f"rank {group.rank} lost contact with another rank: {str(error).splitlines()[0][:200]}"
             print(message, flush=True)
-            if group.is_main:
+            if group.is_main and not read_rank_errors(run_dir):
                 # Not `failed` yet: the group launcher names the rank that went away (it may be
                 # that one's own failure that is worth reading); a bare torchrun's exit reads `died`.
+                # A rank that wrote why it failed has already told status.json: that reason stands.
                 update_status(run_dir, message=f"{message} (details in worker.log)")
             return PEER_LOST_EXIT
-        if group.is_main:
-            fail(run_dir, f"{type(error).__name__}: {error} (details in worker.log)")
-        return 1
+        return report_failure(run_dir, group, f"{type(error).__name__}: {error} (details in worker.log)")
     if group.is_main:
         print(f"{state} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     return 0
+
+
+def report_failure(run_dir: Path, group, message: str, every_rank: bool = False) -> int:
+    """Tell why this rank failed; returns its exit status (1).
+
+    Rank 0 marks the run ``failed``. Another rank writes ``rank-N.error.json`` (the group
+    launcher reads it) and, unless the run already reads ``failed``, marks it ``failed`` itself
+    with its rank named: under torchrun nobody else would, since rank 0 may be waiting for it in
+    a collective. A failure that every rank meets at once (``every_rank``: a non-finite loss,
+    which every rank computes from the same reduced values) is reported by rank 0 alone.
+    """
+    if group.active:
+        print(f"rank {group.rank} failed: {message}", flush=True)
+        write_json_atomic(rank_error_path(run_dir, group.rank), {"rank": group.rank, "message": message, "time": time.time()})
+    if group.is_main:
+        fail(run_dir, message)
+    elif not every_rank and read_json(run_dir / STATUS_FILE).get("state") != RunState.FAILED:
+        fail(run_dir, f"rank {group.rank} failed: {message}")
+    return 1
+
+
+def rank_error_path(run_dir: Path, rank: int) -> Path:
+    """Where rank ``rank`` writes why it failed."""
+    return Path(run_dir) / f"rank-{int(rank)}{RANK_ERROR_SUFFIX}"
+
+
+def read_rank_errors(run_dir: Path) -> dict[int, str]:
+    """Why each rank that failed in this attempt failed: ``{rank: message}`` (no torch needed)."""
+    errors = {}
+    for path in Path(run_dir).glob(f"rank-*{RANK_ERROR_SUFFIX}"):
+        record = read_json(path)
+        rank, message = record.get("rank"), record.get("message")
+        if isinstance(rank, int) and isinstance(message, str) and path.name == rank_error_path(run_dir, rank).name:
+            errors[rank] = message
+    return errors
 
 
 def peer_lost(error: BaseException) -> bool:
@@ -182,10 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     group = join_group(read_run_config(run_dir).get("device", "auto"))
     print(f"worker pid {os.getpid()}: {group.describe()}, for {run_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
           flush=True)
+    code = 1
     try:
-        return run_worker(run_dir, stop, group, trust)
+        code = run_worker(run_dir, stop, group, trust)
     finally:
-        leave_group(group)
+        if code == 0:
+            leave_group(group)
+        else:
+            # Leave at once: destroying the group could wait on a collective the peers never
+            # finish (NCCL), while this process's exit is what makes torchrun or the group
+            # launcher stop the other ranks. The OS frees the GPU memory and the sockets.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

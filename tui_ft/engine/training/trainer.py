@@ -36,7 +36,16 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TrainingFailed(Exception):
-    """The run cannot go on (non-finite loss, out of memory); the message is for the user."""
+    """The run cannot go on (non-finite loss, out of memory); the message is for the user.
+
+    Attributes:
+        every_rank: Every process of a group meets this failure at the same step (it follows
+            from values they share, like the reduced loss), so rank 0 alone reports it.
+    """
+
+    def __init__(self, message: str, every_rank: bool = False):
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 class Trainer:
@@ -89,7 +98,7 @@ class Trainer:
         if self.eval_data is not None and not self.eval_data.items:
             self.eval_data = None
         if not self.train_data.items:
-            raise TrainingFailed("no example fits: every trained token is beyond max_length")
+            raise TrainingFailed("no example fits: every trained token is beyond max_length", every_rank=True)
         self._status(message="loading the model")
         from tui_ft.engine.training.parallel_model import wrap_for_training
 
@@ -199,6 +208,7 @@ class Trainer:
         scale = self.group.world / max(1, weight)
         stats = []
         for number, indices in enumerate(micro):
+            inject_fault(self.group.rank, self.step + 1)
             with gradient_sync(self.step_model, number == len(micro) - 1):
                 output, real = self._forward(self.train_data, indices)
                 (output.loss_sum * (scale if real else 0.0)).backward()
@@ -207,11 +217,12 @@ class Trainer:
         values = self.train_data.summarize(stats)
         step = self.step + 1
         if not math.isfinite(values["loss"]):
-            raise TrainingFailed(f"the loss became {values['loss']} at step {step}; {self._last_good()}")
+            raise TrainingFailed(f"the loss became {values['loss']} at step {step}; {self._last_good()}", every_rank=True)
         clip = self.config.max_grad_norm or math.inf
         grad_norm = as_float(torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip))
         if not math.isfinite(grad_norm):
-            raise TrainingFailed(f"the gradient norm became {grad_norm} at step {step}; {self._last_good()}")
+            raise TrainingFailed(f"the gradient norm became {grad_norm} at step {step}; {self._last_good()}",
+                                 every_rank=True)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -394,6 +405,23 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
     finally:
         if trainer.metrics is not None:
             trainer.metrics.close()
+
+
+FAULT_ENV = "TUI_FT_TEST_FAULT"  # tests only: "RANK:STEP:oom" or "RANK:STEP:crash" fails that rank there
+
+
+def inject_fault(rank: int, step: int) -> None:
+    """Raise the failure ``$TUI_FT_TEST_FAULT`` asks for at this rank and step (tests of failure handling)."""
+    import os
+
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    fault_rank, fault_step, kind = wanted.split(":")
+    if (int(fault_rank), int(fault_step)) == (rank, step):
+        if kind == "oom":
+            raise torch.OutOfMemoryError(f"injected: CUDA out of memory on rank {rank} (tried to allocate 2.00 GiB)")
+        raise RuntimeError(f"injected crash on rank {rank}")
 
 
 def oom_advice(trainer: Trainer) -> str:
