@@ -61,6 +61,19 @@ def supports_lean_decoding(model) -> bool:
     )
 
 
+def exact_single(module):
+    """The module's laid-out weight when it decodes bit for bit as ``F.linear`` does, else None.
+
+    On a CPU without native bf16 (AVX-512 without AVX512_BF16 or AMX) oneDNN emulates bf16
+    with kernels that round some one-position results differently from ``F.linear``.
+    """
+    packed = packed_weight([module])
+    if packed is not None and not stacking_is_exact([module], packed):
+        forget_packed([module])
+        return None
+    return packed
+
+
 class Projection:
     """Projections of one input (q, k, v; gate, up; or a single one) on laid-out weights.
 
@@ -83,7 +96,7 @@ class Projection:
             forget_packed(modules)  # each module gets its own below
             stacked = None
         self.stacked = stacked
-        self.single = [None if self.stacked is not None else packed_weight([module]) for module in modules]
+        self.single = [None if self.stacked is not None else exact_single(module) for module in modules]
         probed = (1,) if prompt_rows == 1 else PROMPT_ROWS_PROBED
         self.prompt_ready = [
             packed is not None and prompt_is_exact(module, packed, probed)
