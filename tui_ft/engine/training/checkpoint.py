@@ -123,25 +123,58 @@ def _no_grad():
     return torch.no_grad()
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
+def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0, device=None) -> dict:
     """Restore weights, optimizer, scheduler and random generators; returns the data position.
 
     Args:
         rank: This process's rank: it restores its own random generators when the checkpoint
             has them (a run of several processes), else rank 0's.
+        device: This process's device (``cuda:1``, ``cpu``); ``None``: where the trained
+            weights are. The optimizer state is read straight onto it: ``torch.load`` would
+            otherwise put it back on the device it was saved from (rank 0's GPU) in every rank.
     """
     load_trainable(model, folder)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    load_rng(folder, rank)
+    location = _state_device(model, device)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=location, weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
+    load_rng(folder, rank, location)
     return orjson.loads((folder / STATE_FILE).read_bytes())
 
 
-def rng_state() -> dict:
-    """This process's random generators (Python, torch CPU, and CUDA when present)."""
+def _state_device(model, device) -> torch.device:
+    """The device the optimizer state belongs on: ``device`` with its index, else the trained weights'."""
+    if device is not None:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
+    trained = [p.device for p in model.parameters() if p.requires_grad]
+    return trained[0] if trained else torch.device("cpu")
+
+
+def cuda_index(device) -> int | None:
+    """The CUDA device index of ``device`` (``cuda`` alone: the current one); ``None`` for another device.
+
+    ``None`` for ``device=None`` too unless CUDA is available: then the current CUDA device.
+    """
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_available() else None
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
+def rng_state(device=None) -> dict:
+    """This process's random generators: Python's, torch's CPU one, and its own CUDA device's.
+
+    Only this process's GPU (``device``; ``None``: the current one when CUDA is available):
+    another process owns each other GPU, and a run resumed on fewer GPUs must still load it.
+    """
     rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    index = cuda_index(device)
+    if index is not None:
+        rng["cuda_device"] = torch.cuda.get_rng_state(index)
     return rng
 
 
@@ -152,16 +185,28 @@ def save_rng(folder: Path, rank_rngs: list | None = None) -> None:
         torch.save(rank_rngs, folder / RANK_RNG_FILE)
 
 
-def load_rng(folder: Path, rank: int = 0) -> None:
-    """Restore the generators saved for ``rank`` (rank 0's when there is no state for it)."""
-    rng = torch.load(folder / "rng.pt", weights_only=True)
+def load_rng(folder: Path, rank: int = 0, device=None) -> None:
+    """Restore the generators saved for ``rank`` (rank 0's when there is no state for it).
+
+    The CUDA generator goes back to this process's own device (``device``; ``None``: the
+    current one). A checkpoint from before this rule holds every visible GPU's state
+    (``cuda``, a list): this device's entry is used when there is one.
+    """
+    rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
     if rank and (folder / RANK_RNG_FILE).is_file():
-        ranks = torch.load(folder / RANK_RNG_FILE, weights_only=True)
+        ranks = torch.load(folder / RANK_RNG_FILE, map_location="cpu", weights_only=True)
         rng = ranks[rank] if rank < len(ranks) else rng
     random.setstate(_as_tuple(rng["python"]))
     torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    index = cuda_index(device)
+    if index is None:
+        return
+    own = rng.get("cuda_device")
+    if own is None and isinstance(rng.get("cuda"), (list, tuple)):
+        every = rng["cuda"]  # an older checkpoint: every GPU the saving process could see
+        own = every[index] if index < len(every) else None
+    if own is not None:
+        torch.cuda.set_rng_state(own, index)
 
 
 def _as_tuple(state):

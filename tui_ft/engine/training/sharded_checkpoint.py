@@ -44,7 +44,7 @@ def save_sharded(run_dir: Path, step_model, optimizer, scheduler, position: dict
     staging = Path(broadcast_object(str(staging) if staging else None, group))
     model_state, optimizer_state = get_state_dict(step_model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=staging)
-    rngs = gather_objects(rng_state(), group)
+    rngs = gather_objects(rng_state(group.device), group)
     if group.is_main:
         publish(staging, target, scheduler, rngs, position, keep)
     barrier(group)
@@ -60,6 +60,6 @@ def load_sharded(folder: Path, step_model, optimizer, scheduler, group: Group) -
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=folder)
     set_state_dict(step_model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    load_rng(folder, group.rank)
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
+    load_rng(folder, group.rank, group.device)
     return orjson.loads((folder / STATE_FILE).read_bytes())

@@ -298,8 +298,9 @@ class Trainer:
             path = save_sharded(self.run_dir, self.step_model, self.optimizer, self.scheduler, position, keep, self.group)
         else:
             # DDP keeps identical weights and optimizer state on every rank: rank 0 writes them,
-            # with every rank's random generators (each rank draws its own dropout masks).
-            rngs = gather_objects(rng_state(), self.group) if self.group.active else None
+            # with every rank's random generators (each rank draws its own dropout masks; each
+            # rank's CUDA generator is its own GPU's).
+            rngs = gather_objects(rng_state(self.device), self.group)
             path = Path(self.run_dir) / "ckpt" / f"step-{self.step}"
             if self.group.is_main:
                 path = save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler, position, keep, rngs)
@@ -312,7 +313,7 @@ class Trainer:
 
         if is_sharded_checkpoint(folder):
             return load_sharded(folder, self.step_model, self.optimizer, self.scheduler, self.group)
-        return load_checkpoint(folder, self.model, self.optimizer, self.scheduler, rank=self.group.rank)
+        return load_checkpoint(folder, self.model, self.optimizer, self.scheduler, rank=self.group.rank, device=self.device)
 
     def _save_final(self) -> None:
         """Write ``adapter/`` or ``model/`` from rank 0 (FSDP gathers the full weights first)."""
