@@ -89,3 +89,17 @@ def test_small_weights_stay_fp32_and_embeddings_hand_on_fp32(tiny_model_dir):
     assert all(dtype == torch.float32 for name, dtype in dtypes.items() if "norm" in name)
     assert dtypes["model.embed_tokens.weight"] == torch.bfloat16
     assert model.get_input_embeddings()(torch.tensor([[1, 2]])).dtype == torch.float32
+
+
+def test_qlora_without_bitsandbytes_is_one_line_and_creates_nothing(workspace, tiny_model_dir, monkeypatch, capsys):
+    import importlib.util
+
+    from tui_ft.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    code = main(["--home", str(workspace), "train", "--model", str(tiny_model_dir), "--method", "qlora",
+                 "--dataset", "datasets/seed_instructions.jsonl", "--name", "q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "pip install 'tui_ft[gpu]'" in err[0], err
+    assert not (workspace / "checkpoints" / "q").exists()

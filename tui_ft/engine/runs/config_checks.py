@@ -93,7 +93,23 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.dpo_mode in DPO_MODES, "dpo_mode", "must be lora or full")
     need(config.weight_dtype in WEIGHT_DTYPES, "weight_dtype", f"must be one of {', '.join(WEIGHT_DTYPES)}")
     errors += _check_device(config.device)
+    errors += _check_quantization(config)
     return errors
+
+
+def _check_quantization(config: TrainConfig) -> Errors:
+    """QLoRA's 4-bit layers come from bitsandbytes (the ``gpu`` extra), on CUDA or the CPU."""
+    if config.method != "qlora":
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:  # found, not imported: importing it loads torch
+        return [("method", "qlora needs bitsandbytes: pip install 'tui_ft[gpu]' (or pip install bitsandbytes)")]
+    if config.device.split(":")[0] == "mps":
+        return [("method", "qlora's 4-bit layers (bitsandbytes) do not run on MPS: use lora")]
+    if config.weight_dtype == "float32":
+        return [("weight_dtype", "qlora stores the base in 4 bits: leave weight_dtype at auto")]
+    return []
 
 
 def _check_processes(config: TrainConfig) -> Errors:

@@ -43,7 +43,14 @@ def autocast_for(device: str, precision: str):
 
 def count_params(model) -> ParamCounts:
     params = list(model.parameters())  # parameters() yields a tied weight once
-    return ParamCounts(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+    return ParamCounts(sum(_numel(p) for p in params), sum(_numel(p) for p in params if p.requires_grad))
+
+
+def _numel(param) -> int:
+    """Weights a parameter holds: a 4-bit parameter packs two in a byte (its ``quant_state`` knows the shape)."""
+    state = getattr(param, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
 
 
 def decoder_layers(model):
