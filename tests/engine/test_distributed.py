@@ -260,6 +260,77 @@ def _torchrun_gone(run_dir: Path) -> bool:
     return not pid or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_collectives_wait_an_hour_for_the_slowest_rank_unless_told_otherwise(monkeypatch):
+    import datetime
+
+    import torch.distributed as dist
+
+    from tui_ft.engine.training.distributed import collective_timeout, join_group
+
+    assert collective_timeout() == datetime.timedelta(minutes=60)
+    monkeypatch.setenv("TUI_FT_COLLECTIVE_TIMEOUT_MIN", "90")
+    assert collective_timeout() == datetime.timedelta(minutes=90)
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv("TUI_FT_COLLECTIVE_TIMEOUT_MIN", bad)
+        assert collective_timeout() == datetime.timedelta(minutes=60)
+    monkeypatch.setenv("TUI_FT_COLLECTIVE_TIMEOUT_MIN", "7.5")
+    calls = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kwargs: calls.append((backend, kwargs)))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv("TUI_FT_INIT_METHOD", raising=False)
+    assert join_group("cpu") == Group(1, 2, 1, "cpu", "gloo")  # torchrun's env:// rendezvous
+    monkeypatch.setenv("TUI_FT_INIT_METHOD", "file:///nowhere/store")
+    join_group("cpu")  # the group launcher's file store
+    assert [kwargs["timeout"] for _, kwargs in calls] == [datetime.timedelta(minutes=7.5)] * 2
+    assert calls[1][1]["init_method"] == "file:///nowhere/store"
+
+
+def test_a_process_on_gpu_n_makes_it_its_current_device(monkeypatch):
+    import torch
+
+    from tui_ft.engine.training.distributed import claim_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for device in ("cuda:3", "cuda", "cpu", "cuda:0"):
+        claim_device(device)
+    assert chosen == [3, 0]  # `cuda` alone keeps the current device
+
+
+def test_dpo_ranks_share_the_reference_pass_and_get_one_process_values(workspace, tiny_model_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    dpo = dict(dataset="datasets/dpo_concise.jsonl", method="dpo", max_steps=2, batch_size=4, eval_split=0.2,
+               save_every=0, seed=3, lr=5e-4, lora_dropout=0.0)  # no dropout: the ranks draw other masks
+    one = create_run(TrainConfig(model=str(tiny_model_dir), name="dpo-one", **dpo), workspace)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train_run(one) == "finished"
+    finally:
+        torch.set_num_threads(threads)
+    two = create_run(TrainConfig(model=str(tiny_model_dir), name="dpo-two", nproc=2, **dpo), workspace)
+    launch_run(two)
+    status = wait_for(lambda: (s := read_status(two))["state"] in ("finished", "failed", "died") and s, "the DPO run")
+    assert status["state"] == "finished", status
+    mine, theirs = load_file(two / "reference_logps.safetensors"), load_file(one / "reference_logps.safetensors")
+    assert set(mine) == set(theirs) == {"train", "eval"}
+    for name in theirs:
+        assert mine[name].shape == theirs[name].shape and bool((theirs[name] < 0).all())
+        assert torch.allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-4), name
+    shares = re.findall(r"rank (\d): reference log-probabilities of (\d+) of (\d+) pairs", (two / "worker.log").read_text())
+    for name, pairs in (("train", len(theirs["train"])), ("eval", len(theirs["eval"]))):
+        counts = {int(rank): int(count) for rank, count, total in shares if int(total) == pairs}
+        assert set(counts) == {0, 1} and sum(counts.values()) == pairs and min(counts.values()) > 0, (name, shares)
+    losses = [r["loss"] for r in train_records(two)]
+    assert losses == pytest.approx([r["loss"] for r in train_records(one)], rel=1e-4)
+
+
 def test_create_only_makes_a_run_for_torchrun_without_starting_it(workspace, tiny_model_dir, capsys):
     from tui_ft.cli import main
 

@@ -5,7 +5,8 @@ servers torchrun does; either sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, 
 :func:`join_group` turns those into a process group (nccl on CUDA, gloo on CPU). On one machine
 the ranks meet through a file store in a private folder (``$TUI_FT_INIT_METHOD``,
 ``file://...``) and gloo and NCCL talk over loopback only: nothing listens where another host
-could reach it. Across servers they meet at torchrun's rendezvous (``env://``).
+could reach it. Across servers they meet at torchrun's rendezvous (``env://``). A collective
+waits for the slowest rank at most ``$TUI_FT_COLLECTIVE_TIMEOUT_MIN`` minutes (default 60).
 
 The rules that keep a run's meaning independent of the process count:
 
@@ -53,6 +54,21 @@ class Group:
 
 
 INIT_METHOD_ENV = "TUI_FT_INIT_METHOD"  # set by the group launcher: file://<private folder>/store
+# How long a collective may wait for the slowest rank before the run fails. NCCL's default (10
+# minutes) is shorter than rank 0 may work alone: writing a 70B checkpoint or the final weights.
+TIMEOUT_ENV = "TUI_FT_COLLECTIVE_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 60.0
+
+
+def collective_timeout():
+    """``$TUI_FT_COLLECTIVE_TIMEOUT_MIN`` minutes (default 60) as a ``timedelta``."""
+    from datetime import timedelta
+
+    try:
+        minutes = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_MIN))
+    except ValueError:
+        minutes = DEFAULT_TIMEOUT_MIN
+    return timedelta(minutes=minutes if minutes > 0 else DEFAULT_TIMEOUT_MIN)
 
 
 def launched_as_rank() -> bool:
@@ -86,11 +102,25 @@ def join_group(requested_device: str) -> Group:
     else:
         device, backend = "cpu", "gloo"
     init_method = os.environ.get(INIT_METHOD_ENV)
+    timeout = collective_timeout()
     if init_method:
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
     else:
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timeout)
     return Group(rank, world, local_rank, device, backend)
+
+
+def claim_device(device: str) -> None:
+    """Make GPU N the current CUDA device of a process that trains on ``cuda:N``.
+
+    Without it, whatever uses the current device (``torch.cuda.synchronize()``, caching
+    allocator statistics, kernels of libraries that do not take a device) works on GPU 0 and
+    opens a second CUDA context there.
+    """
+    if device.startswith("cuda"):
+        index = torch.device(device).index
+        if index is not None:
+            torch.cuda.set_device(index)
 
 
 def leave_group(group: Group) -> None:
@@ -165,6 +195,17 @@ def broadcast_object(value, group: Group):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_objects(value, group: Group) -> list:
+    """Every process's ``value`` on every process (in rank order)."""
+    if not group.active:
+        return [value]
+    import torch.distributed as dist
+
+    found = [None] * group.world
+    dist.all_gather_object(found, value)
+    return found
 
 
 def gather_objects(value, group: Group) -> list | None:

@@ -113,46 +113,71 @@ class DPOObjective:
                 "rewards_rejected": rejected, "rewards_margin": chosen - rejected,
                 "rewards_accuracy": sum(s["correct"] for s in stats) / pairs}
 
-    def prepare(self, model, run_dir: Path, device, autocast, eval_data=None) -> None:
+    def prepare(self, model, run_dir: Path, device, autocast, eval_data=None, group=None) -> None:
         """Load or compute the reference log-probabilities of every pair (training and held out).
 
         Called before a checkpoint is loaded, so the model still holds its initial weights.
+        With several processes (``group``) every process calls it: rank 0 decides whether its
+        cache is valid (on several servers only its run folder has one) and sends it to all;
+        else each process computes its share of the batches and all of them gather every
+        share, since a rank's slice of a global batch may hold any pair. Rank 0 writes the cache.
         """
         from safetensors.torch import load_file, save
 
         from tui_ft.engine.files import write_bytes_atomic
+        from tui_ft.engine.runs import list_checkpoints
+        from tui_ft.engine.training.distributed import Group, broadcast_object
 
+        group = group or Group()
         path = Path(run_dir) / REFERENCE_FILE
         sets = {"train": self} | ({"eval": eval_data} if eval_data is not None else {})
-        if path.is_file():
-            cached = load_file(path)
-            if all(name in cached and len(cached[name]) == len(data.items) for name, data in sets.items()):
-                for name, data in sets.items():
-                    data.reference = cached[name]
-                return
-        from tui_ft.engine.runs import list_checkpoints
-
-        if list_checkpoints(run_dir) and not hasattr(model, "disable_adapter"):
+        cached, lost = None, False
+        if group.is_main:
+            if path.is_file():
+                found = load_file(path)
+                if all(name in found and len(found[name]) == len(data.items) for name, data in sets.items()):
+                    cached = {name: found[name] for name in sets}
             # Full DPO past step 0: the initial weights are gone, and so is the reference.
+            lost = cached is None and bool(list_checkpoints(run_dir)) and not hasattr(model, "disable_adapter")
+        cached, lost = broadcast_object((cached, lost), group)
+        if lost:
             raise RuntimeError(f"{REFERENCE_FILE} is missing; full DPO cannot rebuild its reference after training started")
+        if cached is not None:
+            for name, data in sets.items():
+                data.reference = cached[name]
+            return
         for data in sets.values():
-            data.reference = reference_logps(model, data, device, autocast)
-        # Through a temporary file created exclusively: a link planted in the run folder is never written through.
-        write_bytes_atomic(path, save({name: data.reference.contiguous() for name, data in sets.items()}))
+            data.reference = reference_logps(model, data, device, autocast, group)
+        if group.is_main:
+            # Through a temporary file created exclusively: a link planted in the run folder is never written through.
+            write_bytes_atomic(path, save({name: data.reference.contiguous() for name, data in sets.items()}))
 
 
-def reference_logps(model, data: DPOObjective, device, autocast):
-    """The reference model's log-probabilities of every pair, as a ``(pairs, 2)`` CPU tensor."""
+def reference_logps(model, data: DPOObjective, device, autocast, group=None):
+    """The reference model's log-probabilities of every pair, as a ``(pairs, 2)`` CPU tensor.
+
+    With several processes (``group``) each computes every ``world``-th batch and the shares
+    are gathered: the batches are the ones one process would run, so the values are too.
+    """
+    from tui_ft.engine.training.distributed import Group, all_gather_objects
+
+    group = group or Group()
     values = torch.zeros(len(data.items), 2, dtype=torch.float32)
+    batches = data.eval_batches(8)[group.rank :: group.world]
     adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     with torch.no_grad(), adapter_off:
-        for indices in data.eval_batches(8):
+        for indices in batches:
             batch = data.collate(indices, device)
             with autocast():
                 logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
             chosen, rejected = logps.cpu().chunk(2)
             values[indices, 0], values[indices, 1] = chosen, rejected
     model.train(was_training)
+    if group.active:
+        mine = sorted(i for indices in batches for i in indices)
+        print(f"rank {group.rank}: reference log-probabilities of {len(mine)} of {len(data.items)} pairs", flush=True)
+        for indices, share in all_gather_objects((mine, values[mine]), group):
+            values[indices] = share
     return values

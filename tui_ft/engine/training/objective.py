@@ -48,8 +48,12 @@ class Objective(Protocol):
     def lengths(self) -> list[int]:
         """Each item's length in tokens (what batching groups by)."""
 
-    def prepare(self, model, run_dir: Path, device, autocast, eval_data: Objective | None = None) -> None:
-        """Get ready to train ``model`` (DPO computes its reference log-probabilities here)."""
+    def prepare(self, model, run_dir: Path, device, autocast, eval_data: Objective | None = None, group=None) -> None:
+        """Get ready to train ``model`` (DPO computes its reference log-probabilities here).
+
+        With several processes every one calls it (``group``: this process's
+        :class:`~tui_ft.engine.training.distributed.Group`), so it may use collectives.
+        """
 
     def eval_batches(self, batch_size: int) -> list[list[int]]:
         """Every item once, in batches of ``batch_size`` at most."""

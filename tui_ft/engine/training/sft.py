@@ -37,7 +37,7 @@ class SFTObjective:
     def lengths(self) -> list[int]:
         return [len(item.input_ids) for item in self.items]
 
-    def prepare(self, model, run_dir, device, autocast, eval_data=None) -> None:
+    def prepare(self, model, run_dir, device, autocast, eval_data=None, group=None) -> None:
         """Pack training batches when the model allows (DPO caches reference log-probabilities here).
 
         Evaluation batches stay padded: sorted by length, they hold little padding.

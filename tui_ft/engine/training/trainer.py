@@ -25,7 +25,7 @@ from tui_ft.engine.runs.folder import METRICS_FILE, MetricsWriter, read_run_conf
 from tui_ft.engine.runs.state import RunState
 from tui_ft.engine.training.batching import epoch_batches, steps_per_epoch
 from tui_ft.engine.training.checkpoint import load_checkpoint, remove_staging, rng_state, save_checkpoint
-from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, gather_objects, reduce_stats, shard
+from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, claim_device, gather_objects, reduce_stats, shard
 from tui_ft.engine.training.methods import autocast_for, build_model, count_params, save_final
 from tui_ft.engine.training.objective import Objective, StepOutput
 
@@ -90,6 +90,7 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.device = self.group.device or pick_device(config.device)
+        claim_device(self.device)
         self.precision = config.precision  # resolved to bf16 or fp32 once the model is loaded
         self.autocast = lambda: autocast_for(self.device, self.precision)
         self._status(message="loading the data")
@@ -117,11 +118,8 @@ class Trainer:
             print(self.counts.describe(), flush=True)
         self.steps_per_epoch = steps_per_epoch(len(self.train_data.items), config.batch_size, config.grad_accum)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-        if not self.group.is_main:
-            barrier(self.group)  # rank 0 prepares first (DPO caches its reference); the others read its cache
-        self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data)
-        if self.group.is_main:
-            barrier(self.group)
+        # Every rank prepares, together: DPO shares its reference pass out among them.
+        self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data, group=self.group)
         self.step_model = wrap_for_training(self.model, self.group, sharded)
         if self.group.active:
             # The weights are initialised (the same on every rank); from here each rank draws its
@@ -228,7 +226,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         self.step = step
         elapsed = time.perf_counter() - started
         tokens = sum(s["tokens"] for s in stats)
