@@ -19,14 +19,17 @@ from textual.widgets import Button, Input, Label, Select, Static
 from tui_ft.engine.runs.config import ConfigError, TrainConfig, method_defaults
 from tui_ft.safe_text import plain
 
-METHOD_CHOICES = (("LoRA adapter", "lora"), ("full fine-tuning", "full"), ("freeze the first N layers", "freeze"),
-                  ("DPO on preference pairs", "dpo"))
+METHOD_CHOICES = (("LoRA adapter", "lora"), ("QLoRA: LoRA on a 4-bit base", "qlora"), ("full fine-tuning", "full"),
+                  ("freeze the first N layers", "freeze"), ("DPO on preference pairs", "dpo"))
 TEMPLATE_CHOICES = (("the model's default", ""), ("chat (the tokenizer's template)", "chat"),
                     ("alpaca (### Instruction / ### Response)", "alpaca"))
 DEVICE_CHOICES = (("auto (cuda, mps, else cpu)", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("mps", "mps"))
 DPO_MODE_CHOICES = (("LoRA adapter", "lora"), ("full model", "full"))
+WEIGHT_DTYPE_CHOICES = (("auto: frozen weights bf16, trained ones fp32", "auto"), ("float32: every weight", "float32"),
+                        ("bfloat16: every weight (pure bf16)", "bfloat16"))
+CHECKPOINTING_CHOICES = (("off", "false"), ("on: less memory, about a third slower", "true"))
 OPTIONAL = {"max_steps", "freeze_layers", "lr", "name"}  # empty means None: the engine's default
-DEFAULT_KEYS = ("lr", "epochs", "beta")  # fields method_defaults() fills
+DEFAULT_KEYS = ("lr", "epochs", "beta", "lora_targets")  # fields method_defaults() fills
 
 
 @dataclass(frozen=True)
@@ -45,35 +48,41 @@ class Field:
     lora_only: bool = False
 
 
+LORA_METHODS = ("lora", "qlora", "dpo")
 FIELDS = (
     Field("freeze_layers", "Freeze layers", "half of the model's layers", ("freeze",)),
     Field("dpo_mode", "DPO trains", methods=("dpo",)),
     Field("beta", "DPO beta", "0.1", ("dpo",)),
-    Field("lora_rank", "LoRA rank", "8", ("lora", "dpo"), lora_only=True),
-    Field("lora_alpha", "LoRA alpha", "16", ("lora", "dpo"), lora_only=True),
-    Field("lora_dropout", "LoRA dropout", "0.05", ("lora", "dpo"), lora_only=True),
-    Field("lora_targets", "LoRA targets", "q_proj,k_proj,v_proj,o_proj", ("lora", "dpo"), lora_only=True),
+    Field("lora_rank", "LoRA rank", "8", LORA_METHODS, lora_only=True),
+    Field("lora_alpha", "LoRA alpha", "16", LORA_METHODS, lora_only=True),
+    Field("lora_dropout", "LoRA dropout", "0.05", LORA_METHODS, lora_only=True),
+    Field("lora_targets", "LoRA targets", "module names, or all-linear", LORA_METHODS, lora_only=True),
     Field("epochs", "Epochs", "3"),
     Field("max_steps", "Max steps", "none: run every epoch"),
     Field("lr", "Learning rate", "the method's default"),
     Field("batch_size", "Batch size", "8"),
     Field("grad_accum", "Grad accumulation", "1"),
     Field("max_length", "Max length", "512 tokens"),
+    Field("gradient_checkpointing", "Recompute layers"),
     Field("eval_every", "Eval every", "0: about five evaluations"),
     Field("save_every", "Save every", "0: only when stopped"),
     Field("seed", "Seed", "42"),
     Field("template", "Template"),
     Field("device", "Device"),
+    Field("weight_dtype", "Weights"),
     Field("nproc", "Processes", "1; N: torchrun, one per GPU (batch size stays global)"),
     Field("name", "Run name", "automatic: method-dataset-time"),
 )
-SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES}
+SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES,
+           "weight_dtype": WEIGHT_DTYPE_CHOICES, "gradient_checkpointing": CHECKPOINTING_CHOICES}
 
 
 def format_value(value) -> str:
     """A config value as the form shows it (lists comma-separated, ``None`` empty)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as --set takes them, and the on/off lists hold them
     if isinstance(value, list):
         return ",".join(value)
     if isinstance(value, float):
