@@ -331,6 +331,66 @@ def test_dpo_ranks_share_the_reference_pass_and_get_one_process_values(workspace
     assert losses == pytest.approx([r["loss"] for r in train_records(one)], rel=1e-4)
 
 
+def _fsdp_bf16_rank(rank: int, store: str, model_dir: str, found: dict) -> None:
+    """One rank: the tiny model sharded as a bf16 run shards it, one forward and backward."""
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+
+    from tui_ft.engine.training.parallel_model import wrap_for_training
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        seen = []
+        layer = model.model.layers[0].self_attn.q_proj
+        layer.register_forward_pre_hook(lambda module, args: seen.append((module.weight.dtype, args[0].dtype)))
+        step = wrap_for_training(model, Group(rank, 2, rank, "cpu", "gloo"), True, "bf16")
+
+        class Whole:
+            def forward(self, model, batch):
+                return model(**batch).logits.float().sum()
+
+        step(Whole(), {"input_ids": torch.tensor([[1, 2, 3, 4]])}).backward()
+        grads = {p.grad.dtype for p in model.parameters() if p.grad is not None}
+        stored = {p.dtype for p in model.parameters()}
+        found[rank] = (seen, grads, stored)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_gathers_bf16_weights_and_reduces_fp32_gradients_in_a_bf16_run(tmp_path, tiny_model_dir):
+    import torch
+    import torch.multiprocessing as mp
+
+    from tui_ft.engine.training.parallel_model import fsdp_precision, no_buffer_sync
+
+    assert fsdp_precision("fp32") == {}
+    policy = fsdp_precision("bf16")["mp_policy"]
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    with mp.Manager() as manager:
+        found = manager.dict()
+        mp.start_processes(_fsdp_bf16_rank, args=(str(tmp_path / "store"), str(tiny_model_dir), found), nprocs=2,
+                           start_method="spawn")
+        found = dict(found)
+    for rank in (0, 1):
+        seen, grads, stored = found[rank]
+        assert seen and seen[0] == (torch.bfloat16, torch.bfloat16)  # the layer computes on bf16 gathered weights
+        assert grads == stored == {torch.float32}  # sharded weights and their reduced gradients stay fp32
+
+    class OldDDP:
+        def __init__(self, module, broadcast_buffers=True):
+            pass
+
+    class NewDDP:
+        def __init__(self, module, broadcast_buffers=None, forward_sync_buffers=None):
+            pass
+
+    assert no_buffer_sync(OldDDP) == {"broadcast_buffers": False}  # torch before forward_sync_buffers
+    assert no_buffer_sync(NewDDP) == {"forward_sync_buffers": False}
+
+
 def test_create_only_makes_a_run_for_torchrun_without_starting_it(workspace, tiny_model_dir, capsys):
     from tui_ft.cli import main
 

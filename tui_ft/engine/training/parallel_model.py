@@ -27,7 +27,7 @@ class ObjectiveForward(torch.nn.Module):
         return objective.forward(self.model, batch)
 
 
-def wrap_for_training(model, group: Group, fsdp: bool) -> torch.nn.Module:
+def wrap_for_training(model, group: Group, fsdp: bool, precision: str = "fp32") -> torch.nn.Module:
     """The module the training step calls: unwrapped for one process, else DDP or FSDP.
 
     Args:
@@ -36,6 +36,8 @@ def wrap_for_training(model, group: Group, fsdp: bool) -> torch.nn.Module:
         group: The process group.
         fsdp: Shard parameters, gradients and optimizer state with ``fully_shard`` (FSDP2):
             each decoder layer is one unit, the rest (embeddings, norm, head) the root's.
+        precision: The run's compute precision (``bf16`` or ``fp32``); FSDP follows it
+            (:func:`fsdp_precision`).
     """
     step = ObjectiveForward(model)
     if not group.active:
@@ -47,14 +49,41 @@ def wrap_for_training(model, group: Group, fsdp: bool) -> torch.nn.Module:
         from tui_ft.engine.training.methods import decoder_layers
 
         mesh = init_device_mesh(group.device.split(":")[0], (group.world,))
+        policy = fsdp_precision(precision)
         for layer in decoder_layers(model):
-            fully_shard(layer, mesh=mesh)
-        fully_shard(step, mesh=mesh)
+            fully_shard(layer, mesh=mesh, **policy)
+        fully_shard(step, mesh=mesh, **policy)
         return step
     from torch.nn.parallel import DistributedDataParallel
 
-    # Buffers (rotary tables) are equal on every rank: no need to send them before each forward.
-    return DistributedDataParallel(step, forward_sync_buffers=False)
+    return DistributedDataParallel(step, **no_buffer_sync(DistributedDataParallel))
+
+
+def fsdp_precision(precision: str) -> dict:
+    """``fully_shard``'s keyword for a run computing in ``precision``: none for fp32.
+
+    In bf16 the layers gather their parameters in bf16 (half the traffic of fp32, and what
+    autocast would compute in anyway) while gradients are reduced in fp32, so a sum over many
+    ranks loses nothing; the sharded parameters and the optimizer stay fp32.
+    """
+    if precision != "bf16":
+        return {}
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+
+
+def no_buffer_sync(ddp_class) -> dict:
+    """DDP's keyword to skip sending buffers before each forward: they (rotary tables) are equal on every rank.
+
+    ``forward_sync_buffers`` where this torch has it (``broadcast_buffers`` is deprecated there),
+    else ``broadcast_buffers`` (which also skips the first sync, harmless for equal buffers).
+    """
+    import inspect
+
+    if "forward_sync_buffers" in inspect.signature(ddp_class.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def is_sharded(step_model) -> bool:

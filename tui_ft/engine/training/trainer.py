@@ -120,7 +120,7 @@ class Trainer:
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         # Every rank prepares, together: DPO shares its reference pass out among them.
         self.train_data.prepare(self.model, self.run_dir, self.device, self.autocast, self.eval_data, group=self.group)
-        self.step_model = wrap_for_training(self.model, self.group, sharded)
+        self.step_model = wrap_for_training(self.model, self.group, sharded, self.precision)
         if self.group.active:
             # The weights are initialised (the same on every rank); from here each rank draws its
             # own dropout masks, as one process would for the whole batch.
