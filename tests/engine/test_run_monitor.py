@@ -122,18 +122,65 @@ def test_worker_usage_of_a_live_and_a_gone_process():
     assert WorkerMonitor().usage(os.getpid()).rss_bytes > 0
 
 
-def test_gpu_usage_from_nvidia_smi(tmp_path):
-    # A stand-in for the driver's tool, answering the two queries the monitor makes.
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text('#!/bin/sh\ncase "$1" in\n  --query-gpu=*) echo "87, 30000, 81559" ;;\n'
-                    '  --query-compute-apps=*) echo "111, 500"; echo "4242, 12000" ;;\nesac\n')
+def fake_nvidia_smi(folder, gpus: list[str], apps: list[str]):
+    """A stand-in for the driver's tool answering the two queries the monitor makes (from files it rereads)."""
+    (folder / "gpus.csv").write_text("".join(line + "\n" for line in gpus))
+    (folder / "apps.csv").write_text("".join(line + "\n" for line in apps))
+    fake = folder / "nvidia-smi"
+    fake.write_text(f'#!/bin/sh\ncase "$1" in\n  --query-gpu=index,uuid,utilization.gpu,memory.used,memory.total) '
+                    f'cat {folder}/gpus.csv ;;\n  --query-compute-apps=pid,gpu_uuid,used_memory) cat {folder}/apps.csv ;;\n'
+                    '  *) exit 2 ;;\nesac\n')
     fake.chmod(0o755)
     monitor = WorkerMonitor()
     monitor._nvidia_smi = str(fake)
-    gpu = monitor.gpu_usage(4242)
+    return monitor
+
+
+def test_gpu_usage_counts_only_the_gpus_and_memory_of_the_runs_processes(tmp_path):
+    # Four GPUs; the run's two ranks (4242, 4243) are on GPUs 1 and 2, someone else's job on 0 and 2.
+    monitor = fake_nvidia_smi(tmp_path, [
+        "0, GPU-a, 99, 70000, 81559", "1, GPU-b, 87, 30000, 81559", "2, GPU-c, 40, 20000, 81559", "3, GPU-d, 0, 1, 81559",
+    ], ["111, GPU-a, 69000", "4242, GPU-b, 12000", "4243, GPU-c, 11000", "112, GPU-c, 8000"])
     mib = 1024 * 1024
-    assert (gpu.utilization, gpu.used_bytes, gpu.total_bytes, gpu.process_bytes) == (87.0, 30000 * mib, 81559 * mib,
-                                                                                       12000 * mib)
-    assert monitor.gpu_usage(999).process_bytes is None  # the worker holds no GPU memory
-    fake.write_text("#!/bin/sh\nexit 9\n")
+    gpu = monitor.gpu_usage({4242, 4243, 5})
+    assert (gpu.utilization, gpu.used_bytes, gpu.total_bytes, gpu.process_bytes, gpu.indices) == (
+        87.0, 50000 * mib, 2 * 81559 * mib, 23000 * mib, (1, 2))
+    gpu = monitor.gpu_usage(4243)  # one process: its GPU only
+    assert (gpu.used_bytes, gpu.process_bytes, gpu.indices) == (20000 * mib, 11000 * mib, (2,))
+    assert monitor.gpu_usage(999) is None  # the run holds no GPU memory: a CPU run, or one still loading
+    assert monitor._nvidia_smi is not None  # ... which is no reason to stop asking
+    (tmp_path / "apps.csv").write_text("4242, GPU-b, [N/A]\n")  # MIG: no per-process memory
+    gpu = monitor.gpu_usage(4242)
+    assert (gpu.indices, gpu.process_bytes) == ((1,), None)
+    (tmp_path / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
     assert monitor.gpu_usage(4242) is None and monitor._nvidia_smi is None  # failed once: not asked again
+
+
+def test_a_runs_gpu_usage_includes_its_ranks_and_never_asks_torch(tmp_path, monkeypatch):
+    # A launcher whose child (a rank) holds the GPU memory, as under torchrun or the group launcher.
+    launcher = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(child.pid, flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    rank = None
+    try:
+        rank = int(launcher.stdout.readline())
+        monitor = fake_nvidia_smi(tmp_path, ["0, GPU-a, 50, 9000, 81559", "1, GPU-b, 5, 100, 81559"],
+                                  [f"{rank}, GPU-b, 7000"])
+
+        class NoTorch:
+            def __getattr__(self, name):
+                raise AssertionError(f"the dashboard touched torch.{name}")
+
+        monkeypatch.setitem(sys.modules, "torch", NoTorch())
+        gpu = monitor.usage(launcher.pid).gpu
+        assert gpu is not None and gpu.indices == (1,) and gpu.process_bytes == 7000 * 1024 * 1024
+        monitor._nvidia_smi = None  # no driver tool: nothing, rather than a CUDA context in the dashboard
+        assert monitor.usage(launcher.pid).gpu is None
+    finally:
+        for pid in (rank, launcher.pid):
+            if pid:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        launcher.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,19 +224,29 @@ class WorkerUsage:
 
 @dataclass
 class GpuUsage:
-    """GPU use: ``process_bytes`` is the worker's own memory when the driver reports it."""
+    """The run's GPUs: those where one of its processes holds memory.
+
+    Attributes:
+        utilization: The busiest of them, percent (``None`` when the driver does not say).
+        used_bytes: Memory in use on them, by anyone.
+        total_bytes: Their memory.
+        process_bytes: What the run's own processes hold on them.
+        indices: Their indices as ``nvidia-smi`` numbers them.
+    """
 
     utilization: float | None
     used_bytes: int
     total_bytes: int
     process_bytes: int | None = None
+    indices: tuple[int, ...] = ()
 
 
 class WorkerMonitor:
-    """Samples CPU and memory of worker processes with psutil.
+    """Samples CPU and memory of worker processes with psutil, and their GPUs with ``nvidia-smi``.
 
     psutil measures CPU use between two calls on the same ``Process`` object, so the objects
-    are kept here from one poll to the next.
+    are kept here from one poll to the next. GPUs are only ever queried through the driver's
+    tool: the dashboard never opens a CUDA context (hundreds of MB on a GPU a run may need).
     """
 
     def __init__(self):
@@ -244,11 +254,15 @@ class WorkerMonitor:
         self._nvidia_smi = shutil.which("nvidia-smi")
 
     def usage(self, pid: int | None) -> WorkerUsage | None:
-        """The worker's usage, or ``None`` when ``pid`` is not running."""
+        """The worker's usage, or ``None`` when ``pid`` is not running.
+
+        Its children count too: the ranks of a group launcher or of torchrun.
+        """
         import psutil
 
         if not pid:
             return None
+        pids = {pid}
         try:
             process = self._processes.get(pid) or psutil.Process(pid)
             self._processes = {pid: process}  # one watched worker at a time: drop the others
@@ -256,6 +270,7 @@ class WorkerMonitor:
                 cpu = process.cpu_percent(None)
                 rss = process.memory_info().rss
             for child in process.children(recursive=True):
+                pids.add(child.pid)
                 try:
                     rss += child.memory_info().rss
                 except psutil.Error:
@@ -263,53 +278,65 @@ class WorkerMonitor:
         except psutil.Error:
             self._processes.pop(pid, None)
             return None
-        return WorkerUsage(cpu, rss, self.gpu_usage(pid))
+        return WorkerUsage(cpu, rss, self.gpu_usage(pids))
 
-    def gpu_usage(self, pid: int | None = None) -> GpuUsage | None:
-        """GPU use from ``nvidia-smi`` when installed, else from torch when this process already imported it."""
-        if self._nvidia_smi:
-            found = _nvidia_smi_usage(self._nvidia_smi, pid)
-            if found is not None:
-                return found
-            self._nvidia_smi = None  # it failed once: do not pay for it every second
-        return _torch_gpu_usage()
+    def gpu_usage(self, pids: int | Iterable[int] | None = None) -> GpuUsage | None:
+        """Usage of the GPUs where ``pids`` (a run's processes) hold memory, from ``nvidia-smi``.
+
+        ``None`` when they hold none (a CPU run, or one still loading), or without ``nvidia-smi``
+        (after it failed once it is not asked again: it would cost a process every second).
+        """
+        if not self._nvidia_smi:
+            return None
+        answers = _nvidia_smi_answers(self._nvidia_smi)
+        if answers is None:
+            self._nvidia_smi = None
+            return None
+        wanted = {pids} if isinstance(pids, int) else set(pids or ())
+        return _run_gpu_usage(*answers, wanted)
 
 
-def _nvidia_smi_usage(command: str, pid: int | None) -> GpuUsage | None:
+MIB = 1024 * 1024
+
+
+def _nvidia_smi_answers(command: str) -> tuple[list[list[str]], list[list[str]]] | None:
+    """The GPUs (index, uuid, utilization, used and total MiB) and the compute processes (pid, GPU
+    uuid, MiB) as ``nvidia-smi`` lists them; ``None`` when it fails or lists no GPU."""
     def query(*args: str) -> list[list[str]]:
         output = subprocess.run([command, *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
                                 timeout=3, check=True).stdout
         return [[cell.strip() for cell in line.split(",")] for line in output.splitlines() if line.strip()]
 
     try:
-        gpus = query("--query-gpu=utilization.gpu,memory.used,memory.total")
-        apps = query("--query-compute-apps=pid,used_memory")
+        gpus = query("--query-gpu=index,uuid,utilization.gpu,memory.used,memory.total")
+        apps = query("--query-compute-apps=pid,gpu_uuid,used_memory")
     except (OSError, subprocess.SubprocessError):
         return None
-    if not gpus:
-        return None
-    mib = 1024 * 1024
+    return (gpus, apps) if gpus else None
+
+
+def _run_gpu_usage(gpus: list[list[str]], apps: list[list[str]], pids: set[int]) -> GpuUsage | None:
+    """The GPUs where one of ``pids`` holds memory; ``None`` when none does or the answers do not parse."""
     try:
-        utilization = max(float(g[0]) for g in gpus)
-        used, total = sum(int(float(g[1])) for g in gpus) * mib, sum(int(float(g[2])) for g in gpus) * mib
-        own = [int(float(a[1])) * mib for a in apps if len(a) > 1 and a[0].isdigit() and int(a[0]) == pid]
+        own_apps = [(a[1], int(float(a[2])) * MIB if _is_number(a[2]) else None)  # [N/A] under MIG
+                    for a in apps if len(a) > 2 and a[0].isdigit() and int(a[0]) in pids]
+        own = {a[0] for a in own_apps}
+        held = [b for _, b in own_apps if b is not None]
+        mine = [g for g in gpus if len(g) > 4 and g[1] in own]
+        if not mine:
+            return None
+        utilizations = [float(g[2]) for g in mine if _is_number(g[2])]
+        used = sum(int(float(g[3])) for g in mine) * MIB
+        total = sum(int(float(g[4])) for g in mine) * MIB
+        indices = tuple(int(g[0]) for g in mine if g[0].isdigit())
     except (ValueError, IndexError):
         return None
-    return GpuUsage(utilization, used, total, sum(own) if own else None)
+    return GpuUsage(max(utilizations) if utilizations else None, used, total, sum(held) if held else None, indices)
 
 
-def _torch_gpu_usage() -> GpuUsage | None:
-    # Never import torch here: the dashboard must start without it. When another pane has
-    # already loaded it, CUDA's device-wide numbers are free to read.
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return None
+def _is_number(text: str) -> bool:
     try:
-        free, total = torch.cuda.mem_get_info()
-    except RuntimeError:
-        return None
-    try:
-        utilization = float(torch.cuda.utilization())
-    except Exception:  # noqa: BLE001 - needs pynvml, which may be absent
-        utilization = None
-    return GpuUsage(utilization, total - free, total)
+        float(text)
+    except ValueError:
+        return False  # "[N/A]" on GPUs that do not report it
+    return True
