@@ -123,10 +123,7 @@ def load_checkpoint_model(run_config: dict, checkpoint_dir: Path, device: str):
     """
     from tui_ft.engine.training.checkpoint import load_trainable
     from tui_ft.engine.training.methods import build_model
-    from tui_ft.engine.training.weight_storage import compute_in_fp32
-
     model = build_model(run_config, device)  # never trusts the model's own code (run.json's flag is not consent)
-    compute_in_fp32(model)  # bf16 frozen weights (weight_dtype=auto) meet fp32 inputs outside autocast
     try:
         load_trainable(model, checkpoint_dir)
     except (RuntimeError, OSError) as error:

@@ -157,6 +157,8 @@ def build_model(config: dict, device: str, trust_remote_code: bool = False, comp
     model = apply_method(model, train_config)
     if train_config.weight_dtype != "bfloat16":
         storage.trained_weights_to_fp32(model)
+    # 16-bit frozen weights meet fp32 inputs wherever the run computes in fp32 (outside autocast).
+    storage.compute_in_fp32(model)
     return model if quantization else model.to(device)
 
 

@@ -108,11 +108,8 @@ class Trainer:
         self.model = build_model(self.raw_config, "cpu" if sharded else self.device, self.trust_remote_code,
                                  compute_device=self.device)
         from tui_ft.engine.training.cpu_speed import speed_up_for_cpu
-        from tui_ft.engine.training.weight_storage import compute_in_fp32
 
         self.precision = speed_up_for_cpu(self.model, self.device, config.precision)
-        if self.precision == "fp32":
-            compute_in_fp32(self.model)  # 16-bit frozen weights upcast per layer where bf16 compute is slow
         self.counts = count_params(self.model)
         if self.group.is_main:
             print(self.counts.describe(), flush=True)
