@@ -103,3 +103,23 @@ def test_qlora_without_bitsandbytes_is_one_line_and_creates_nothing(workspace, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "pip install 'tui_ft[gpu]'" in err[0], err
     assert not (workspace / "checkpoints" / "q").exists()
+
+
+@pytest.mark.parametrize(("device", "placed"), [("cuda:1", True), ("cuda", True), ("cpu", False)])
+def test_the_base_loads_straight_onto_its_gpu(monkeypatch, tiny_model_dir, device, placed):
+    """Each rank loads its weights onto its own GPU, shard by shard: no full copy in host RAM first."""
+    import transformers
+
+    from tui_ft.engine.training.methods import load_base
+
+    seen = {}
+
+    def fake(path, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        load_base({"model_path": str(tiny_model_dir)}, dtype=torch.bfloat16, device=device)
+    assert seen["dtype"] == torch.bfloat16 and seen["use_safetensors"] is True
+    assert seen.get("device_map") == ({"": device} if placed else None)

@@ -84,7 +84,11 @@ def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32
     problem = None if trust_remote_code else model_code_problem(config)
     if problem:
         raise ModelError(problem)
-    placement = {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
+    # Straight onto a GPU, shard by shard: a full host-RAM copy per rank (7B × 8 ranks in fp32
+    # is 224 GB) is never made. 4-bit weights are quantised as they land on the device.
+    placement = {"device_map": {"": device}} if quantization or device.split(":")[0] == "cuda" else {}
+    if quantization:
+        placement["quantization_config"] = quantization
     model = AutoModelForCausalLM.from_pretrained(
         config["model_path"], dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code,
         use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
