@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from tui_ft.commands.download_bar import download_display
     from tui_ft.engine.data.readers import DatasetError
-    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.models import ModelError, showing_downloads
     from tui_ft.safe_text import clean
 
     args = build_parser().parse_args(argv)
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_dashboard(args.home)
     try:
-        return args.handler(args) or 0
+        with showing_downloads(download_display()):  # a Hub model any command fetches: a bar on stderr
+            return args.handler(args) or 0
     except DatasetError as error:
         for problem in error.problems:  # file names and contents: someone else's text (tui_ft/safe_text.py)
             print(clean(problem), file=sys.stderr)

@@ -10,7 +10,9 @@ HELP_LINE = "type a message; /reset starts a new conversation, /quit (or Ctrl+D)
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("chat", help="chat with a model or run (a REPL, or one reply to --prompt)")
-    parser.add_argument("ref", metavar="REF", help="default, a model folder, a cached model, or a run name")
+    parser.add_argument("ref", metavar="REF",
+                        help="default, a model folder, a cached model, a run name, or a Hub id org/name[@revision] "
+                             "(downloaded once)")
     parser.add_argument("--prompt", help="answer this one message on stdout and exit")
     parser.add_argument("--system", help="a system message that starts the conversation")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N")

@@ -53,7 +53,7 @@ def run_show(args) -> int:
     if args.max_length < 1:
         raise UserError(f"--max-length must be at least 1, got {args.max_length}")
     dataset = load_dataset(args.path)
-    tokenizer = load_tokenizer(resolve_model(args.model, args.home).path)
+    tokenizer = load_tokenizer(resolve_model(args.model, args.home, weights=False).path)  # a Hub model: no weights
     template = args.template or default_template(tokenizer)
     stats = dataset_stats(dataset, tokenizer, template, args.max_length)
     console = Console()

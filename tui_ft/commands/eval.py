@@ -18,7 +18,8 @@ def add_parser(commands) -> None:
         "eval", help="benchmark scores and perplexity of models and runs",
         description="Score models on benchmarks (contains / exact / choice) or measure perplexity on a dataset.",
     )
-    parser.add_argument("refs", nargs="+", metavar="REF", help="model: default, a model folder, a cached model or a run name")
+    parser.add_argument("refs", nargs="+", metavar="REF",
+                        help="model: default, a model folder, a cached model, a run name or a Hub id org/name[@revision]")
     parser.add_argument("--benchmark", action="append", default=[], metavar="PATH", help="a benchmark file (repeatable)")
     parser.add_argument("--perplexity", action="append", default=[], metavar="PATH", help="a dataset whose replies are scored (repeatable)")
     parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's own)")
@@ -89,13 +90,20 @@ class _progress_bar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+        from tui_ft.commands.download_bar import download_display
+        from tui_ft.engine.models import showing_downloads
+
         self.progress = Progress("evaluating", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=Console(stderr=True), transient=True)
         self.task = self.progress.add_task("eval", total=None)
         self.progress.start()
+        # A Hub model fetched meanwhile shows its own bar: this one steps aside until it is done.
+        self.downloads = showing_downloads(download_display(pause=self.progress))
+        self.downloads.__enter__()
         return lambda done, total: self.progress.update(self.task, completed=done, total=total)
 
     def __exit__(self, *exc):
+        self.downloads.__exit__(*exc)
         self.progress.stop()
         return False
 

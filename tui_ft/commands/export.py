@@ -21,11 +21,15 @@ def run(args) -> int:
     from rich.console import Console
 
     from tui_ft.cli import UserError
-    from tui_ft.engine.runs import RunError, run_dir_for
+    from tui_ft.engine.models import fetch_run_weights
+    from tui_ft.engine.runs import RunError, read_run_config, run_dir_for
     from tui_ft.engine.training.export import export_merged
 
     try:
         run_dir = run_dir_for(args.home, args.name)
+        # A Hub base model's missing weights first, with their own bar (not under the spinner).
+        if not (run_dir / "model").is_dir() or args.from_checkpoint:
+            fetch_run_weights(read_run_config(run_dir))
         with Console(stderr=True).status(f"exporting {args.name}"):
             out = export_merged(run_dir, Path(args.merged), from_checkpoint=args.from_checkpoint,
                                 trust_remote_code=args.trust_remote_code)

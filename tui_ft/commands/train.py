@@ -29,7 +29,9 @@ FLAGS = {
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="fine-tune a model (prints the run folder)")
-    parser.add_argument("--model", required=True, help="default, a model folder, a cached model or a run")
+    parser.add_argument("--model", required=True,
+                        help="default, a model folder, a cached model, a run, or a Hub id org/name[@revision] "
+                             "(its weights are downloaded by the run's worker)")
     parser.add_argument("--dataset", required=True, help="training data (path, or a name in datasets/)")
     parser.add_argument("--method", required=True, choices=METHODS,
                         help="lora, qlora (a 4-bit base: pip install tui_ft[gpu]), full, freeze or dpo")
@@ -114,8 +116,9 @@ def follow(run_dir: Path, offset: int = 0) -> int:
             earlier history was seen already).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tui_ft.commands.download_bar import byte_count_column
     from tui_ft.engine.runs import MetricsTail, metrics_path, read_status, stop_run
     from tui_ft.engine.runs.folder import LOG_FILE
     from tui_ft.engine.runs.state import FINAL_STATES
@@ -126,14 +129,16 @@ def follow(run_dir: Path, offset: int = 0) -> int:
     tail.offset = offset
     stopping = False
     # The run's files may come from someone else: their text is shown plain (no escapes, no markup).
-    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"))
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), byte_count_column(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"))
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("starting", total=None, info="", eta="?")
+        download: list = []  # the bar of the worker's download of the model's weights, once one is seen
         while True:
             try:
                 info = _show_records(progress, tail.read_new())
                 status = read_status(run_dir)
+                _show_download(progress, download, status.get("download"))
                 eta = status.get("eta_s")
                 changes = {"info": info} if info else {}
                 progress.update(task, description=clean(status["state"]), total=status.get("total_steps"),
@@ -155,6 +160,28 @@ def follow(run_dir: Path, offset: int = 0) -> int:
         log = (run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-8:]
         console.print(plain("\n".join(log)))
     return 0 if status["state"] in (RunState.FINISHED, RunState.STOPPED) else 1
+
+
+def _show_download(progress, download: list, report) -> None:
+    """Draw the worker's download (``status.json``'s ``download``) as a bar of its own, bytes and speed."""
+    from rich.filesize import decimal
+
+    from tui_ft.safe_text import clean
+
+    if not isinstance(report, dict) or not isinstance(report.get("done"), int):
+        if download:  # over: the bar stays, full
+            task = progress.tasks[download[0]]
+            progress.update(download[0], completed=task.total or task.completed, info="", eta="0s")
+        return
+    total = report.get("total") if isinstance(report.get("total"), int) else None
+    if not download:
+        download.append(progress.add_task(clean(str(report.get("what") or "downloading")), total=total, info="",
+                                          eta="?", bytes=True))
+    progress.update(download[0], completed=report["done"], total=total)
+    task = progress.tasks[download[0]]
+    left = task.time_remaining
+    progress.update(download[0], info=f"{decimal(int(task.speed))}/s" if task.speed else "",
+                    eta=format_duration(left) if left is not None else "?")
 
 
 def _show_records(progress, records: list[dict]) -> str:

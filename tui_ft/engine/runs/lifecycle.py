@@ -93,7 +93,10 @@ def create_run(config: TrainConfig, home: Path) -> Path:
 
     The model reference is resolved (the default model is converted the first time) and the
     template is fixed now (the model's default when the config names none), so ``run.json``
-    records exactly what the worker will use.
+    records exactly what the worker will use. A Hub model's config and tokenizer are fetched
+    now and its weights by the worker (a run is created in seconds, whatever the model's
+    size); ``model_revision`` pins the commit fetched, so a branch that moves later changes
+    nothing for this run.
 
     Raises:
         ConfigError: With every ``(field, message)`` problem; no folder is created then.
@@ -106,7 +109,7 @@ def create_run(config: TrainConfig, home: Path) -> Path:
     errors = validate_config(config, home)
     if errors:
         raise ConfigError(errors)
-    resolved = resolve_model(config.model, home)
+    resolved = resolve_model(config.model, home, weights=False)
     template = config.template or default_template(load_tokenizer(resolved.path))
     name = config.name or _unique_name(home, config)
     dataset = str(find_dataset(config.dataset, home).resolve())
@@ -118,6 +121,8 @@ def create_run(config: TrainConfig, home: Path) -> Path:
     record = values | {
         "model_path": str(resolved.path),
         "base_adapter": str(resolved.adapter) if resolved.adapter else None,
+        # The snapshot's commit: the worker fetches the weights of exactly what was checked here.
+        "model_revision": resolved.revision if resolved.kind == "hf-cache" else None,
         "created": time.time(),
         "versions": _versions(),
     }

@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 
 from tui_ft.engine.files import read_json, write_json_atomic
-from tui_ft.engine.processes import TRUST_FLAG, start_time
+from tui_ft.engine.processes import STOP_FILE, TRUST_FLAG, start_time
 from tui_ft.engine.runs.folder import METRICS_FILE, STATUS_FILE, MetricsWriter, read_run_config, update_status
 from tui_ft.engine.runs.state import RunState
 
@@ -81,17 +81,22 @@ def run_worker(run_dir: Path, stop: StopFlag | None = None, group=None, trust_re
         trust_remote_code: Let the model's own code run (the launch's ``--trust-remote-code``).
     """
     from tui_ft.engine.models import ModelError
+    from tui_ft.engine.runs.weights_download import fetch_weights
     from tui_ft.engine.training.distributed import Group
     from tui_ft.engine.training.trainer import TrainingFailed, train_run
 
     group = group or Group()
+    stop = stop or StopFlag()
     run_dir = Path(run_dir).resolve()
     if group.active:
         rank_error_path(run_dir, group.rank).unlink(missing_ok=True)  # an earlier attempt's reason is not this one's
     if group.is_main:
         mark_running(run_dir, os.getppid() if group.active else None)
     try:
-        state = train_run(run_dir, stop or StopFlag(), group, trust_remote_code)
+        # A Hub model's weights come first (create_run fetched its config and tokenizer only).
+        if fetch_weights(run_dir, lambda: stop() or (run_dir / STOP_FILE).exists(), group.is_main):
+            return 0  # stopped while downloading: resuming continues the partial download
+        state = train_run(run_dir, stop, group, trust_remote_code)
     except (TrainingFailed, ModelError) as error:
         if error.__cause__ is not None:  # what torch said (which device, how many bytes) is worth keeping
             print(f"caused by {type(error.__cause__).__name__}: {error.__cause__}", flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from tui_ft.engine.models import check_adapter, is_model_folder, load_tokenizer
+from tui_ft.engine.models import check_adapter, fetch_run_weights, is_model_folder, load_tokenizer
 from tui_ft.engine.runs import RunError, list_checkpoints
 from tui_ft.engine.runs.folder import read_run_config
 
@@ -72,6 +72,9 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
     if not from_checkpoint and is_model_folder(run_dir / "model"):
         shutil.copytree(run_dir / "model", staging)
         return "model"
+    # What follows merges into the base: a Hub model's weights may not be here yet (a run stopped
+    # before its worker fetched them, or a cache cleaned since); the caller's display shows them coming.
+    fetch_run_weights(config)
     if not from_checkpoint and (run_dir / "adapter" / "adapter_config.json").is_file():
         from peft import PeftModel
 

@@ -165,8 +165,9 @@ class DatasetsScreen(Pane):
         from tui_ft.engine.models import ModelError, resolve_model
 
         try:
-            resolved = resolve_model(
-                self.app.model_ref, self.app.home, progress=lambda w, f: self.post_message(self.ModelProgressed(w, f))
+            resolved = resolve_model(  # the tokenizer alone: a Hub model's weights are not fetched for it
+                self.app.model_ref, self.app.home, progress=lambda w, f: self.post_message(self.ModelProgressed(w, f)),
+                weights=False,
             )
             tokens = tokenizer_process(resolved.path)
             self.post_message(self.TokenizerLoaded(tokens, tokens.info()))
