@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint report stress bench clean
+.PHONY: setup run test test-gpu lint report stress bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# The CUDA tests (tests/gpu), in a session of their own: `make test` hides CUDA from its tests.
+test-gpu: setup
+	$(BIN)/python -m pytest -q -m gpu -rs tests/gpu
 
 # pyflakes, pycodestyle, isort, bugbear and pyupgrade, as configured in pyproject.toml.
 lint: setup

@@ -2,6 +2,12 @@
 
 The tiny model is a 2-layer Llama with the default model's tokenizer, built in the test
 session: engine tests run in seconds on the CPU and need no download.
+
+The suite is written for the CPU. On a GPU server CUDA is hidden (``CUDA_VISIBLE_DEVICES=""``,
+for this process and every process it starts) from any session that runs tests not marked
+``gpu``: a CUDA context cannot be taken back once opened, so one session cannot show CUDA to
+some tests and hide it from others. The ``gpu`` tests (``tests/gpu``) run in a session of
+their own, ``pytest -m gpu`` or ``pytest tests/gpu``, and are skipped where there is no CUDA.
 """
 
 from __future__ import annotations
@@ -17,6 +23,39 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+GPU_TESTS = REPO / "tests" / "gpu"
+CUDA_HIDDEN = "CUDA is hidden from a session that runs tests not marked gpu: run `pytest -m gpu` (or tests/gpu) on its own"
+
+
+def gpu_only_session(config) -> bool:
+    """True when the command line selects only ``gpu`` tests: ``-m gpu`` (``-m "gpu and ..."``) or paths in tests/gpu."""
+    marks = (config.option.markexpr or "").strip()
+    if marks == "gpu" or marks.startswith("gpu and "):
+        return True
+    paths = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    return bool(paths) and all(path == GPU_TESTS or GPU_TESTS in path.parents for path in paths)
+
+
+def pytest_configure(config):
+    config.cuda_hidden = not gpu_only_session(config)
+    if config.cuda_hidden:
+        # Before any test module imports torch, so no CUDA call can have read the old value.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    if config.cuda_hidden:
+        reason = CUDA_HIDDEN
+    else:
+        import torch
+
+        reason = None if torch.cuda.is_available() else "needs CUDA (no CUDA device here)"
+    for item in gpu_items:
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
