@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import orjson
@@ -79,6 +80,35 @@ def test_models_are_cached_per_reference_and_dtype(tiny_model_dir, tmp_path):
     half = load_chat_model(str(tiny_model_dir), tmp_path, dtype="bfloat16")
     assert half is not first and next(half.model.parameters()).dtype == torch.bfloat16
     assert first.template == "chat" and first.context_length == 512 and not first.has_adapter
+
+
+def test_a_third_model_evicts_the_least_recently_used(tiny_model_dir, tmp_path, monkeypatch):
+    from tui_ft.engine.generation import chat_model
+
+    chat_model.forget_chat_models()
+    freed = []
+    monkeypatch.setattr(chat_model, "_free_memory", freed.append)
+    monkeypatch.setenv("TUI_FT_DEVICE", "cpu")
+    one = load_chat_model(str(tiny_model_dir), tmp_path, dtype="float32")
+    two = load_chat_model(str(tiny_model_dir), tmp_path, dtype="bfloat16")
+    assert load_chat_model(str(tiny_model_dir), tmp_path, dtype="float32") is one  # one is now the most recent
+    assert freed == []
+    load_chat_model(str(tiny_model_dir), tmp_path / "elsewhere", dtype="float32")
+    assert freed == ["cpu"]  # two went, and its memory was given back
+    assert load_chat_model(str(tiny_model_dir), tmp_path, dtype="float32") is one
+    assert load_chat_model(str(tiny_model_dir), tmp_path, dtype="bfloat16") is not two
+    chat_model.forget_chat_models()
+
+
+def test_chat_and_evaluation_run_where_tui_ft_device_says(monkeypatch):
+    from tui_ft.engine.evaluation.model_session import evaluation_dtype
+    from tui_ft.engine.models.devices import inference_device
+
+    monkeypatch.setenv("TUI_FT_DEVICE", "cuda:1")
+    assert inference_device() == "cuda:1"
+    monkeypatch.delenv("TUI_FT_DEVICE")
+    assert inference_device() == "cpu"  # the suite hides CUDA: auto falls back to the CPU
+    assert evaluation_dtype("cpu") == torch.float32
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +194,13 @@ def test_cli_repl_keeps_history_until_reset(tiny_model_dir, tmp_path, capsys, mo
     assert prompts[1] > prompts[0] + 4  # the second turn carries the first
     assert prompts[2] == prompts[0]  # a new conversation after /reset ("third" and "first" are one token each)
     assert "(new conversation)" in err
+
+
+def test_cli_device_is_checked_in_one_line_and_passed_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TUI_FT_DEVICE", "auto")  # restored after the test, whatever use_device sets
+    assert main(["--home", str(tmp_path), "chat", "default", "--device", "gpu:0", "--prompt", "hi"]) == 2
+    assert capsys.readouterr().err.strip() == "tui-ft: --device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu:0'"
+    from tui_ft.commands.devices import use_device
+
+    use_device("cuda:3")
+    assert os.environ["TUI_FT_DEVICE"] == "cuda:3"

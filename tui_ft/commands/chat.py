@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from tui_ft.commands.devices import use_device
+
 ORDER = 40
 HELP_LINE = "type a message; /reset starts a new conversation, /quit (or Ctrl+D) leaves"
 
@@ -24,6 +26,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="weights for inference (auto: bf16 on CUDA and AMX CPUs, else float32)")
+    parser.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps "
+                        "(default: $TUI_FT_DEVICE, else auto: keep chat and evaluation off a training GPU)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
     parser.add_argument("--base", action="store_true", help="a run with an adapter answers with the adapter off")
@@ -90,6 +94,7 @@ def _typed_lines():
 
 
 def run(args) -> int:
+    use_device(args.device)
     from tui_ft.cli import UserError
 
     try:

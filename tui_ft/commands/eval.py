@@ -10,6 +10,8 @@ import sys
 
 import orjson
 
+from tui_ft.commands.devices import use_device
+
 ORDER = 60
 
 
@@ -29,6 +31,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="reply length limit for benchmarks (default 64)")
     parser.add_argument("--max-length", type=int, default=None, metavar="N", help="truncate perplexity examples to N tokens")
     parser.add_argument("--checkpoint", metavar="step-N", help="an intermediate checkpoint of a run instead of its final weights")
+    parser.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps "
+                        "(default: $TUI_FT_DEVICE, else auto: keep chat and evaluation off a training GPU)")
     parser.add_argument("--no-cache", action="store_true", help="compute again even when a stored result matches")
     parser.add_argument("--detach", action="store_true", help="run as a background job; print its folder and return")
     parser.add_argument("--items", action="store_true", help="also list every benchmark item with its reply")
@@ -37,6 +41,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    use_device(args.device)
     from tui_ft.cli import UserError
 
     if not args.benchmark and not args.perplexity:

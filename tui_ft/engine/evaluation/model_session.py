@@ -16,12 +16,28 @@ from pathlib import Path
 from tui_ft.engine.data.templates import TEMPLATES, default_template
 from tui_ft.engine.evaluation import store
 from tui_ft.engine.models import ModelError, ModelRef, load_model, load_tokenizer, resolve_model
-from tui_ft.engine.models.devices import pick_device
+from tui_ft.engine.models.devices import inference_device
 from tui_ft.engine.models.references import read_run_json
 from tui_ft.engine.runs.folder import list_checkpoints
 from tui_ft.engine.workspace import find_run_dir
 
 CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")  # the user's spelling; runs.folder lists the folders
+
+
+def evaluation_dtype(device: str):
+    """bf16 on a GPU with native bf16 (fp16 on older ones), with TF32 matmuls; fp32 on CPUs.
+
+    CPU scores stay fp32: they are what the suite and the README's numbers were measured in,
+    and a CPU without AMX computes bf16 no faster.
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return torch.float32
+    from tui_ft.engine.models.devices import bf16_is_native
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return torch.bfloat16 if bf16_is_native(device) else torch.float16
 
 
 class ModelSession:
@@ -98,10 +114,11 @@ class ModelSession:
     def load(self):
         """Load and return ``(model, tokenizer)`` in eval mode (once)."""
         if self._model is None:
+            device = inference_device()
             if self.checkpoint_dir is None:
-                self._model, self._tokenizer = load_model(self.resolved, device=pick_device("auto"))
+                self._model, self._tokenizer = load_model(self.resolved, dtype=evaluation_dtype(device), device=device)
             else:
-                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, pick_device("auto"))
+                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, device)
                 self._tokenizer = self.tokenizer()
         return self._model, self._tokenizer
 

@@ -140,9 +140,15 @@ def labelled_logprobs(model, sequences: Sequence[tuple[list[int], list[int]]], p
                 labels[row, : len(tokens)] = torch.tensor(token_labels)
                 mask[row, : len(tokens)] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            # Token t is predicted from the logits at t-1, as in the training loss.
+            # Token t is predicted from the logits at t-1, as in the training loss. One row at a
+            # time in fp32: a batch's fp32 logits at once (8 × 2,048 × 152k for Qwen) is 10 GB.
             targets = labels[:, 1:].to(device)
-            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            nll = torch.cat([
+                F.cross_entropy(logits[row : row + 1, :-1].float().transpose(1, 2), targets[row : row + 1],
+                                ignore_index=IGNORE_INDEX, reduction="none")
+                for row in range(len(chunk))
+            ])
+            del logits
             sums = (-nll.double()).sum(dim=1).tolist()
             counts = (targets != IGNORE_INDEX).sum(dim=1).tolist()
             for row, index in enumerate(chunk):

@@ -18,22 +18,29 @@ from pathlib import Path
 from tui_ft.engine.data.templates import ALPACA_END_MARKER, TEMPLATES, default_template, encode_text, render_prompt
 from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.engine.generation.streaming import StreamStats, stream_reply_ids
-from tui_ft.engine.models.devices import cpu_has_amx, pick_device
+from tui_ft.engine.models.devices import cpu_has_amx, inference_device
 
 DTYPES = ("auto", "float32", "bfloat16")
-_CACHE: dict[tuple, ChatModel] = {}
+MAX_CHAT_MODELS = 2  # a compare holds two (a run's full weights and its base); a third evicts the oldest
+_CACHE: dict[tuple, ChatModel] = {}  # in order of use, the most recent last
 _CACHE_LOCK = threading.Lock()
 
 
 def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
-    """The torch dtype for ``auto``/``float32``/``bfloat16``; auto is bf16 on CUDA and AMX CPUs."""
+    """The torch dtype for ``auto``/``float32``/``bfloat16``; auto is bf16 on CUDA and AMX CPUs.
+
+    On a GPU without native bf16 (a V100, a T4), ``auto`` is fp16: emulated bf16 is slow there.
+    """
     import torch
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
     if dtype == "auto":
-        use_bf16 = device.startswith("cuda") or cpu_has_amx()
-        return torch.bfloat16 if use_bf16 else torch.float32
+        if device.startswith("cuda"):
+            from tui_ft.engine.models.devices import bf16_is_native
+
+            return torch.bfloat16 if bf16_is_native(device) else torch.float16
+        return torch.bfloat16 if cpu_has_amx() else torch.float32
     return getattr(torch, dtype)
 
 
@@ -196,20 +203,40 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto") -> ChatModel:
 
     from tui_ft.engine.models import load_model, resolve_model
 
-    device = pick_device("auto")
+    device = inference_device()
     torch_dtype = resolve_dtype(dtype, device)
-    key = (str(Path(home).resolve()), ref, str(torch_dtype))
+    key = (str(Path(home).resolve()), ref, str(torch_dtype), device)
     with _CACHE_LOCK:  # held while loading: two threads asking for one model load it once
-        if key not in _CACHE:
-            resolved = resolve_model(ref, home)
-            model, tokenizer = load_model(resolved, dtype=torch_dtype, device=device)
-            chat = ChatModel(ref, model, tokenizer, resolved.template)
-            chat.warm_up()
-            _CACHE[key] = chat
-        return _CACHE[key]
+        if key in _CACHE:
+            _CACHE[key] = _CACHE.pop(key)  # most recently used last
+            return _CACHE[key]
+        while len(_CACHE) >= MAX_CHAT_MODELS:
+            _CACHE.pop(next(iter(_CACHE)))  # the least recently used: its memory goes before the next loads
+            _free_memory(device)
+        resolved = resolve_model(ref, home)
+        model, tokenizer = load_model(resolved, dtype=torch_dtype, device=device)
+        chat = ChatModel(ref, model, tokenizer, resolved.template)
+        chat.warm_up()
+        _CACHE[key] = chat
+        return chat
 
 
 def forget_chat_models() -> None:
     """Drop every cached model (frees memory; the next load reads the weights again)."""
     with _CACHE_LOCK:
+        devices = {key[-1] for key in _CACHE}
         _CACHE.clear()
+        for device in devices:
+            _free_memory(device)
+
+
+def _free_memory(device: str) -> None:
+    """Give a dropped model's memory back: to the OS, and on a GPU out of torch's cache too
+    (a training run on the same GPU may need it)."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()

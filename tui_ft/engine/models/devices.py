@@ -56,6 +56,15 @@ def nvidia_smi_gpu_count() -> int:
     return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
 
 
+INFERENCE_DEVICE_ENV = "TUI_FT_DEVICE"  # where chat and evaluation run (training has its own setting)
+
+
+def inference_device() -> str:
+    """The device chat and evaluation use: ``$TUI_FT_DEVICE`` (``cuda:1`` keeps them off a
+    run training on ``cuda:0``), else the ``auto`` rule."""
+    return pick_device(os.environ.get(INFERENCE_DEVICE_ENV, "").strip() or "auto")
+
+
 def pick_device(requested: str) -> str:
     """``auto`` picks cuda, then mps, then cpu; anything else is used as given."""
     import torch
