@@ -101,10 +101,12 @@ def gpu_workspace(tmp_path) -> Path:
     return tmp_path
 
 
-def train(workspace: Path, model_dir: Path, device: str = "cuda", **settings):
+def train(workspace: Path, model_dir: Path, device: str = "cuda", after_setup=None, **settings):
     """Create a run and train it in this process with the engine's Trainer; returns ``(run_dir, trainer)``.
 
-    The trainer is returned set up and trained, so a test can look at its model and optimizer.
+    The trainer is returned set up and trained, so a test can look at its model and optimizer;
+    ``after_setup(trainer)`` sees it before the first step (the final save of a freeze run
+    makes the whole model fp32, as its saved folder is).
     """
     from tui_ft.engine.runs import create_run
     from tui_ft.engine.runs.config import TrainConfig
@@ -117,6 +119,8 @@ def train(workspace: Path, model_dir: Path, device: str = "cuda", **settings):
     trainer = Trainer(run_dir)
     try:
         trainer.setup()
+        if after_setup is not None:
+            after_setup(trainer)
         assert trainer.train() == "finished"
     finally:
         if trainer.metrics is not None:

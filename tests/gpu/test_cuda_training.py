@@ -70,19 +70,27 @@ def test_freeze_keeps_the_frozen_layers_bf16_and_unchanged(gpu_workspace, llama_
     import torch
     from safetensors.torch import load_file
 
-    run_dir, trainer = train(gpu_workspace, llama_dir, method="freeze", freeze_layers=2, lr=1e-3, name="freeze")
+    stored = {}
+
+    def record_dtypes(trainer):
+        for index, layer in enumerate(trainer.model.model.layers):
+            weight = layer.self_attn.q_proj.weight
+            stored[index] = (weight.dtype, weight.requires_grad)
+
+    run_dir, trainer = train(gpu_workspace, llama_dir, method="freeze", freeze_layers=2, lr=1e-3, name="freeze",
+                             after_setup=record_dtypes)
     assert_learns(train_losses(run_dir), drop=1.0)
+    # Frozen layers in bf16, trained ones in fp32 (the final save then makes the folder one dtype).
+    assert stored == {0: (torch.bfloat16, False), 1: (torch.bfloat16, False), 2: (torch.float32, True),
+                      3: (torch.float32, True)}
     original = load_file(llama_dir / "model.safetensors")
     layers = trainer.model.model.layers
-    for frozen in layers[:2]:
-        weight = frozen.self_attn.q_proj.weight
-        assert weight.dtype == torch.bfloat16 and not weight.requires_grad
     name = "model.layers.0.self_attn.q_proj.weight"
-    assert torch.equal(layers[0].self_attn.q_proj.weight.cpu(), original[name].to(torch.bfloat16))
-    trained = layers[3].self_attn.q_proj.weight
-    assert trained.dtype == torch.float32 and trained.requires_grad
+    assert torch.equal(layers[0].self_attn.q_proj.weight.cpu().to(torch.bfloat16), original[name])
     before = original["model.layers.3.self_attn.q_proj.weight"].float()
-    assert float((trained.detach().cpu() - before).abs().max()) > 1e-3  # the trained layers moved
+    assert float((layers[3].self_attn.q_proj.weight.detach().cpu() - before).abs().max()) > 1e-3  # trained layers moved
+    saved = load_file(run_dir / "model" / "model.safetensors")
+    assert torch.equal(saved[name].to(torch.bfloat16), original[name])
 
 
 def test_dpo_learns_the_preferences_on_cuda(gpu_workspace, llama_dir):
