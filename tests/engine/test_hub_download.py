@@ -161,7 +161,9 @@ def test_a_download_stopped_midway_resumes_with_a_range_request(hub, tiny_repo_f
     partial = next((snapshot.parents[1] / "blobs").glob("*.incomplete"))
     kept = partial.stat().st_size
     assert 1 << 20 <= kept < len(weights) and not (snapshot / "model.safetensors").exists()
-    fetch_run_weights(config)
+    written.clear()
+    fetch_run_weights(config, display)
+    assert written[0] == kept  # the bytes shown start where the stopped download left off
     assert (snapshot / "model.safetensors").read_bytes() == weights and not partial.exists()
     second = hub.fetched("model.safetensors")[-1]
     assert second[2].get("range") == f"bytes={kept}-"

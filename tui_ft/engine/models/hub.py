@@ -237,7 +237,7 @@ def _download_weights(hub: HubId, snapshot: Path, display: Display, should_stop:
     _check_disk_space(hub, storage, sum(size or 0 for size in sizes) - partial)
     with display(f"downloading {hub.repo_id}") as report:
         done = present
-        report(done, total)
+        report(done + partial, total)  # a resumed download starts where the last one stopped
         for name in missing:
             done += _fetch_blob(storage, metadata[name], endpoint,
                                 lambda position, before=done: report(before + position, total), should_stop)
