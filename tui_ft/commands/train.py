@@ -60,6 +60,10 @@ def add_parser(commands) -> None:
                              "across servers: see README)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any other setting, e.g. lora_targets=q_proj,v_proj or train_on_prompt=true")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the memory plan (peak memory per device against its free memory) and exit; "
+                             "creates nothing. A run that will not fit is refused unless --set ignore_memory_plan=true")
+    parser.add_argument("--json", action="store_true", help="with --plan: the plan as JSON (peak_bytes: the predicted peak)")
     parser.set_defaults(handler=run)
 
 
@@ -79,10 +83,12 @@ def config_values(args) -> dict:
 def run(args) -> int:
     from tui_ft.cli import UserError
     from tui_ft.engine.data import load_dataset
-    from tui_ft.engine.runs import RunError, create_run, launch_run
+    from tui_ft.engine.runs import MemoryPlanError, RunError, create_run, launch_run
     from tui_ft.engine.runs.config import ConfigError, TrainConfig
     from tui_ft.engine.runs.config_checks import find_dataset
 
+    if args.json and not args.plan:
+        raise UserError("--json goes with --plan (a run's progress is in its metrics.jsonl)")
     values = config_values(args)
     # Dataset problems are printed as PATH:LINE lines (exit 1) by cli.main, before anything else.
     for key in ("dataset", "eval_dataset"):
@@ -90,8 +96,11 @@ def run(args) -> int:
             load_dataset(find_dataset(values[key], args.home))
     try:
         config = TrainConfig.from_dict(values)
-        run_dir = create_run(config, args.home)
-    except ConfigError as error:
+        if args.plan:
+            return show_plan(config, args)
+        # A run created for torchrun on other servers is planned there, not against this machine.
+        run_dir = create_run(config, args.home, check_plan=not args.create_only)
+    except (ConfigError, MemoryPlanError) as error:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
     if args.create_only:
@@ -105,6 +114,38 @@ def run(args) -> int:
     except RunError as error:
         raise UserError(str(error)) from None
     return 0 if args.detach else follow(run_dir)
+
+
+def show_plan(config, args) -> int:
+    """Print the run's memory plan (a table, or JSON with ``--json``); nothing is created.
+
+    Raises:
+        ConfigError: The config has problems (the same ones ``train`` would refuse).
+    """
+    import orjson
+
+    from tui_ft.engine.models import resolve_model
+    from tui_ft.engine.runs import validate_config
+    from tui_ft.engine.runs.config import ConfigError
+    from tui_ft.engine.runs.memory_plan import cheapest_fix, plan_memory
+
+    errors = validate_config(config, args.home)
+    if errors:
+        raise ConfigError(errors)
+    model = resolve_model(config.model, args.home, weights=False)  # config.json is all the plan reads
+    plan = plan_memory(config, model.path)
+    fix = None if plan.fits or plan.capacity_bytes is None else cheapest_fix(config, model.path, plan.capacity_bytes)
+    if args.json:
+        extra = {"model": config.model, "method": config.resolved().method,
+                 "fix": fix[0] if fix else None, "fix_peak_bytes": fix[1].peak_bytes if fix else None}
+        print(orjson.dumps(plan.to_dict() | extra, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(plan.table())
+    if fix:
+        print(f"cheapest fix: {fix[0]} ({fix[1].summary()})")
+    elif not plan.fits:
+        print("no setting makes it fit: use a smaller model or a device with more memory")
+    return 0
 
 
 def follow(run_dir: Path, offset: int = 0) -> int:

@@ -5,6 +5,7 @@
 - :mod:`.config` and :mod:`.config_checks` — :class:`TrainConfig` and its validation;
 - :mod:`.lifecycle` — create, launch, watch, stop, resume and list runs (what the CLI and the
   dashboard call);
+- :mod:`.memory_plan` — the peak memory a run will need, checked before its folder exists;
 - :mod:`.worker` and :mod:`.group_launcher` — the processes' entry points
   (``python -m tui_ft.engine.worker RUN_DIR`` stays the documented command).
 
@@ -34,10 +35,13 @@ from tui_ft.engine.runs.lifecycle import (
     run_dir_for,
     stop_run,
 )
+from tui_ft.engine.runs.memory_plan import MemoryPlan, MemoryPlanError, plan_memory
 from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 
 __all__ = [
-    "FINAL_STATES", "LIVE_STATES", "ConfigError", "RunState", "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
+    "FINAL_STATES", "LIVE_STATES", "ConfigError", "MemoryPlan", "MemoryPlanError", "RunState",
+    "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
     "TrainConfig", "create_run", "launch_run", "list_checkpoints", "list_runs", "merge_records", "metrics_path",
-    "read_metrics", "read_run_config", "read_status", "resume_run", "run_dir_for", "stop_run", "validate_config",
+    "plan_memory", "read_metrics", "read_run_config", "read_status", "resume_run", "run_dir_for", "stop_run",
+    "validate_config",
 ]

@@ -33,6 +33,7 @@ from tui_ft.engine.processes import (
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import find_dataset, validate_config
 from tui_ft.engine.runs.folder import LOG_FILE, RUN_FILE, STATUS_FILE, read_run_config, update_status
+from tui_ft.engine.runs.memory_plan import check_memory
 from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 from tui_ft.engine.workspace import CHECKPOINTS, run_dir_by_name
 
@@ -88,7 +89,7 @@ def _unique_name(home: Path, config: TrainConfig) -> str:
     return name
 
 
-def create_run(config: TrainConfig, home: Path) -> Path:
+def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path:
     """Validate ``config`` and create its run folder with ``run.json`` and a ``queued`` status.
 
     The model reference is resolved (the default model is converted the first time) and the
@@ -98,8 +99,12 @@ def create_run(config: TrainConfig, home: Path) -> Path:
     size); ``model_revision`` pins the commit fetched, so a branch that moves later changes
     nothing for this run.
 
+    ``check_plan`` refuses a run the memory plan says will not fit on this machine (unless
+    ``ignore_memory_plan`` is set); it is off for a run started elsewhere (``--create-only``).
+
     Raises:
         ConfigError: With every ``(field, message)`` problem; no folder is created then.
+        MemoryPlanError: The run will not fit: one line naming the cheapest fix; no folder either.
     """
     from tui_ft.engine.data.templates import default_template
     from tui_ft.engine.models import load_tokenizer, resolve_model
@@ -110,6 +115,8 @@ def create_run(config: TrainConfig, home: Path) -> Path:
     if errors:
         raise ConfigError(errors)
     resolved = resolve_model(config.model, home, weights=False)
+    if check_plan:
+        check_memory(config, resolved.path)  # config.json is enough: refused before any weights download
     template = config.template or default_template(load_tokenizer(resolved.path))
     name = config.name or _unique_name(home, config)
     dataset = str(find_dataset(config.dataset, home).resolve())
