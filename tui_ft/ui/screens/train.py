@@ -8,6 +8,7 @@ Runs with the new run selected.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from textual import on, work
@@ -118,17 +119,21 @@ class TrainScreen(Pane):
 
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
     def launch(self, config: TrainConfig) -> None:
+        from tui_ft.engine.models import showing_downloads
         from tui_ft.engine.runs import create_run, launch_run, validate_config
 
         home = Path(self.app.home)
-        errors = validate_config(config, home)
+        # A Hub id's config and tokenizer are fetched here (its weights by the run's worker): say so.
+        with showing_downloads(self._download_status):
+            errors = validate_config(config, home)
         if get_current_worker().is_cancelled:
             return  # the app is closing: create nothing
         if errors:
             self.post_message(self.RunRefused(errors))
             return
         try:
-            run_dir = create_run(config, home)
+            with showing_downloads(self._download_status):
+                run_dir = create_run(config, home)
         except ConfigError as error:
             self.post_message(self.RunRefused(error.errors))
             return
@@ -140,6 +145,14 @@ class TrainScreen(Pane):
         trusted = config.trust_remote_code
         self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir, trust_remote_code=True) if trusted
                                            else launch_run(run_dir)))
+
+    @contextmanager
+    def _download_status(self, what: str):
+        """A download display for the launch thread: the Start button's status line says what comes, in bytes."""
+        from tui_ft.engine.models import download_message
+
+        self.app.call_from_thread(self.form.set_status, f"{what}…")
+        yield lambda done, total: self.app.call_from_thread(self.form.set_status, download_message(what, done, total))
 
     # -- events --------------------------------------------------------------------------
 

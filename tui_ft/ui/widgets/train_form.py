@@ -122,7 +122,7 @@ class TrainForm(VerticalScroll):
         yield from self._row("model", "Model", Select([("default", "default")], value="default", allow_blank=False,
                                                       id="field-model", compact=True))
         yield from self._row("model_path", "or model folder",
-                             Input(placeholder="a Hugging Face model folder (overrides the list)", id="field-model_path",
+                             Input(placeholder="a model folder or a Hub id org/name (overrides the list)", id="field-model_path",
                                    compact=True))
         yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True))
         yield from self._row("eval_dataset", "Eval dataset",
