@@ -82,13 +82,48 @@ def collate_tokenized(items: list[Tokenized], pad_id: int) -> dict:
     """Pad tokenized examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
 
     Padding uses the tokenizer's pad id and is masked out of attention and loss; id 0 is
-    never assumed to be padding.
+    never assumed to be padding. What the step needs to know about the batch is counted here,
+    on the host (:func:`add_trained_positions`, ``tokens``, ``positions``): read back from a
+    GPU, each count would wait for every kernel queued before it.
     """
-    return {
+    batch = {
         "input_ids": pad_rows([item.input_ids for item in items], pad_id),
         "attention_mask": pad_rows([[1] * len(item.input_ids) for item in items], 0),
         "labels": pad_rows([item.labels for item in items], IGNORE_INDEX),
     }
+    tokens = sum(len(item.input_ids) for item in items)
+    return add_trained_positions(batch | {"tokens": tokens, "positions": batch["input_ids"].numel()})
+
+
+def add_trained_positions(batch: dict) -> dict:
+    """Add where the trained tokens are, computed on the host.
+
+    ``trained_index``: the flat positions (row × (length - 1) + column) of the shifted labels
+    that carry loss; ``trained_rows``: each one's row; ``trained_labels``: its target id;
+    ``trained``: how many. A boolean mask indexed on a GPU would read its count back (a wait
+    for the GPU); these indices are known before the batch leaves the host.
+    """
+    shifted = batch["labels"][:, 1:]
+    mask = shifted != IGNORE_INDEX
+    index = mask.reshape(-1).nonzero().squeeze(1)
+    return batch | {"trained_index": index, "trained_rows": index // max(1, shifted.shape[1]),
+                    "trained_labels": shifted[mask], "trained": int(index.numel())}
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch's tensors on ``device`` (numbers stay as they are).
+
+    To a GPU they go through pinned memory without waiting (``non_blocking``): the copy
+    overlaps the kernels still running, and the host goes on to queue the next ones.
+    """
+    cuda = str(device).startswith("cuda")
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            moved[key] = value.pin_memory().to(device, non_blocking=True) if cuda else value.to(device)
+        else:
+            moved[key] = value
+    return moved
 
 
 def trained_token_count(item: Tokenized) -> int:

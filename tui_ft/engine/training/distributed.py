@@ -146,20 +146,37 @@ def shard(indices: list[int], group: Group) -> list[int]:
 def reduce_stats(stats: list[dict], group: Group) -> list[dict]:
     """Sum micro-batch statistics over this process, then over all processes.
 
+    Statistics may be numbers (counts made on the host) or 0-d tensors on the training device
+    (loss sums): the tensors are added up where they are and read back once, with the
+    all-reduce, so a step waits for the device once rather than once per value.
+
     Returns:
         One dict of sums (a list, as the objectives' ``summarize`` takes). Every process must
         pass the same keys (a process with no data passes zeroed statistics).
     """
     keys = sorted({key for s in stats for key in s})
-    sums = {key: sum(float(s.get(key, 0.0)) for s in stats) for key in keys}
-    if not group.active:
-        return [sums]
-    import torch.distributed as dist
+    host = dict.fromkeys(keys, 0.0)
+    on_device: dict[str, list] = {key: [] for key in keys}
+    for s in stats:
+        for key, value in s.items():
+            if isinstance(value, torch.Tensor):
+                on_device[key].append(value.detach().reshape(()).to(torch.float64))
+            else:
+                host[key] += float(value)
+    tensors = [t for parts in on_device.values() for t in parts]
+    if not group.active and not tensors:
+        return [{key: _as_number(host[key]) for key in keys}]
+    device = torch.device(group.device) if group.backend == "nccl" else (tensors[0].device if tensors else torch.device("cpu"))
+    totals = torch.tensor([host[key] for key in keys], dtype=torch.float64)
+    totals = totals.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else totals.to(device)
+    for position, key in enumerate(keys):
+        if on_device[key]:
+            totals[position] += torch.stack([t.to(device) for t in on_device[key]]).sum()
+    if group.active:
+        import torch.distributed as dist
 
-    device = group.device if group.backend == "nccl" else "cpu"
-    values = torch.tensor([sums[key] for key in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    return [{key: _as_number(value) for key, value in zip(keys, values.tolist(), strict=False)}]
+        dist.all_reduce(totals)
+    return [{key: _as_number(value) for key, value in zip(keys, totals.tolist(), strict=False)}]
 
 
 def _as_number(value: float):

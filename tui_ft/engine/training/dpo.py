@@ -21,19 +21,27 @@ import torch.nn.functional as F
 
 from tui_ft.engine.data import PreferencePair, preference_examples
 from tui_ft.engine.data.templates import IGNORE_INDEX, tokenize_example
-from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, trained_token_count
+from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, to_device, trained_token_count
 from tui_ft.engine.training.objective import StepOutput, selected_logits
 
 REFERENCE_FILE = "reference_logps.safetensors"
 
 
-def sequence_logps(model, input_ids, attention_mask, labels):
-    """Sum of the log-probabilities of each row's labelled tokens (a tensor of one value per row)."""
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    logits = selected_logits(model, input_ids, attention_mask, mask).float()
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-    rows = mask.nonzero()[:, 0]
+def sequence_logps(model, input_ids, attention_mask, labels, trained: dict | None = None):
+    """Sum of the log-probabilities of each row's labelled tokens (a tensor of one value per row).
+
+    Args:
+        trained: The batch's ``trained_index``, ``trained_rows`` and ``trained_labels``, computed
+            on the host (:func:`~tui_ft.engine.training.batching.add_trained_positions`): without
+            them the positions come from a mask on the device, and its count is read back.
+    """
+    if trained is None or "trained_index" not in trained:
+        mask = labels[:, 1:] != IGNORE_INDEX
+        index, rows, targets = None, mask.nonzero()[:, 0], labels[:, 1:][mask]
+    else:
+        mask, index, rows, targets = None, trained["trained_index"], trained["trained_rows"], trained["trained_labels"]
+    logits = selected_logits(model, input_ids, attention_mask, mask, index=index).float()
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
 
 
@@ -85,33 +93,36 @@ class DPOObjective:
     def collate(self, indices: list[int], device) -> dict:
         """Chosen rows first, then rejected rows, padded together; plus the cached reference values."""
         rows = [self.items[i][0] for i in indices] + [self.items[i][1] for i in indices]
-        batch = {key: value.to(device) for key, value in collate_tokenized(rows, self.pad_id).items()}
+        batch = collate_tokenized(rows, self.pad_id)
         if self.reference is not None:
-            batch["reference"] = self.reference[indices].to(device)
-        return batch
+            batch["reference"] = self.reference[indices]
+        return to_device(batch, device)
 
     def forward(self, model, batch: dict) -> StepOutput:
-        logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        """Summed DPO loss of one micro-batch; the sums stay tensors until the step reads them once."""
+        logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], batch)
         chosen, rejected = logps.chunk(2)
         losses, chosen_rewards, rejected_rewards = dpo_loss(
             chosen, rejected, batch["reference"][:, 0], batch["reference"][:, 1], self.beta
         )
-        tokens = int(batch["attention_mask"].sum())
+        tokens = batch.get("tokens")
+        if tokens is None:  # a batch built by hand
+            tokens = int(batch["attention_mask"].sum())
         return StepOutput(losses.sum(), {
-            "loss_sum": float(losses.detach().sum()), "pairs": len(losses), "tokens": tokens,
+            "loss_sum": losses.detach().sum(), "pairs": len(losses), "tokens": tokens,
             "padding": batch["attention_mask"].numel() - tokens,
-            "chosen": float(chosen_rewards.sum()), "rejected": float(rejected_rewards.sum()),
-            "correct": float((chosen_rewards > rejected_rewards).float().sum()),
+            "chosen": chosen_rewards.sum(), "rejected": rejected_rewards.sum(),
+            "correct": (chosen_rewards > rejected_rewards).float().sum(),
         })
 
     def summarize(self, stats: list[dict]) -> dict:
         """Step metrics: mean loss per pair, mean rewards, their margin and the reward accuracy."""
         pairs = max(1, sum(s["pairs"] for s in stats))
-        chosen = sum(s["chosen"] for s in stats) / pairs
-        rejected = sum(s["rejected"] for s in stats) / pairs
-        return {"loss": sum(s["loss_sum"] for s in stats) / pairs, "rewards_chosen": chosen,
+        chosen = float(sum(s["chosen"] for s in stats)) / pairs
+        rejected = float(sum(s["rejected"] for s in stats)) / pairs
+        return {"loss": float(sum(s["loss_sum"] for s in stats)) / pairs, "rewards_chosen": chosen,
                 "rewards_rejected": rejected, "rewards_margin": chosen - rejected,
-                "rewards_accuracy": sum(s["correct"] for s in stats) / pairs}
+                "rewards_accuracy": float(sum(s["correct"] for s in stats)) / pairs}
 
     def prepare(self, model, run_dir: Path, device, autocast, eval_data=None, group=None) -> None:
         """Load or compute the reference log-probabilities of every pair (training and held out).
@@ -171,7 +182,7 @@ def reference_logps(model, data: DPOObjective, device, autocast, group=None):
         for indices in batches:
             batch = data.collate(indices, device)
             with autocast():
-                logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
+                logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], batch).float()
             chosen, rejected = logps.cpu().chunk(2)
             values[indices, 0], values[indices, 1] = chosen, rejected
     model.train(was_training)

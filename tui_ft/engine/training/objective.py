@@ -71,13 +71,15 @@ class Objective(Protocol):
         """A step's metrics from its micro-batches' statistics."""
 
 
-def selected_logits(model, input_ids, attention_mask, mask, position_ids=None):
+def selected_logits(model, input_ids, attention_mask, mask, position_ids=None, index=None):
     """Next-token logits at the positions where ``mask`` (batch × length-1) is true.
 
     The output head is a large share of a small model's compute (49k-token vocabulary): for
     plain-head architectures it runs only on the positions that carry loss, so prompt tokens
     cost no head or softmax work. Other models go through their full forward. ``position_ids``
-    are given for packed rows (see :mod:`tui_ft.engine.training.packing`).
+    are given for packed rows (see :mod:`tui_ft.engine.training.packing`). ``index``, the flat
+    positions of ``mask`` computed on the host (``trained_index`` of a collated batch), selects
+    the same rows without reading a count back from the device.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
@@ -85,6 +87,13 @@ def selected_logits(model, input_ids, attention_mask, mask, position_ids=None):
         inputs["position_ids"] = position_ids
     if getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and hasattr(base, "lm_head"):
         hidden = base.get_decoder()(**inputs).last_hidden_state
-        return base.lm_head(hidden[:, :-1][mask])
+        return base.lm_head(_select(hidden[:, :-1], mask, index))
     logits = model(**inputs).logits
-    return logits[:, :-1][mask]
+    return _select(logits[:, :-1], mask, index)
+
+
+def _select(values, mask, index):
+    """``values[mask]`` (rows of the last dimension), through ``index`` when given."""
+    if index is None:
+        return values[mask]
+    return values.reshape(-1, values.shape[-1]).index_select(0, index)

@@ -95,5 +95,7 @@ def collate_packed(items: list[Tokenized], pad_id: int) -> dict:
         positions.append(row_positions + list(range(pad)))
         labels.append(row_labels + [IGNORE_INDEX] * pad)
     tensor = lambda rows_: torch.tensor(rows_, dtype=torch.long)  # noqa: E731
-    return {"input_ids": tensor(ids), "position_ids": tensor(positions), "labels": tensor(labels),
-            "tokens": sum(len(item.input_ids) for item in items), "positions": len(rows) * width}
+    from tui_ft.engine.training.batching import add_trained_positions
+
+    return add_trained_positions({"input_ids": tensor(ids), "position_ids": tensor(positions), "labels": tensor(labels),
+                                  "tokens": sum(len(item.input_ids) for item in items), "positions": len(rows) * width})

@@ -7,7 +7,7 @@ import math
 import torch.nn.functional as F
 
 from tui_ft.engine.data.templates import IGNORE_INDEX, tokenize_example
-from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, trained_token_count
+from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, to_device, trained_token_count
 from tui_ft.engine.training.objective import StepOutput, selected_logits
 
 
@@ -61,26 +61,35 @@ class SFTObjective:
             batch = collate_packed([self.items[i] for i in indices], self.pad_id)
         else:
             batch = collate_tokenized([self.items[i] for i in indices], self.pad_id)
-        return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
+        return to_device(batch, device)
 
     def forward(self, model, batch: dict) -> StepOutput:
-        """Summed NLL over the trained tokens of one micro-batch."""
+        """Summed NLL over the trained tokens of one micro-batch.
+
+        The NLL stays a tensor in the statistics (read once per step, after every micro-batch:
+        :func:`~tui_ft.engine.training.distributed.reduce_stats`); the counts come from the host
+        (:func:`~tui_ft.engine.training.batching.collate_tokenized`), or from the tensors for a
+        batch built some other way.
+        """
         labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE_INDEX
+        index = batch.get("trained_index")
+        mask = labels != IGNORE_INDEX if index is None else None
         if "position_ids" in batch:  # packed: no attention mask, positions restart per example
-            logits = selected_logits(model, batch["input_ids"], None, mask, batch["position_ids"])
-            tokens, positions = batch["tokens"], batch["positions"]
+            logits = selected_logits(model, batch["input_ids"], None, mask, batch["position_ids"], index)
         else:
-            logits = selected_logits(model, batch["input_ids"], batch["attention_mask"], mask)
+            logits = selected_logits(model, batch["input_ids"], batch["attention_mask"], mask, index=index)
+        tokens, positions = batch.get("tokens"), batch.get("positions")
+        if tokens is None:
             tokens, positions = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
-        nll = F.cross_entropy(logits.float(), labels[mask], reduction="sum")
-        return StepOutput(nll, {"nll": float(nll.detach()), "trained": int(mask.sum()), "tokens": tokens,
-                                "padding": positions - tokens})
+        targets = labels[mask] if index is None else batch["trained_labels"]
+        trained = int(mask.sum()) if index is None else batch["trained"]
+        nll = F.cross_entropy(logits.float(), targets, reduction="sum")
+        return StepOutput(nll, {"nll": nll.detach(), "trained": trained, "tokens": tokens, "padding": positions - tokens})
 
     def summarize(self, stats: list[dict]) -> dict:
         """Step metrics from micro-batch statistics: token-weighted loss and its perplexity."""
         trained = sum(s["trained"] for s in stats)
-        loss = sum(s["nll"] for s in stats) / max(1, trained)
+        loss = float(sum(s["nll"] for s in stats)) / max(1, trained)
         return {"loss": loss, "ppl": safe_exp(loss), "trained_tokens": trained}
 
 

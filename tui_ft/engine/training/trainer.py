@@ -247,7 +247,8 @@ class Trainer:
         with self.autocast():
             output = self.step_model(objective, batch)
         if not mine:
-            output = StepOutput(output.loss_sum, {key: type(value)() for key, value in output.stats.items()})
+            output = StepOutput(output.loss_sum, {key: torch.zeros_like(value) if isinstance(value, torch.Tensor) else type(value)()
+                                                  for key, value in output.stats.items()})
         return output, bool(mine)
 
     def _log(self, kind: str, **values) -> dict:
