@@ -14,7 +14,14 @@ import pytest
 
 from tui_ft.cli import main
 from tui_ft.engine.runs import MemoryPlanError, TrainConfig, create_run
-from tui_ft.engine.runs.memory_plan import CAPACITY_ENV, NF4_BYTES, cheapest_fix, plan_memory
+from tui_ft.engine.runs.memory_plan import (
+    CAPACITY_ENV,
+    NF4_BYTES,
+    cheapest_fix,
+    longest_example_bound,
+    longest_example_tokens,
+    plan_memory,
+)
 
 # Two layers: q 32x32, k and v 32x16, o 32x32, gate and up 32x64, down 64x32 = 9,216 linear
 # weights a layer; embeddings and an untied head of 100 x 32; five norms of 32.
@@ -131,8 +138,15 @@ def deep_model_dir(tmp_path, tiny_model_dir) -> Path:
     return folder
 
 
+def write_long_dataset(workspace: Path) -> str:
+    """Eight examples longer than 512 tokens: every batch reaches max_length."""
+    rows = [json.dumps({"instruction": "Continue.", "response": " ".join(["word"] * 700)}) for _ in range(8)]
+    (workspace / "datasets" / "long.jsonl").write_text("\n".join(rows) + "\n")
+    return "datasets/long.jsonl"
+
+
 def test_a_run_that_will_not_fit_is_refused_with_the_fix(workspace, deep_model_dir, monkeypatch, capsys):
-    config = TrainConfig(model=str(deep_model_dir), dataset="datasets/seed_instructions.jsonl", device="cpu",
+    config = TrainConfig(model=str(deep_model_dir), dataset=write_long_dataset(workspace), device="cpu",
                          max_length=512, batch_size=8)
     needed = plan_memory(config, deep_model_dir, capacity=None).peak_bytes
     checkpointed = plan_memory(replace(config, gradient_checkpointing=True), deep_model_dir, capacity=None).peak_bytes
@@ -147,7 +161,7 @@ def test_a_run_that_will_not_fit_is_refused_with_the_fix(workspace, deep_model_d
     assert not list((workspace / "checkpoints").iterdir())
     # the same refusal from the CLI: one line, a non-zero exit, nothing created
     status = main(["--home", str(workspace), "train", "--model", str(deep_model_dir), "--dataset",
-                   "datasets/seed_instructions.jsonl", "--method", "lora", "--max-length", "512", "--batch-size", "8",
+                   "datasets/long.jsonl", "--method", "lora", "--max-length", "512", "--batch-size", "8",
                    "--device", "cpu", "--detach"])
     error = capsys.readouterr().err.strip()
     assert status != 0 and "gradient_checkpointing=true" in error and len(error.splitlines()) == 1
@@ -157,6 +171,26 @@ def test_a_run_that_will_not_fit_is_refused_with_the_fix(workspace, deep_model_d
     assert json.loads((run_dir / "run.json").read_text())["ignore_memory_plan"] is True
     # a run created to be started elsewhere (torchrun across servers) is not planned here
     assert create_run(replace(config, name="elsewhere"), workspace, check_plan=False).is_dir()
+
+
+def test_short_examples_are_planned_at_their_length(workspace, deep_model_dir, tokenizer, monkeypatch):
+    from tui_ft.engine.data import load_dataset
+    from tui_ft.engine.data.stats import token_lengths
+
+    dataset = workspace / "datasets" / "seed_instructions.jsonl"
+    longest = longest_example_tokens(dataset, tokenizer, "alpaca")
+    assert longest == max(token_lengths(load_dataset(dataset), tokenizer, "alpaca")) < 512
+    # the Train form's bound, without a tokenizer: never below the real length, within several times it
+    assert longest <= longest_example_bound(dataset) < 8 * longest
+    config = TrainConfig(model=str(deep_model_dir), dataset=str(dataset), device="cpu", max_length=512,
+                         batch_size=8, template="alpaca")
+    at_length = plan_memory(config, deep_model_dir, capacity=None)
+    as_long = plan_memory(config, deep_model_dir, capacity=None, longest=longest)
+    assert as_long.peak_bytes < 0.5 * at_length.peak_bytes
+    assert f"8 × {longest} tokens (the longest example)" in as_long.notes["activations"]
+    # a run whose examples are short is not refused for what max_length would need
+    monkeypatch.setenv(CAPACITY_ENV, str((as_long.peak_bytes + at_length.peak_bytes) // 2))
+    assert create_run(config, workspace).is_dir()
 
 
 def test_plan_module_imports_without_torch():
@@ -184,9 +218,7 @@ print(json.dumps(next(int(line.split()[1]) * 1024 for line in status if line.sta
 def test_plan_is_near_a_measured_peak(workspace, tiny_model_dir):
     # The tiny model's 49,152-token vocabulary makes the logits and the loss the bulk of the
     # peak (about 2 GB at 8 x 512 tokens): the part of the plan that grows with a run's shape.
-    rows = [json.dumps({"instruction": "Continue.", "response": " ".join(["word"] * 700)}) for _ in range(8)]
-    (workspace / "datasets" / "long.jsonl").write_text("\n".join(rows) + "\n")
-    config = TrainConfig(model=str(tiny_model_dir), dataset="datasets/long.jsonl", device="cpu", batch_size=8,
+    config = TrainConfig(model=str(tiny_model_dir), dataset=write_long_dataset(workspace), device="cpu", batch_size=8,
                          max_length=512, max_steps=1, eval_split=0.0, save_every=0, template="alpaca")
     run_dir = create_run(config, workspace)
     planned = plan_memory(config, tiny_model_dir, capacity=None).peak_bytes

@@ -124,19 +124,25 @@ def show_plan(config, args) -> int:
     """
     import orjson
 
-    from tui_ft.engine.models import resolve_model
+    from tui_ft.engine.data.templates import default_template
+    from tui_ft.engine.models import load_tokenizer, resolve_model
     from tui_ft.engine.runs import validate_config
     from tui_ft.engine.runs.config import ConfigError
-    from tui_ft.engine.runs.memory_plan import cheapest_fix, plan_memory
+    from tui_ft.engine.runs.config_checks import find_dataset
+    from tui_ft.engine.runs.memory_plan import cheapest_fix, longest_example_tokens, plan_memory
 
     errors = validate_config(config, args.home)
     if errors:
         raise ConfigError(errors)
-    model = resolve_model(config.model, args.home, weights=False)  # config.json is all the plan reads
-    plan = plan_memory(config, model.path)
-    fix = None if plan.fits or plan.capacity_bytes is None else cheapest_fix(config, model.path, plan.capacity_bytes)
+    model = resolve_model(config.model, args.home, weights=False)  # config.json, the tokenizer: no weights
+    tokenizer = load_tokenizer(model.path)
+    longest = longest_example_tokens(find_dataset(config.dataset, args.home), tokenizer,
+                                     config.template or default_template(tokenizer))
+    plan = plan_memory(config, model.path, longest=longest)
+    fix = (None if plan.fits or plan.capacity_bytes is None
+           else cheapest_fix(config, model.path, plan.capacity_bytes, longest))
     if args.json:
-        extra = {"model": config.model, "method": config.resolved().method,
+        extra = {"model": config.model, "method": config.resolved().method, "longest_example_tokens": longest,
                  "fix": fix[0] if fix else None, "fix_peak_bytes": fix[1].peak_bytes if fix else None}
         print(orjson.dumps(plan.to_dict() | extra, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -33,7 +33,7 @@ from tui_ft.engine.processes import (
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import find_dataset, validate_config
 from tui_ft.engine.runs.folder import LOG_FILE, RUN_FILE, STATUS_FILE, read_run_config, update_status
-from tui_ft.engine.runs.memory_plan import check_memory
+from tui_ft.engine.runs.memory_plan import check_memory, longest_example_tokens
 from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 from tui_ft.engine.workspace import CHECKPOINTS, run_dir_by_name
 
@@ -115,9 +115,11 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
     if errors:
         raise ConfigError(errors)
     resolved = resolve_model(config.model, home, weights=False)
-    if check_plan:
-        check_memory(config, resolved.path)  # config.json is enough: refused before any weights download
-    template = config.template or default_template(load_tokenizer(resolved.path))
+    tokenizer = load_tokenizer(resolved.path)
+    template = config.template or default_template(tokenizer)
+    if check_plan:  # config.json and the longest example are enough: refused before any weights download
+        longest = longest_example_tokens(find_dataset(config.dataset, home), tokenizer, template)
+        check_memory(config, resolved.path, longest)
     name = config.name or _unique_name(home, config)
     dataset = str(find_dataset(config.dataset, home).resolve())
     eval_dataset = str(find_dataset(config.eval_dataset, home).resolve()) if config.eval_dataset else None

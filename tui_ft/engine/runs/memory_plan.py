@@ -17,6 +17,8 @@ the constants below were fitted on measured peaks (``bench/memory_plan.py``, REA
 
 from __future__ import annotations
 
+import functools
+import heapq
 import json
 import math
 import os
@@ -24,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -199,9 +202,11 @@ class _Setup:
     ranks: int
     sharded: bool
     file_bytes: int  # the checkpoint's size on disk
+    length: int  # tokens a row: max_length, or the longest example when that is shorter
 
 
-def plan_memory(config: TrainConfig, model: Path | dict, capacity: int | None = -1) -> MemoryPlan:
+def plan_memory(config: TrainConfig, model: Path | dict, capacity: int | None = -1,
+                longest: int | None = None) -> MemoryPlan:
     """Predict the run's peak memory per device.
 
     Args:
@@ -209,11 +214,14 @@ def plan_memory(config: TrainConfig, model: Path | dict, capacity: int | None = 
         model: The model folder (its ``config.json`` is read) or the parsed ``config.json``.
         capacity: The device's free memory in bytes; ``-1`` asks the device (or
             ``$TUI_FT_MEMORY_CAPACITY_BYTES``), ``None`` leaves it unknown.
+        longest: The longest training example in tokens (:func:`longest_example_tokens`):
+            batches are padded to their longest example, never to ``max_length``. ``None``:
+            every example may reach ``max_length``.
 
     Raises:
         MemoryPlanError: ``config.json`` is missing or is not a decoder the plan can read.
     """
-    setup = _setup(config.resolved(), read_shape(model), checkpoint_bytes(model))
+    setup = _setup(config.resolved(), read_shape(model), checkpoint_bytes(model), longest)
     plan = _count(setup)
     plan.capacity_bytes = device_capacity(plan.device, setup.ranks) if capacity == -1 else capacity
     return plan
@@ -247,7 +255,7 @@ def checkpoint_bytes(model: Path | dict) -> int:
     return sum(path.stat().st_size for path in Path(model).glob("*.safetensors") if path.is_file())
 
 
-def _setup(config: TrainConfig, shape: ModelShape, file_bytes: int = 0) -> _Setup:
+def _setup(config: TrainConfig, shape: ModelShape, file_bytes: int = 0, longest: int | None = None) -> _Setup:
     kind = resolve_device_kind(config.device)
     ranks = max(1, config.nproc)
     every_weight = config.method == "full" or (config.method == "dpo" and config.dpo_mode == "full")
@@ -268,7 +276,7 @@ def _setup(config: TrainConfig, shape: ModelShape, file_bytes: int = 0) -> _Setu
     return _Setup(shape=shape, config=config, kind=kind, compute_bytes=_compute_bytes(config, kind, shape),
                   frozen_bytes=frozen, trained_bytes=trained, targets=frozenset(names) if config.uses_lora else frozenset(),
                   trained_layers=trained_layers, ranks=ranks, sharded=config.fsdp and ranks > 1,
-                  file_bytes=file_bytes)
+                  file_bytes=file_bytes, length=min(config.max_length, longest or config.max_length))
 
 
 def _count(s: _Setup) -> MemoryPlan:
@@ -281,7 +289,7 @@ def _count(s: _Setup) -> MemoryPlan:
         frozen_weights, trainable = frozen_weights // s.ranks, trainable // s.ranks + gathered
         gradients, optimizer = gradients // s.ranks + gathered, optimizer // s.ranks
     rows = math.ceil(config.batch_size / s.ranks) * (2 if config.method == "dpo" else 1)
-    tokens = rows * config.max_length
+    tokens = rows * s.length
     activations, head_grads, notes = _activations(s, tokens, trained_params, lora_params)
     if s.kind == "cuda":
         overhead = CUDA_CONTEXT + CUDA_ALLOCATOR * (activations + trainable + frozen_weights)
@@ -366,8 +374,9 @@ def _activations(s: _Setup, tokens: int, trained_params: int, lora_params: int) 
     working = tokens * (4 * h + 2 * i) * 4
     total = kept + head_input + logits + working + tokens * h * 4  # the final norm's input
     head_grads = shape.embedding_params * s.trained_bytes if head_trained else 0
-    rows = tokens // config.max_length
-    note = f"{rows} × {config.max_length} tokens, {how}; logits and loss in fp32"
+    rows = tokens // s.length
+    longest = " (the longest example)" if s.length < config.max_length else ""
+    note = f"{rows} × {s.length} tokens{longest}, {how}; logits and loss in fp32"
     return int(total), head_grads, {"activations": note}
 
 
@@ -405,7 +414,7 @@ def _reference_pass(s: _Setup, weights: float) -> float:
     if s.config.method != "dpo":
         return 0
     shape = s.shape
-    tokens = 2 * REFERENCE_PAIRS * s.config.max_length
+    tokens = 2 * REFERENCE_PAIRS * s.length
     return weights + tokens * (shape.vocab * (8 + s.compute_bytes) + (6 * shape.hidden + 3 * shape.intermediate) * 4)
 
 
@@ -431,6 +440,65 @@ def _compute_bytes(config: TrainConfig, kind: str, shape: ModelShape) -> int:
     if kind == "cuda":
         return 2 if _gpu_info(0).get("bf16", True) else 4
     return 2 if kind == "cpu" and shape.hidden >= 256 and "amx_bf16" in _cpu_flags() else 4
+
+
+def longest_example_tokens(dataset: Path, tokenizer, template: str) -> int:
+    """The longest training example of ``dataset`` in tokens (both replies of a preference pair).
+
+    Only the ``LENGTH_SAMPLE`` longest by characters are rendered and tokenized: a dataset of
+    100,000 examples is measured in the time of a few dozen.
+    """
+    from tui_ft.engine.data import load_dataset, preference_examples, sft_examples
+    from tui_ft.engine.data.templates import tokenize_example
+
+    data = load_dataset(dataset)
+    if data.format == "preference":
+        examples = [example for pair in data.records for example in preference_examples(pair)]
+    else:
+        examples = sft_examples(data)
+    longest = heapq.nlargest(LENGTH_SAMPLE, examples, key=_characters)
+    return max((tokenize_example(example, tokenizer, template).full_length for example in longest), default=0)
+
+
+def longest_example_bound(dataset: Path) -> int:
+    """At most how many tokens the longest example of ``dataset`` has, without a tokenizer.
+
+    A byte-level tokenizer's token covers at least one byte of text, so an example's bytes
+    plus its template's markup bound its tokens (loosely: English runs about four bytes a
+    token). The Train form plans with it as fields change; :func:`create_run` measures the
+    longest example with the tokenizer. Cached by file size and modification time.
+    """
+    path = Path(dataset)
+    stat = path.stat()
+    return _longest_bound(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _longest_bound(path: str, _size: int, _mtime: int) -> int:
+    from tui_ft.engine.data import load_dataset, preference_examples, sft_examples
+
+    data = load_dataset(path)
+    if data.format == "preference":
+        examples = [example for pair in data.records for example in preference_examples(pair)]
+    else:
+        examples = sft_examples(data)
+    return max((_bytes(example) for example in examples), default=0)
+
+
+def _bytes(example) -> int:
+    text = example.input + "".join(str(m.get("content") or "") for m in example.messages)
+    return len(text.encode()) + TEMPLATE_TOKENS * (len(example.messages) + 1)
+
+
+TEMPLATE_TOKENS = 32  # a turn's markup in tokens at most (alpaca's headers, chat roles and separators)
+
+
+def _characters(example) -> int:
+    return len(example.input) + sum(len(str(m.get("content") or "")) + TURN_CHARACTERS for m in example.messages)
+
+
+LENGTH_SAMPLE = 64
+TURN_CHARACTERS = 16  # a turn's template markup, roughly, so many short turns outweigh one long one
 
 
 # ----- devices and capacity ----------------------------------------------------------------------
@@ -480,8 +548,22 @@ def device_capacity(device: str, ranks: int = 1) -> int | None:
     return None if any(value is None for value in free) else min(free)
 
 
+_GPU_INFO_TTL_S = 2.0  # the Train form plans at every key: one nvidia-smi call every few seconds is enough
+_gpu_info_cache: dict[str, tuple[float, dict]] = {}
+
+
 def _gpu_info(index: int) -> dict:
     """``free`` bytes and ``bf16`` (compute capability 8.0 and up) of visible GPU ``index`` from ``nvidia-smi``."""
+    key = f"{os.environ.get('CUDA_VISIBLE_DEVICES')}/{index}"
+    cached = _gpu_info_cache.get(key)
+    if cached and time.monotonic() - cached[0] < _GPU_INFO_TTL_S:
+        return cached[1]
+    info = _ask_nvidia_smi(index)
+    _gpu_info_cache[key] = (time.monotonic(), info)
+    return info
+
+
+def _ask_nvidia_smi(index: int) -> dict:
     command = shutil.which("nvidia-smi")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -524,7 +606,8 @@ def _cpu_flags() -> str:
 # ----- refusing, and the fix ---------------------------------------------------------------------
 
 
-def cheapest_fix(config: TrainConfig, model: Path | dict, capacity: int) -> tuple[str, MemoryPlan] | None:
+def cheapest_fix(config: TrainConfig, model: Path | dict, capacity: int,
+                 longest: int | None = None) -> tuple[str, MemoryPlan] | None:
     """The cheapest changes that make the run fit, as one phrase, with their plan; ``None`` when none do.
 
     Changes are tried in order of preference and kept while they help: activation
@@ -533,10 +616,10 @@ def cheapest_fix(config: TrainConfig, model: Path | dict, capacity: int) -> tupl
     """
     config = config.resolved()
     values = model if isinstance(model, dict) else _config_json(model)
-    current = plan_memory(config, values, capacity)
+    current = plan_memory(config, values, capacity, longest)
     applied: dict = {}
-    for changes in _fixes(config):
-        plan = plan_memory(replace(config, **(applied | changes)), values, capacity)
+    for changes in _fixes(config, longest):
+        plan = plan_memory(replace(config, **(applied | changes)), values, capacity, longest)
         if plan.peak_bytes < current.peak_bytes * MIN_GAIN:  # a change that does not help is not advised
             applied, current = applied | changes, plan
             if current.fits:
@@ -554,7 +637,7 @@ def _config_json(folder: Path) -> dict:
         raise MemoryPlanError(f"{folder}: cannot read config.json ({error})") from None
 
 
-def _fixes(config: TrainConfig):
+def _fixes(config: TrainConfig, longest: int | None = None):
     """Candidate changes in order of preference (each batch or length step replaces the previous one)."""
     if not config.gradient_checkpointing:
         yield {"gradient_checkpointing": True}
@@ -565,7 +648,7 @@ def _fixes(config: TrainConfig):
     while batch % 2 == 0 and (batch // 2) % ranks == 0:
         batch, accum = batch // 2, accum * 2
         yield {"batch_size": batch, "grad_accum": accum}
-    length = config.max_length
+    length = min(config.max_length, longest or config.max_length)
     while length > MIN_LENGTH:
         length = max(MIN_LENGTH, length // 2)
         yield {"max_length": length}
@@ -597,7 +680,7 @@ def describe_changes(changes: dict) -> str:
     return " and ".join(parts)
 
 
-def check_memory(config: TrainConfig, model_path: Path) -> MemoryPlan | None:
+def check_memory(config: TrainConfig, model_path: Path, longest: int | None = None) -> MemoryPlan | None:
     """The run's plan; raises when it will not fit and ``ignore_memory_plan`` is off.
 
     A model whose ``config.json`` the plan cannot read is not refused (``None``): the plan is
@@ -609,12 +692,12 @@ def check_memory(config: TrainConfig, model_path: Path) -> MemoryPlan | None:
     if config.ignore_memory_plan:
         return None
     try:
-        plan = plan_memory(config, model_path)
+        plan = plan_memory(config, model_path, longest=longest)
     except MemoryPlanError:
         return None
     if plan.fits:
         return plan
-    fix = cheapest_fix(config, model_path, plan.capacity_bytes)
+    fix = cheapest_fix(config, model_path, plan.capacity_bytes, longest)
     advice = (f"try {fix[0]}: {fix[1].summary()}" if fix
               else "no setting makes it fit: use a smaller model or a device with more memory")
     raise MemoryPlanError(f"not started, it will not fit: {plan.summary()}; {advice}; "
