@@ -210,6 +210,8 @@ def test_out_of_memory_on_rank_1_fails_the_run_with_the_advice_instead_of_hangin
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
     log = (run_dir / "worker.log").read_text()
     assert "rank 1 failed: out of memory" in log and "injected: CUDA out of memory on rank 1" in log
+    failed = [r for r in read_metrics(run_dir) if r.get("event") == "failed"]
+    assert len(failed) == 1 and failed[0]["message"].startswith("rank 1 failed: out of memory")
 
 
 def reference_epochs_end_with_a_single_example(run_dir: Path) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tui_ft.engine.files import read_json
 from tui_ft.engine.processes import TRUST_FLAG, WORKER_MODULE, child_env, python_command
-from tui_ft.engine.runs.folder import STATUS_FILE, read_run_config
+from tui_ft.engine.runs.folder import STATUS_FILE, read_run_config, update_status
 from tui_ft.engine.runs.state import RunState
 
 PEER_LOST_EXIT = 3  # tui_ft.engine.runs.worker's exit status for "another rank went away" (not imported: no torch here)
@@ -210,8 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if outcome == "failed":
             group.stop()  # the others first, as torchrun did: their last words must not overwrite ours
-            message = failure_message(failures, read_json(run_dir / STATUS_FILE), read_rank_errors(run_dir))
-            if message:
+            status = read_json(run_dir / STATUS_FILE)
+            message = failure_message(failures, status, read_rank_errors(run_dir))
+            if message and status.get("state") == RunState.FAILED:
+                # A rank already marked the run failed and logged the event: complete its message only.
+                print(f"failed: {message}", flush=True)
+                update_status(run_dir, message=message)
+            elif message:
                 fail(run_dir, message)
             return 1
         return 0
