@@ -143,7 +143,9 @@ def test_ddp_on_two_gpus_follows_one_gpu_and_an_out_of_memory_rank_ends_the_run(
     status = wait_for(lambda: (s := read_status(two))["state"] in ("finished", "failed", "died") and s, "the DDP run",
                       timeout=300)
     assert status["state"] == "finished", status
-    assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-3)
+    # fp32 (TF32 matrix products where the engine enables them): the same curve within 0.5 %.
+    assert train_losses(two) == pytest.approx(train_losses(one), rel=5e-3)
+    assert len({round(x, 2) for x in train_losses(one)}) > 3  # the curve moves: the comparison means something
     assert "with nccl" in (two / "worker.log").read_text()
 
     # Rank 1 runs out of memory alone: NCCL must not keep rank 0 waiting for its watchdog.
