@@ -133,7 +133,7 @@ def heldout_loss(model, objective) -> float:
     with torch.no_grad():
         for indices in objective.eval_batches(BATCH):
             out = objective.forward(model, objective.collate(indices, "cpu"))
-            nll, trained = nll + out.stats["nll"], trained + out.stats["trained"]
+            nll, trained = nll + float(out.stats["nll"]), trained + float(out.stats["trained"])
     model.train()
     return nll / max(1, trained)
 

@@ -25,6 +25,7 @@ from tui_ft.engine.runs.folder import METRICS_FILE, MetricsWriter, read_run_conf
 from tui_ft.engine.runs.state import RunState
 from tui_ft.engine.training.batching import epoch_batches, steps_per_epoch
 from tui_ft.engine.training.checkpoint import load_checkpoint, remove_staging, rng_state, save_checkpoint
+from tui_ft.engine.training.collapse import CollapseWatch
 from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, claim_device, gather_objects, reduce_stats, shard
 from tui_ft.engine.training.methods import autocast_for, build_model, count_params, save_final
 from tui_ft.engine.training.objective import Objective, StepOutput
@@ -111,6 +112,9 @@ class Trainer:
 
         self.precision = speed_up_for_cpu(self.model, self.device, config.precision)
         self.counts = count_params(self.model)
+        # The uniform-guess symptom is a token cross-entropy's; DPO's loss is watched for blow-ups only.
+        vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        self.collapse = CollapseWatch(vocab if config.method != "dpo" else None)
         if self.group.is_main:
             print(self.counts.describe(), flush=True)
         self.steps_per_epoch = steps_per_epoch(len(self.train_data.items), config.batch_size, config.grad_accum)
@@ -219,6 +223,10 @@ class Trainer:
             raise TrainingFailed(f"the gradient norm became {grad_norm} at step {step}; {self._last_good()}",
                                  every_rank=True)
         lr = self.scheduler.get_last_lr()[0]
+        symptom = self.collapse.check(values["loss"], grad_norm)
+        if symptom:  # every rank sees the same reduced loss and norm, so every rank stops here
+            raise TrainingFailed(f"diverged at step {step}: {symptom}; lower the learning rate (now {lr:g}); "
+                                 f"{self._last_good()}", every_rank=True)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
