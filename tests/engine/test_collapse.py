@@ -9,7 +9,6 @@ import pytest
 from tui_ft.engine.runs import create_run, read_metrics, read_status
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.training.collapse import PATIENCE, CollapseWatch
-from tui_ft.engine.training.trainer import train_run
 
 VOCAB = 49152
 
