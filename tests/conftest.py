@@ -111,6 +111,17 @@ def tokenizer(default_model_path):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread: the tiny model gains nothing from more, and the CPU is shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def workspace(tmp_path) -> Path:
     """An empty workspace with the shipped datasets copied in."""
     shutil.copytree(REPO / "datasets", tmp_path / "datasets")
@@ -151,6 +162,7 @@ def steady_dashboard(request, monkeypatch):
     monkeypatch.setattr(TuiFtApp, "PREBUILT_MODES", ())
     monkeypatch.setattr(TuiFtApp, "FREEZE_HEAP_EVERY_S", None)
     monkeypatch.setattr("tui_ft.engine.models.devices.visible_gpu_count", lambda: 0)
+    monkeypatch.setenv("TUI_FT_MEMORY_CAPACITY_BYTES", str(24 * 10**9))  # the Train form's plan line reads the same anywhere
     with fixed_paths_lock():
         yield
 

@@ -15,15 +15,7 @@ from tui_ft.engine.runs import create_run, read_metrics
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.training.trainer import train_run
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 METHODS = {

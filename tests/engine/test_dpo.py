@@ -16,15 +16,7 @@ PAIRS = [{"prompt": "What is 2+2? ", "chosen": "4.", "rejected": "It is, well, p
          {"prompt": "Name a colour. ", "chosen": "Blue, the colour of a clear sky.", "rejected": "Chromatic."}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny model gains nothing from more, and the CPU is shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,15 +36,7 @@ def weights(folder: Path) -> dict:
     return load_file(folder / "model.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny model gains nothing from more, and the CPU is shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # The tiny model's frozen tied embeddings bound how far LoRA and freeze can move its logits
