@@ -111,6 +111,21 @@ def tokenizer(default_model_path):
 
 
 @pytest.fixture
+def reap():
+    """Kill the workers a test started (give their pids to it) if the test fails before they end."""
+    import os
+    import signal
+
+    pids = []
+    yield pids.append
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
 def one_torch_thread():
     """One torch thread: the tiny model gains nothing from more, and the CPU is shared."""
     import torch

@@ -8,8 +8,6 @@ process, which inherits ``HF_ENDPOINT`` and ``HF_HOME``) fetches the weights wit
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 
 import pytest
@@ -38,18 +36,6 @@ DATASET = "datasets/seed_instructions.jsonl"
 def hub_run(name: str, **settings) -> TrainConfig:
     return TrainConfig(model="acme/tiny", dataset=DATASET, method="lora", max_steps=2, batch_size=2, save_every=0,
                        eval_split=0.0, name=name, **settings)
-
-
-@pytest.fixture
-def reap():
-    """Kill the workers a test started if it fails before they end."""
-    pids = []
-    yield pids.append
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_create_run_fetches_the_config_and_tokenizer_only_and_pins_the_commit(hub, tiny_repo_files, workspace,

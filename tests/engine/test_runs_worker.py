@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import psutil
-import pytest
 
 from tui_ft.engine.runs import create_run, list_checkpoints, list_runs, read_metrics, read_status, resume_run, stop_run
 from tui_ft.engine.runs.config import TrainConfig
@@ -20,18 +19,6 @@ from tui_ft.engine.runs.config import TrainConfig
 from polling import wait_for
 
 LAUNCH = "import sys; from tui_ft.engine.runs import launch_run; print(launch_run(sys.argv[1]))"
-
-
-@pytest.fixture
-def reap():
-    """Kill the workers a test started if it fails before stopping them (they train for hours)."""
-    pids = []
-    yield pids.append
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_worker_outlives_its_parent_stops_with_a_checkpoint_resumes_and_reads_died(workspace, tiny_model_dir, monkeypatch,
