@@ -84,8 +84,8 @@ async def test_a_new_pane_is_built_without_restyling_the_whole_app(ui_home, monk
         assert app.current_mode == "benchmark"
         assert refreshes == []  # Textual re-parsed and re-styled everything for each new screen
         # ... and the new panes are styled all the same: the theme's colours are on them.
-        header = app.screen.query_one("Header")
-        assert header.styles.background == app.get_screen_stack("datasets")[0].query_one("Header").styles.background
+        strip = app.screen.query_one("PaneTabs")
+        assert strip.styles.background == app.get_screen_stack("datasets")[0].query_one("PaneTabs").styles.background
 
 
 async def test_a_new_pane_is_not_restyled_on_its_first_visit_unless_the_theme_changed(ui_home, monkeypatch):

@@ -16,7 +16,7 @@ from tui_ft.ui.screens.benchmark import BenchmarkScreen
 from tui_ft.ui.screens.chat import ChatScreen
 from tui_ft.ui.screens.datasets import DatasetsScreen
 from tui_ft.ui.screens.help import HelpScreen, warm_help_table
-from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.screens.pane import Pane, is_text_field, typing_keys
 from tui_ft.ui.screens.runs import RunsScreen
 from tui_ft.ui.screens.train import TrainScreen
 
@@ -52,6 +52,7 @@ class TuiFtApp(App):
     FREEZE_HEAP_EVERY_S: float | None = 1.0
 
     def __init__(self, home: Path, model_ref: str = "default"):
+        compat.read_escape_digits_as_alt("".join(key for key, _, _ in keys.PANES))  # alt+1…alt+5 in xterm and tmux
         super().__init__()
         self.home = Path(home)
         self.model_ref = model_ref  # the model panes start on
@@ -60,6 +61,7 @@ class TuiFtApp(App):
         self._prebuild_timer = None
         self._unpainted = None  # a pane built in the background, laid out at the next tick
         self._switching_to_built_pane = False
+        self._prebuilding = False
         self._modules_when_frozen = 0
 
     def on_mount(self) -> None:
@@ -97,8 +99,12 @@ class TuiFtApp(App):
             if mode != self.current_mode and not self.is_mode_built(mode):
                 current = self.current_mode
                 with self.batch_update():
-                    self.switch_mode(mode)
-                    self.switch_mode(current)
+                    self._prebuilding = True  # not the user's switch: the pane in front keeps its focus
+                    try:
+                        self.switch_mode(mode)
+                        self.switch_mode(current)
+                    finally:
+                        self._prebuilding = False
                 self._unpainted = self.get_screen_stack(mode)[0]
                 break
         if self._to_prebuild or self._unpainted is not None:
@@ -123,6 +129,8 @@ class TuiFtApp(App):
 
     def switch_mode(self, mode: str):
         """Show the pane of ``mode``; a pane already built is shown in the next frame."""
+        if isinstance(self.screen, Pane) and mode != self.current_mode and not self._prebuilding:
+            self.screen.leave_fields()  # coming back, no key lands in a field scrolled out of sight
         self._switching_to_built_pane = self.is_mode_built(mode)
         try:
             return super().switch_mode(mode)
@@ -150,6 +158,42 @@ class TuiFtApp(App):
             self._prebuild_timer.stop()
         await self.panes_settled()
         self.exit()
+
+    def get_key_display(self, binding: Binding) -> str:
+        # F1 as keyboards print it (Textual writes f1).
+        display = super().get_key_display(binding)
+        return display.upper() if display[:1] == "f" and display[1:].isdigit() else display
+
+    # -- pane switching ------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pane_key", "show_pane", "next_pane"):
+            # Not from a dialog: its pane would be hidden with the dialog still open in it.
+            if not isinstance(self.screen, Pane):
+                return False
+            # A digit is the field's while it types one: False lets the key through to it.
+            return not (action == "pane_key" and typing_keys(self.screen.focused))
+        if action == "leave_field":
+            return isinstance(self.screen, Pane) and is_text_field(self.screen.focused)
+        return True
+
+    async def action_pane_key(self, mode: str) -> None:
+        """A digit outside text fields: show the pane of ``mode``."""
+        await self.action_show_pane(mode)
+
+    async def action_show_pane(self, mode: str) -> None:
+        """Show the pane of ``mode`` (``alt+N`` and the tab strip: from anywhere)."""
+        if mode != self.current_mode:
+            await self.switch_mode(mode)
+
+    async def action_next_pane(self, step: int) -> None:
+        """Show the pane ``step`` places to the right in the tab strip (negative: to the left)."""
+        modes = list(self.MODES)
+        await self.action_show_pane(modes[(modes.index(self.current_mode) + step) % len(modes)])
+
+    def action_leave_field(self) -> None:
+        """Take the focus out of the text field, so keys act on the pane again."""
+        self.screen.set_focus(None)
 
     async def action_quit_outside_fields(self) -> None:
         """Quit on ``q`` unless a form field has focus, where ``q`` is easy to hit by accident."""

@@ -69,6 +69,8 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
                 "key DataTable's caches of drawn cells and rows, which do not include the column widths"),
     PrivateName("textual.widgets:Footer", "_bindings_ready",
                 "let the key bar show its keys: Footer shows nothing until its bindings_changed sets it"),
+    PrivateName("textual._ansi_sequences", "ANSI_SEQUENCES_KEYS",
+                "read alt+1…alt+5 from a terminal that sends ESC 1…ESC 5 as alt+N, not as the macOS characters ¡ ™ £ ¢ ∞"),
     PrivateName("textual_plotext:PlotextPlot", "_get_plotext_theme_name",
                 "take plotext's name of the app's theme on the UI thread, for a picture drawn in a worker",
                 ("app_theme_name",)),
@@ -129,6 +131,29 @@ def restart_table_caches(table: DataTable) -> None:
 def set_footer_bindings_ready(footer: Footer) -> None:
     """Let a Footer show its keys, as Footer's own bindings_changed does."""
     footer._bindings_ready = True  # a reactive: Footer composes nothing until it is True
+
+
+# -- textual._ansi_sequences ----------------------------------------------------------------
+
+
+class _AltKey(NamedTuple):
+    """Stands in for a ``Keys`` member in Textual's table of sequences: the parser reads ``.value``."""
+
+    value: str
+
+
+def read_escape_digits_as_alt(digits: str) -> None:
+    """Make the terminal's ESC + digit (what xterm and tmux send for alt+digit) the key ``alt+digit``.
+
+    Textual's table turns ESC 1 into ``¡`` (what macOS's Option+1 types), so an alt+1 binding
+    never fired there, and in a text field the character was typed. A ``£`` typed as such (no
+    ESC: Shift+3 on a British keyboard) stays ``£``.
+    """
+    import importlib
+
+    table = importlib.import_module("textual._ansi_sequences").ANSI_SEQUENCES_KEYS
+    for digit in digits:
+        table[f"\x1b{digit}"] = (_AltKey(f"alt+{digit}"),)
 
 
 # -- textual_plotext ------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 """Every key binding of the dashboard, with ids so users can remap them (``App.set_keymap``).
 
-Digits switch panes from anywhere except an input, where they type digits: app-level
-bindings are not priority bindings, so a focused ``Input`` consumes the key first.
+Digits switch panes except where a text field would type them: they are priority bindings
+whose action the app refuses while the focused widget takes printable keys (an Input, a
+Select's type-to-search), so the field gets the digit. The Chat prompt takes no digit while it
+is empty, so there digits switch panes until something is typed. ``alt+1``…``alt+5`` and
+``ctrl+pageup``/``ctrl+pagedown`` switch from anywhere, text fields included (priority: an
+Input would type alt+1's ``1``, a scrolling container takes ctrl+pageup; a terminal's ESC 1 is
+read as alt+1: ``compat.read_escape_digits_as_alt``). Escape leaves a
+text field. The pane keys are shown in the tab strip at the top of every pane
+(``widgets/pane_tabs.py``), so the footer keeps its room for the pane's own keys and ``?``.
 """
 
 from __future__ import annotations
@@ -18,17 +25,35 @@ PANES = (
 
 APP_BINDINGS = [
     *(
-        Binding(key, f"switch_mode('{mode}')", label, id=f"pane.{mode}", tooltip=f"Show the {label} pane")
+        Binding(key, f"pane_key('{mode}')", label, id=f"pane.{mode}", show=False, priority=True,
+                tooltip=f"Show the {label} pane (outside text fields)")
         for key, mode, label in PANES
     ),
-    Binding("question_mark,f1", "help", "Help", id="app.help", key_display="?", tooltip="List every key"),
+    *(
+        Binding(f"alt+{key}", f"show_pane('{mode}')", label, id=f"pane.{mode}.anywhere", show=False, priority=True,
+                tooltip=f"Show the {label} pane, from a text field too")
+        for key, mode, label in PANES
+    ),
+    Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True,
+            tooltip="Show the pane to the left (from a text field too)"),
+    Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True,
+            tooltip="Show the pane to the right (from a text field too)"),
+    # No key_display: inside a text field `?` types, and the footer then shows f1, the key that works.
+    Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="List every key"),
+    Binding("escape", "leave_field", "Leave field", id="app.leave_field",
+            tooltip="Leave the text field (the cursor goes; digits and letters are keys again)"),
     Binding("q", "quit_outside_fields", "Quit", id="app.quit", show=False, tooltip="Quit (training runs keep going)"),
-    Binding("ctrl+q", "quit", "Quit", id="app.quit_anywhere", tooltip="Quit (training runs keep going)", priority=True),
+    # Not in the footer (its room goes to the pane's keys): the help screen and the palette list it.
+    Binding("ctrl+q", "quit", "Quit", id="app.quit_anywhere", show=False, tooltip="Quit (training runs keep going)",
+            priority=True),
 ]
 
+EXAMPLE_KEYS = Binding.Group("Example", compact=True)
 DATASET_BINDINGS = [
-    Binding("right,n", "example(1)", "Next example", id="datasets.next", tooltip="Show the next example"),
-    Binding("left,p", "example(-1)", "Prev example", id="datasets.prev", tooltip="Show the previous example"),
+    # One footer entry, "n p Example", for the pair: the footer keeps room for `?` at 80 columns.
+    Binding("right,n", "example(1)", "Next example", id="datasets.next", tooltip="Show the next example", group=EXAMPLE_KEYS),
+    Binding("left,p", "example(-1)", "Prev example", id="datasets.prev", tooltip="Show the previous example",
+            group=EXAMPLE_KEYS),
     Binding("t", "toggle_template", "Template", id="datasets.template", tooltip="Switch between chat and alpaca templates"),
     Binding(
         "a", "toggle_train_on_prompt", "Loss on all", id="datasets.mask", tooltip="Compute the loss on every token, or on replies only"

@@ -14,7 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Header, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.evaluation import display_path, start_eval_job, stop_eval_job
@@ -27,6 +27,7 @@ from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_items import BenchItemsScreen
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 from tui_ft.views.bench_table import (
     BenchTable,
     Column,
@@ -108,7 +109,7 @@ class BenchmarkScreen(Pane):
         self.stamp: tuple | None = None  # runs' weights and stored results, as last seen
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("benchmark")
         yield Static("Benchmark", classes="pane-title")
         yield ColumnPicker(id="bench-controls")
         yield BenchGrid(id="bench-table")

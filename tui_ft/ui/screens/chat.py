@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Header, Input, Select, Static
+from textual.widgets import Input, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.evaluation.ratings import append_rating, ratings_path, read_ratings, summarize_ratings
@@ -28,9 +28,11 @@ from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.chat_conversation import BASE, SINGLE, TUNED, Conversation, Exchange, Reply
 from tui_ft.ui.widgets.chat_dialogs import ChatSettings, ExportScreen, SettingsScreen
+from tui_ft.ui.widgets.chat_prompt import PromptInput
 from tui_ft.ui.widgets.chat_rating import RatingScreen
 from tui_ft.ui.widgets.chat_status import describe_replies, model_label
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 
 REPAINT_EVERY_S = 0.05  # at most ~20 repaints a second, however fast the model is
 
@@ -40,6 +42,7 @@ class ChatScreen(Pane):
 
     BINDINGS = keys.CHAT_BINDINGS
     AUTO_FOCUS = "#prompt"
+    TYPING_PANE = True
     DEFAULT_CSS = """
     ChatScreen #chat-top { height: 3; }
     ChatScreen #model { width: 2fr; max-width: 44; min-width: 30; }
@@ -95,13 +98,13 @@ class ChatScreen(Pane):
         self.unpainted: set[Reply] = set()  # replies whose new text is not on screen yet
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("chat")
         with Horizontal(id="chat-top"):
             yield Select([], id="model", allow_blank=True, prompt="model or run")
             yield Static("", id="ratings")
         yield Conversation(id="conversation")
         yield Static("", id="status", classes="status-line")
-        yield Input(placeholder="Ask something… (Enter sends)", id="prompt")
+        yield PromptInput(placeholder="Ask something… (Enter sends)", id="prompt")
         yield KeyFooter()
 
     def on_mount(self) -> None:

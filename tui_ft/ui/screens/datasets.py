@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, ProgressBar, Static, TabbedContent, TabPane
 
 from tui_ft.engine.data import Dataset, Example, find_datasets, load_dataset, preference_examples, sft_examples
 from tui_ft.engine.data.tokenizer_process import RenderedExample, TokenizerInfo, TokenizerProcess, tokenizer_process
@@ -26,6 +26,7 @@ from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 
 MAX_LENGTH = 512  # the Train form's default; stats count the examples beyond it
 
@@ -119,7 +120,7 @@ class DatasetsScreen(Pane):
         self.selected: Scanned | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("datasets")
         with Horizontal():
             with Vertical(classes="sidebar"):
                 yield Static("Datasets", classes="pane-title")

@@ -16,19 +16,70 @@ that pane re-parsed the whole stylesheet (150-400 ms).
 from __future__ import annotations
 
 from textual import events, on
+from textual.actions import parse
 from textual.geometry import Size
 from textual.screen import Screen
 from textual.types import NoActiveAppError
+from textual.widget import Widget
+from textual.widgets import Input, Select, TextArea
 from textual.worker import Worker, WorkerState
 
 from tui_ft.safe_text import clean
 from tui_ft.ui import compat
 
 
+def is_text_field(widget: Widget | None) -> bool:
+    """Whether ``widget`` is a field the user fills in (text, or a closed list): escape leaves it."""
+    return isinstance(widget, (Input, TextArea, Select))
+
+
+def typing_keys(widget: Widget | None) -> bool:
+    """Whether ``widget`` takes a digit pressed now (an Input, an open list's search).
+
+    The app's digit keys leave it to such a widget: the Chat prompt among them, which itself
+    switches panes on a digit while it is empty (``widgets/chat_prompt.py``).
+    """
+    return widget is not None and widget.check_consume_key("1", "1")
+
+
+def digits_type(widget: Widget | None) -> bool:
+    """Whether a digit pressed now is typed (not a pane switch): for the keys shown on screen."""
+    return typing_keys(widget) and not getattr(widget, "digits_switch_panes", False)
+
+
 class Pane(Screen):
     """A dashboard pane (one mode of the app)."""
 
     _styled_theme: str | None = None
+    TYPING_PANE = False
+    """Typing is the pane's only job (Chat): its text field keeps the focus when the pane is left."""
+
+    def leave_fields(self) -> None:
+        """The pane is being left: take the focus out of a form field.
+
+        Coming back, the field may be scrolled out of sight (the Train form at 80×24), and the
+        next key would have been typed into it unseen.
+        """
+        if not self.TYPING_PANE and is_text_field(self.focused):
+            self.set_focus(None)
+
+    def on_key(self, event: events.Key) -> None:
+        """Say why a key of this pane does nothing now, rather than nothing at all."""
+        reason = self.refused_key(event.key)
+        if reason:
+            self.notify(reason, severity="warning", timeout=4)
+
+    def refused_key(self, key: str) -> str | None:
+        """Why ``key``'s action is unavailable now (:meth:`why_not`), or None when it is available."""
+        for binding in self._bindings.key_to_bindings.get(key, ()):
+            _, action, parameters = parse(binding.action)
+            if not self.check_action(action, parameters):
+                return self.why_not(action)
+        return None
+
+    def why_not(self, action: str) -> str | None:
+        """One sentence: why ``action`` cannot be done now. None (the default) says nothing."""
+        return None
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = False) -> None:

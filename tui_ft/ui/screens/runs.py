@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, DataTable, Header, Static
+from textual.widgets import ContentSwitcher, DataTable, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs import RunError, resume_run, stop_run
@@ -31,6 +31,7 @@ from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 from tui_ft.ui.widgets.run_table import RunTable
 from tui_ft.views.formatting import format_bytes
 from tui_ft.views.run_monitor import (
@@ -61,6 +62,7 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     return lines[-1] if lines else f"export failed (exit {result.returncode})"
 
 
+RUN_ACTIONS = ("stop_run", "resume_run", "export_run", "toggle_mark", "toggle_log")  # keys that act on the selected run
 KEPT_TAILS = 8  # runs whose metrics stay in memory after the cursor left them (about 2 MB each)
 
 
@@ -120,7 +122,7 @@ class RunsScreen(Pane):
         self._footer_state: tuple[str | None, str | None] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("runs")
         yield RunTable(id="runs")
         yield Static("No runs yet: start one in the Train pane (2).", id="run-info")
         with ContentSwitcher(initial="plots", id="views"):
@@ -331,6 +333,18 @@ class RunsScreen(Pane):
             "toggle_log": row is not None,
         }.get(action, True)
         return True if allowed else None  # None: shown dimmed in the footer
+
+    def why_not(self, action: str) -> str | None:
+        row = self.selected_row()
+        if row is None:
+            return "No run selected: start one in the Train pane (2)." if action in RUN_ACTIONS else None
+        name, state = row.info.name, row.info.state
+        return {
+            "stop_run": f"{name} is {state}: only a queued or running run can be stopped.",
+            "resume_run": f"{name} is {state}: only a stopped, failed or died run can be resumed"
+                          + (" (e exports it)." if state == RunState.FINISHED else "."),
+            "export_run": f"{name} is {state}: only a finished run can be exported.",
+        }.get(action)
 
     def action_toggle_mark(self) -> None:
         row = self.selected_row()

@@ -7,11 +7,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Static
+from textual.widgets import DataTable, Static
 
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 from tui_ft.views.bench_table import cell_text
 
 SHORT = 36  # characters of a prompt or reply shown in the list; the full text is shown below
@@ -55,7 +56,7 @@ class BenchItemsScreen(Screen[None]):
         self.row_label = row_label
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("benchmark")
         yield Static(plain(summary(self.record, self.row_label)), id="bench-items-summary", classes="pane-title")
         yield DataTable(id="bench-items", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="bench-item-scroll"):

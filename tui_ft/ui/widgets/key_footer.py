@@ -24,9 +24,25 @@ def shown_keys(screen: Screen) -> tuple:
 
 
 class KeyFooter(Footer):
-    """A Footer that recomposes only when the keys it would show differ from those it shows."""
+    """A Footer that recomposes only when the keys it would show differ from those it shows.
 
+    The help key is pinned to the left: it came after the pane's keys, and a pane with many
+    keys cut the footer before it, at 80 and even 120 columns; `?` is the key that explains
+    the others.
+    """
+
+    DEFAULT_CSS = """
+    KeyFooter FooterKey.-pinned { dock: left; border-right: vkey $foreground 20%; }
+    """
+    PINNED_ACTIONS = ("help",)
     _shown: tuple | None = None
+
+    def compose(self):
+        for widget in super().compose():
+            # A key of the footer carries its binding's action (FooterKey is not public Textual).
+            if getattr(widget, "action", None) in self.PINNED_ACTIONS:
+                widget.add_class("-pinned")
+            yield widget
 
     def bindings_changed(self, screen: Screen) -> None:
         compat.set_footer_bindings_ready(self)
