@@ -28,7 +28,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose refusals are one line (argparse prints the whole usage block)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        # "tui-ft:" first, as every CLI error (a subcommand's parser is "tui-ft train").
+        self.exit(2, f"tui-ft: {message} (see {self.prog} --help)\n")
 
 
 def _command_modules() -> list:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args) or 0
     except DatasetError as error:
         for problem in error.problems:  # file names and contents: someone else's text (tui_ft/safe_text.py)
-            print(clean(problem), file=sys.stderr)
+            print(f"tui-ft: {clean(problem)}", file=sys.stderr)
         return 1
     except (ModelError, UserError) as error:
         print(f"tui-ft: {clean(error)}", file=sys.stderr)

@@ -46,13 +46,13 @@ def test_eval_choice_benchmark_table(workspace, tiny_model_dir, capsys, monkeypa
     [
         (["default"], 2, "tui-ft: nothing to evaluate: give --benchmark PATH or --perplexity PATH"),
         (["nope-model", "--benchmark", "datasets/seed_benchmark.jsonl"], 2, "tui-ft: nope-model: unknown model"),
-        (["default", "--benchmark", "missing.jsonl"], 1, "missing.jsonl:0: no such file"),
+        (["default", "--benchmark", "missing.jsonl"], 1, "tui-ft: missing.jsonl: no such file in "),
         (["default", "--benchmark", "datasets/seed_benchmark.jsonl", "--max-new-tokens", "0"], 2,
          "tui-ft: --max-new-tokens must be at least 1, got 0"),
         (["default", "--benchmark", "datasets/seed_benchmark.jsonl", "--checkpoint", "step-1"], 2,
          "tui-ft: default: --checkpoint needs a run"),
         (["default", "--benchmark", "datasets/seed_benchmark.jsonl", "--scorer", "choice"], 1,
-         "seed_benchmark.jsonl:1: no 'choices' for the choice scorer"),
+         "tui-ft: datasets/seed_benchmark.jsonl:1: no 'choices' for the choice scorer"),
     ],
 )
 def test_eval_user_errors_are_one_line(workspace, capsys, monkeypatch, args, status, message):
@@ -61,6 +61,7 @@ def test_eval_user_errors_are_one_line(workspace, capsys, monkeypatch, args, sta
     assert code == status
     first = err.strip().splitlines()[0]
     assert message in first and "Traceback" not in err and out == ""
+    assert err.startswith("tui-ft: "), err  # the message first: no blank line from a progress bar before it
     if "choice" not in message:
         assert len(err.strip().splitlines()) == 1
 
@@ -72,7 +73,7 @@ def test_eval_invalid_benchmark_lists_path_line_problems(workspace, capsys, monk
     code, out, err = _run(capsys, "--home", str(workspace), "eval", "default", "--benchmark", "bad.jsonl")
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 2 and "Traceback" not in err
-    assert lines[0].startswith("bad.jsonl:2: ") and lines[1].startswith("bad.jsonl:3: ")
+    assert lines[0].startswith("tui-ft: bad.jsonl:2: ") and lines[1].startswith("tui-ft: bad.jsonl:3: ")
 
 
 def test_eval_detach_prints_the_job_folder(workspace, capsys, monkeypatch, tiny_model_dir):

@@ -30,11 +30,11 @@ def lines_of(path: Path) -> list[int]:
 
 
 def problems_of(path: Path) -> list[tuple[int, str]]:
-    """Every problem as (line, message), after checking each formats as ``path:line: message``."""
+    """Every problem as (line, message), after checking each formats as ``path:line: message`` (``path: message`` for line 0)."""
     problems = check_dataset(path)
     for problem in problems:
         assert problem.path == str(path)
-        assert str(problem) == f"{path}:{problem.line}: {problem.message}"
+        assert str(problem) == (f"{path}:{problem.line}: {problem.message}" if problem.line else f"{path}: {problem.message}")
     return [(p.line, p.message) for p in problems]
 
 
@@ -263,7 +263,7 @@ def test_unsupported_suffix_missing_file_and_folder(tmp_path):
     missing = tmp_path / "missing.jsonl"
     with pytest.raises(DatasetError) as caught:
         load_dataset(missing)
-    assert [str(p) for p in caught.value.problems] == [f"{missing}:0: no such file"]
-    assert str(caught.value) == f"{missing}:0: no such file"
+    assert [str(p) for p in caught.value.problems] == [f"{missing}: no such file"]  # no line: the whole file
+    assert str(caught.value) == f"{missing}: no such file"
     (tmp_path / "folder.jsonl").mkdir()
     assert problems_of(tmp_path / "folder.jsonl") == [(0, "is a folder, not a dataset file")]

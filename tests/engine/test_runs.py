@@ -68,7 +68,7 @@ def test_cli_refuses_bad_values_before_any_run_folder(workspace, tiny_model_dir,
     broken = workspace / "broken.jsonl"
     broken.write_text('{"instruction": "hi", "response": "hello"}\n{"instruction": "no reply"}\n')
     assert main(base + ["--dataset", str(broken)]) == 1
-    assert capsys.readouterr().err.strip() == f"{broken}:2: missing field 'response' or 'output' or 'completion'"
+    assert capsys.readouterr().err.strip() == f"tui-ft: {broken}:2: missing field 'response' or 'output' or 'completion'"
     assert list((workspace / "checkpoints").iterdir()) == []
     assert main(["--home", str(workspace), "runs", "stop", "nope"]) == 2
     assert main(["--home", str(workspace), "runs", "--json"]) == 0

@@ -25,11 +25,16 @@ def add_parser(commands) -> None:
 
 def run_check(args) -> int:
     from tui_ft.engine.data import check_dataset
+    from tui_ft.engine.data.readers import DatasetError
+    from tui_ft.engine.runs.config_checks import find_dataset
     from tui_ft.safe_text import clean
 
     failed = False
     for path in args.paths:
-        problems = check_dataset(path)
+        try:  # as train and eval find it: as given, in the workspace, in its datasets/
+            problems = check_dataset(find_dataset(path, args.home))
+        except DatasetError as error:  # no such file: the folders searched
+            problems = error.problems
         for problem in problems:
             print(clean(problem))  # names and lines from the file: no terminal escapes (tui_ft/safe_text.py)
         failed |= bool(problems)
@@ -52,7 +57,9 @@ def run_show(args) -> int:
 
     if args.max_length < 1:
         raise UserError(f"--max-length must be at least 1, got {args.max_length}")
-    dataset = load_dataset(args.path)
+    from tui_ft.engine.runs.config_checks import find_dataset
+
+    dataset = load_dataset(find_dataset(args.path, args.home))
     tokenizer = load_tokenizer(resolve_model(args.model, args.home, weights=False).path)  # a Hub model: no weights
     template = args.template or default_template(tokenizer)
     stats = dataset_stats(dataset, tokenizer, template, args.max_length)

@@ -101,15 +101,22 @@ class _progress_bar:
         self.progress = Progress("evaluating", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=Console(stderr=True), transient=True)
         self.task = self.progress.add_task("eval", total=None)
-        self.progress.start()
         # A Hub model fetched meanwhile shows its own bar: this one steps aside until it is done.
         self.downloads = showing_downloads(download_display(pause=self.progress))
         self.downloads.__enter__()
-        return lambda done, total: self.progress.update(self.task, completed=done, total=total)
+
+        def update(done: int, total: int | None) -> None:
+            # Started at the first progress, once the files were read: a bar started earlier left
+            # a blank line before a refusal on a non-terminal stderr.
+            self.progress.start()
+            self.progress.update(self.task, completed=done, total=total)
+
+        return update
 
     def __exit__(self, *exc):
         self.downloads.__exit__(*exc)
-        self.progress.stop()
+        if self.progress.live.is_started:  # rich's stop prints a newline on a non-terminal, started or not
+            self.progress.stop()
         return False
 
 

@@ -265,7 +265,8 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
     """
     path = Path(path)
     if not path.exists():
-        raise DatasetError([Problem(str(path), 0, "no such file")])
+        where = "" if path.is_absolute() else f" in {path.absolute().parent}"  # relative: say which folder
+        raise DatasetError([Problem(str(path), 0, f"no such file{where}")])
     if path.is_dir():
         raise DatasetError([Problem(str(path), 0, "is a folder, not a dataset file")])
     records, problems, file_format = [], [], None

@@ -223,6 +223,8 @@ def evaluate_many(refs: Sequence[str], home: Path, benchmarks: Sequence[str | Pa
         if task.kind == "benchmark":
             pick_scorer(task, scorer)  # a choice scorer on items without choices fails now
     total = len(sessions) * sum(len(t.records) for t in tasks)
+    if progress:
+        progress(0, total)  # checked: the plan is known (the CLI's bar appears now, while a model loads)
     done, results = 0, []
     for session in sessions:
         for task in tasks:

@@ -159,14 +159,24 @@ def _check_device(device: str) -> Errors:
 
 
 def find_dataset(ref: str, home: Path) -> Path:
-    """A dataset path as given, else relative to the workspace (``home``), else ``home/datasets``."""
+    """A dataset path as given, else relative to the workspace (``home``), else ``home/datasets``.
+
+    Raises:
+        DatasetError: No such file in any of them; the one problem names the folders searched.
+    """
+    from tui_ft.engine.data.readers import DatasetError, Problem
+
     path = Path(ref).expanduser()
-    if path.is_absolute() or path.exists():
+    if path.exists():
         return path
+    if path.is_absolute():
+        raise DatasetError([Problem(ref, 0, "no such file")])
+    folders = [Path.cwd(), home, home / "datasets"]
     for candidate in (home / path, home / "datasets" / path):
         if candidate.exists():
             return candidate
-    return path
+    searched = list(dict.fromkeys(str(folder.resolve()) for folder in folders))  # the workspace may be the current folder
+    raise DatasetError([Problem(ref, 0, f"no such file in {', '.join(searched[:-1])} or {searched[-1]}")])
 
 
 def check_files(config: TrainConfig, home: Path, skip: set[str]) -> Errors:
