@@ -76,11 +76,13 @@ async def test_escape_leaves_a_train_field(ui_home):
 async def test_a_refused_start_focuses_the_first_bad_field_in_view_and_digits_stay_in_it(ui_home):
     app = app_on("train", ui_home)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle_workers(pilot, rounds=1)
+        await settle_workers(pilot)
+        app.screen.query_one("#field-dataset").value = str(ui_home / "datasets" / "seed_instructions.jsonl")
         field(app, "seed").value = "ux"  # a field below the fold at 80×24
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await settle_workers(pilot)
         seed = field(app, "seed")
+        assert app.screen.form.errors_shown() == {"seed": "cannot read 'ux' as int"}
         assert app.focused is seed and visible(seed)
         await pilot.press("1")
         assert app.current_mode == "train" and "1" in seed.value  # typed into the field it can see

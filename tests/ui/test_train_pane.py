@@ -46,7 +46,9 @@ async def test_bad_values_show_inline_errors_and_launch_nothing(home, monkeypatc
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
         form = screen.form
-        assert isinstance(app.focused, Select) and app.focused.id == "field-model"  # keyboard starts at the top
+        assert app.focused is None  # no field takes keys on arrival: tab enters the form at the top
+        await pilot.press("tab")
+        assert isinstance(app.focused, Select) and app.focused.id == "field-model"
 
         # Text that is not a number is refused before the engine is asked; tab reaches the field
         # (the end-to-end test tabs through the whole form; two steps keep this one quick).
@@ -55,7 +57,9 @@ async def test_bad_values_show_inline_errors_and_launch_nothing(home, monkeypatc
         assert app.focused.id == "field-lr"
         await pilot.press("ctrl+a", "ctrl+k", *"abc", "ctrl+s")
         await ready(pilot)
-        assert form.errors_shown() == {"lr": "cannot read 'abc' as float"}
+        # The unreadable field does not hide the others' problems: the engine checked the rest.
+        assert form.errors_shown() == {"lr": "cannot read 'abc' as float", "dataset": "choose a dataset file"}
+        assert app.focused.id == "field-dataset"  # the highest field in error
 
         fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"), lr="-1", lora_rank="0",
              batch_size="0", name="../x")
@@ -66,10 +70,38 @@ async def test_bad_values_show_inline_errors_and_launch_nothing(home, monkeypatc
         assert "must be a positive number" in errors["lr"]
         assert "must be at least 1" in errors["lora_rank"] and "must be at least 1" in errors["batch_size"]
         assert "not a safe run name" in errors["name"]
-        assert app.focused.id == "field-lr"  # the first field in error has the focus
+        assert app.focused.id == "field-lora_rank"  # the highest field in error has the focus
         assert not screen.launching and launched == []
         assert list((home / "checkpoints").iterdir()) == []
         assert app.current_mode == "train"
+
+
+async def test_an_empty_field_stands_for_the_default_it_shows_and_values_say_what_they_mean(home):
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+
+        def meaning(name: str) -> str:
+            return str(form.query_one(f"#meaning-{name}").render())
+
+        assert form.value_of("eval_every") == "0" and meaning("eval_every") == "about five evaluations"
+        assert meaning("save_every") == "steps"  # "Save every 100 steps"
+        assert meaning("lr") == "" and meaning("max_steps") == "every epoch runs"
+        form.query_one("#field-eval_every").focus()
+        await pilot.press("ctrl+a", "ctrl+k", "5", "0")
+        assert meaning("eval_every") == "steps"
+        fill(screen, batch_size="", seed="", eval_every="", lr="")
+        await pilot.pause()
+        assert form.query_one("#field-batch_size").placeholder == "8"  # grey: the value an empty field stands for
+        assert meaning("eval_every") == "about five evaluations" and meaning("lr") == "the method's default, 0.0002"
+        config = form.config()  # no "required": empty is the default
+        assert (config.batch_size, config.seed, config.eval_every, config.lr) == (8, 42, 0, None)
+        form.query_one("#field-method").value = "full"
+        await pilot.pause()
+        fill(screen, lr="")  # the method put its own default in the field: empty again
+        await pilot.pause()
+        assert meaning("lr") == "the method's default, 2e-05"
 
 
 async def test_processes_field_checks_the_global_batch_and_records_nproc(home, monkeypatch):

@@ -15,13 +15,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Button, Header, Static
+from textual.widgets import Button, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
+from tui_ft.ui.widgets.pane_tabs import PaneTabs
 from tui_ft.ui.widgets.train_form import TrainForm
 
 MODEL_KIND_LABELS = {"default": "", "hf-cache": " (cached)", "run": " (run)", "folder": " (folder)"}
@@ -51,6 +52,7 @@ class TrainScreen(Pane):
     """Start a fine-tuning run."""
 
     BINDINGS = keys.TRAIN_BINDINGS
+    AUTO_FOCUS = ""  # no field on arrival: digits switch panes until tab enters the form
 
     launching: reactive[bool] = reactive(False)
     """A run is being checked and started (the Start key is off meanwhile)."""
@@ -84,7 +86,7 @@ class TrainScreen(Pane):
             self.name, self.pid = name, pid
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield PaneTabs("train")
         yield Static("New run  (tab: next field · ctrl+s: start)", classes="pane-title")
         yield TrainForm(id="form")
         yield KeyFooter()
@@ -118,14 +120,16 @@ class TrainScreen(Pane):
             self.post_message(self.GpusCounted(count))
 
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
-    def launch(self, config: TrainConfig) -> None:
+    def launch(self, config: TrainConfig, form_errors: tuple[tuple[str, str], ...] = ()) -> None:
         from tui_ft.engine.models import showing_downloads
         from tui_ft.engine.runs import create_run, launch_run, validate_config
 
         home = Path(self.app.home)
         # A Hub id's config and tokenizer are fetched here (its weights by the run's worker): say so.
         with showing_downloads(self._download_status):
-            errors = validate_config(config, home)
+            # The form's unreadable fields stood at their defaults here: their own errors replace the engine's.
+            unread = {name for name, _ in form_errors}
+            errors = [*form_errors, *((name, message) for name, message in validate_config(config, home) if name not in unread)]
         if get_current_worker().is_cancelled:
             return  # the app is closing: create nothing
         if errors:
@@ -208,15 +212,11 @@ class TrainScreen(Pane):
             return
         form = self.form
         form.clear_errors()
-        try:
-            config = form.config()
-        except ConfigError as error:
-            form.show_errors(error.errors)
-            form.set_status(f"Not started: {len(error.errors)} problem(s) shown in red.", "red")
-            return
+        # A field that cannot be read does not stop the check: every field's problem shows at once.
+        config, errors = form.config_and_errors()
         self.launching = True
         form.set_status("Checking the model and the dataset, then starting the worker…")
-        self.launch(config)
+        self.launch(config, tuple(errors))
 
     def action_reload_choices(self) -> None:
         self.load_choices()

@@ -29,6 +29,9 @@ WEIGHT_DTYPE_CHOICES = (("auto: frozen weights bf16, trained ones fp32", "auto")
                         ("bfloat16: every weight (pure bf16)", "bfloat16"))
 CHECKPOINTING_CHOICES = (("off", "false"), ("on: less memory, about a third slower", "true"))
 OPTIONAL = {"max_steps", "freeze_layers", "lr", "name"}  # empty means None: the engine's default
+# Numbers: a short field, so what the value means reads right after it ("Eval every 0  about five evaluations").
+NUMBERS = {"freeze_layers", "beta", "lora_rank", "lora_alpha", "lora_dropout", "epochs", "max_steps", "lr", "batch_size",
+           "grad_accum", "max_length", "eval_every", "save_every", "seed", "nproc"}
 DEFAULT_KEYS = ("lr", "epochs", "beta", "lora_targets")  # fields method_defaults() fills
 
 
@@ -50,7 +53,7 @@ class Field:
 
 LORA_METHODS = ("lora", "qlora", "dpo")
 FIELDS = (
-    Field("freeze_layers", "Freeze layers", "half of the model's layers", ("freeze",)),
+    Field("freeze_layers", "Freeze layers", "half", ("freeze",)),
     Field("dpo_mode", "DPO trains", methods=("dpo",)),
     Field("beta", "DPO beta", "0.1", ("dpo",)),
     Field("lora_rank", "LoRA rank", "8", LORA_METHODS, lora_only=True),
@@ -58,8 +61,8 @@ FIELDS = (
     Field("lora_dropout", "LoRA dropout", "0.05", LORA_METHODS, lora_only=True),
     Field("lora_targets", "LoRA targets", "module names, or all-linear", LORA_METHODS, lora_only=True),
     Field("epochs", "Epochs", "3"),
-    Field("max_steps", "Max steps", "none: run every epoch"),
-    Field("lr", "Learning rate", "the method's default"),
+    Field("max_steps", "Max steps", "none"),
+    Field("lr", "Learning rate", "default"),
     Field("batch_size", "Batch size", "8"),
     Field("grad_accum", "Grad accumulation", "1"),
     Field("max_length", "Max length", "512 tokens"),
@@ -73,6 +76,22 @@ FIELDS = (
     Field("nproc", "Processes", "1; N: torchrun, one per GPU (batch size stays global)"),
     Field("name", "Run name", "automatic: method-dataset-time"),
 )
+def _count(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+# What a value means, beside the field (issue 19: "Eval every 0" said nothing of "about five
+# evaluations"). Given the field's text (empty: the default the form uses) and the method's lr.
+MEANINGS = {
+    "eval_every": lambda text, lr: "about five evaluations" if _count(text) == 0 else "steps" if _count(text) else "",
+    "save_every": lambda text, lr: "only when stopped" if _count(text) == 0 else "steps" if _count(text) else "",
+    "max_steps": lambda text, lr: "every epoch runs" if not text else "wins over epochs",
+    "freeze_layers": lambda text, lr: "half of the model's layers" if not text else "",
+    "lr": lambda text, lr: f"the method's default, {lr}" if not text else "",
+    "max_length": lambda text, lr: "tokens",
+    "nproc": lambda text, lr: ("" if _count(text) in (None, 1) else f"{text} processes under torchrun, one a GPU"),
+}
+
 SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES,
            "weight_dtype": WEIGHT_DTYPE_CHOICES, "gradient_checkpointing": CHECKPOINTING_CHOICES}
 
@@ -99,6 +118,8 @@ class TrainForm(VerticalScroll):
     TrainForm .field > Label { width: 19; padding: 0 1 0 0; text-align: right; color: $text-muted; }
     TrainForm .field:focus-within > Label { color: $text; text-style: bold; }
     TrainForm .field > Input, TrainForm .field > Select { width: 1fr; max-width: 72; }
+    TrainForm .field > Input.-number { width: 12; }
+    TrainForm .field > .meaning { width: auto; max-width: 40%; height: 1; padding: 0 1; color: $text-muted; }
     TrainForm .field-error { color: $error; margin: 0 0 0 19; padding: 0 1; height: auto; max-width: 72; }
     TrainForm .field-error.-empty { display: none; }
     TrainForm #form-errors { color: $error; height: auto; padding: 0 1; }
@@ -135,14 +156,16 @@ class TrainForm(VerticalScroll):
                 widget = Select(SELECTS[field.name], value=self.initial[field.name], allow_blank=False,
                                 id=f"field-{field.name}", compact=True)
             else:
-                widget = Input(self.initial.get(field.name, ""), placeholder=field.placeholder, id=f"field-{field.name}",
-                               compact=True)
-            yield from self._row(field.name, field.label, widget)
+                widget = Input(self.initial.get(field.name, ""), placeholder=self.placeholder(field), id=f"field-{field.name}",
+                               compact=True, classes="-number" if field.name in NUMBERS else "")
+            yield from self._row(field.name, field.label, widget,
+                                 Static(self.meaning(field.name), id=f"meaning-{field.name}", classes="meaning")
+                                 if field.name in MEANINGS else None)
         with Horizontal(id="start-row"):
             yield Button("Start run  ctrl+s", id="start", variant="primary")
             yield Static("", id="launch-status")
 
-    def _row(self, name: str, label: str, widget) -> ComposeResult:
+    def _row(self, name: str, label: str, widget, meaning: Static | None = None) -> ComposeResult:
         # Two widgets a row: the form is the largest pane (25 rows), and each widget costs
         # its share of every build, layout and repaint of the Train pane. An error line is
         # made under a field only when it has an error (:meth:`_error_line`).
@@ -150,6 +173,8 @@ class TrainForm(VerticalScroll):
             self._rows[name] = row
             yield Label(label)
             yield widget
+            if meaning is not None:
+                yield meaning
 
     def on_mount(self) -> None:
         self.show_method_fields()
@@ -195,11 +220,36 @@ class TrainForm(VerticalScroll):
             if field.value.strip() in ("", format_value(old.get(key, TrainConfig().to_dict().get(key)))):
                 field.value = format_value(new.get(key, TrainConfig().to_dict().get(key)))
         self.method = str(event.value)
+        for field in FIELDS:
+            if field.name in DEFAULT_KEYS and field.name not in OPTIONAL:
+                self.query_one(f"#field-{field.name}", Input).placeholder = self.placeholder(field)
+        self.show_meaning("lr")
         self.show_method_fields()
 
     @on(Select.Changed, "#field-dpo_mode")
     def dpo_mode_changed(self) -> None:
         self.show_method_fields()
+
+    def defaults(self) -> dict:
+        """The value each field takes when left empty: the engine's defaults and the method's."""
+        return TrainConfig().to_dict() | method_defaults(self.method)
+
+    def placeholder(self, field: Field) -> str:
+        """What an empty field shows in grey: the value it stands for (a description for an optional one)."""
+        if field.name in OPTIONAL:
+            return field.placeholder
+        return format_value(self.defaults().get(field.name))
+
+    def meaning(self, name: str) -> str:
+        """What the value of field ``name`` means (``about five evaluations`` for Eval every 0), or ``""``."""
+        text = self.value_of(name) if self.is_mounted else self.initial.get(name, "")
+        if not text and name not in OPTIONAL:
+            text = format_value(self.defaults().get(name))  # empty: the default is used
+        return MEANINGS[name](text, format_value(self.defaults().get("lr")))
+
+    def show_meaning(self, name: str) -> None:
+        if name in MEANINGS:
+            self.query_one(f"#meaning-{name}", Static).update(plain(self.meaning(name)))
 
     def apply_method_defaults(self) -> None:
         """Put the current method's defaults back into the fields they cover."""
@@ -237,26 +287,38 @@ class TrainForm(VerticalScroll):
         """The form as a config.
 
         Raises:
-            ConfigError: For empty required fields and text that is not a number where one is needed.
+            ConfigError: For text that is not a number where one is needed (every such field).
+        """
+        config, errors = self.config_and_errors()
+        if errors:
+            raise ConfigError(errors)
+        return config
+
+    def config_and_errors(self) -> tuple[TrainConfig, list[tuple[str, str]]]:
+        """The form as a config with every unreadable field at its default, and those fields' errors.
+
+        The engine can then check the rest, so a refusal shows every field's problem at once
+        (a parse error hid the others').
         """
         values = {"model": self.value_of("model_path") or self.value_of("model"), "dataset": self.value_of("dataset"),
                   "eval_dataset": self.value_of("eval_dataset") or None, "method": self.method}
-        missing = []
+        defaults = self.defaults()
         for field in FIELDS:
             if not self.field_applies(field):
                 continue  # a hidden field keeps the engine's default: never refuse what is not shown
             text = self.value_of(field.name)
             if text or field.name in OPTIONAL or field.name == "template":
                 values[field.name] = text or None
-            else:
-                missing.append((field.name, "required"))
-        try:
-            config = TrainConfig.from_dict(values)
-        except ConfigError as error:
-            raise ConfigError(missing + error.errors) from None
-        if missing:
-            raise ConfigError(missing)
-        return config
+            else:  # empty: the default its placeholder shows, not a refusal
+                values[field.name] = defaults[field.name]
+        errors = []
+        for name, value in list(values.items()):
+            try:
+                TrainConfig.from_dict({name: value})
+            except ConfigError as error:
+                errors += error.errors
+                values[name] = defaults.get(name)
+        return TrainConfig.from_dict(values), errors
 
     def _error_line(self, name: str) -> Static:
         """The error line under field ``name``, made (empty) the first time it is asked for."""
@@ -282,7 +344,6 @@ class TrainForm(VerticalScroll):
                 name = "model_path"  # the folder typed is what the message is about
             by_field.setdefault(name, []).append(message)
         general = []
-        first = None
         for name, messages in by_field.items():
             if name not in self._rows or not self.is_shown(name):
                 general += [f"{name}: {m}" for m in messages]
@@ -290,7 +351,8 @@ class TrainForm(VerticalScroll):
             line = self._error_line(name)
             line.update(plain("\n".join(messages)))
             line.remove_class("-empty")
-            first = first or name
+        # The focus goes to the highest field in error, whatever order the errors came in.
+        first = next((name for name in self._rows if name in by_field and self.is_shown(name)), None)
         if general:
             self.query_one("#form-errors", Static).update(plain("\n".join(general)))
             self.query_one("#form-errors").remove_class("-empty")
@@ -311,9 +373,11 @@ class TrainForm(VerticalScroll):
 
     @on(Input.Changed)
     def clear_field_error(self, event: Input.Changed) -> None:
-        line = self._errors.get((event.input.id or "").removeprefix("field-"))
+        name = (event.input.id or "").removeprefix("field-")
+        line = self._errors.get(name)
         if line is not None:
             line.add_class("-empty")
+        self.show_meaning(name)
 
     def set_status(self, text: str, style: str = "") -> None:
         """Show what the launch is doing beside the Start button."""
