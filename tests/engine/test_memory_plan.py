@@ -14,14 +14,9 @@ import pytest
 
 from tui_ft.cli import main
 from tui_ft.engine.runs import MemoryPlanError, TrainConfig, create_run
-from tui_ft.engine.runs.memory_plan import (
-    CAPACITY_ENV,
-    NF4_BYTES,
-    cheapest_fix,
-    longest_example_bound,
-    longest_example_tokens,
-    plan_memory,
-)
+from tui_ft.engine.runs.device_memory import CAPACITY_ENV
+from tui_ft.engine.runs.memory_count import NF4_BYTES
+from tui_ft.engine.runs.memory_plan import cheapest_fix, longest_example_bound, longest_example_tokens, plan_memory
 
 # Two layers: q 32x32, k and v 32x16, o 32x32, gate and up 32x64, down 64x32 = 9,216 linear
 # weights a layer; embeddings and an untied head of 100 x 32; five norms of 32.
