@@ -134,6 +134,18 @@ async def test_pane_keys_do_nothing_under_a_dialog(ui_home):
         assert app.current_mode == "datasets" and isinstance(app.screen, HelpScreen)
 
 
+async def test_paging_a_list_the_moment_it_opens_does_not_crash(ui_home):
+    app = app_on("train", ui_home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle_workers(pilot, rounds=1)
+        await pilot.press("tab")  # the model list
+        for key in ("up", "left", "pageup"):  # up opens it; the page comes before its first layout
+            app.post_message(events.Key(key, None))
+            await pilot.pause(0)
+        await pilot.pause(0.2)
+        assert app.is_running and app.current_mode == "train"
+
+
 # -- Chat: typing is its only job ------------------------------------------------------------
 
 

@@ -53,6 +53,7 @@ class TuiFtApp(App):
 
     def __init__(self, home: Path, model_ref: str = "default"):
         compat.read_escape_digits_as_alt("".join(key for key, _, _ in keys.PANES))  # alt+1…alt+5 in xterm and tmux
+        compat.guard_option_list_paging()  # a list paged before its first layout raised
         super().__init__()
         self.home = Path(home)
         self.model_ref = model_ref  # the model panes start on

@@ -69,6 +69,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
                 "key DataTable's caches of drawn cells and rows, which do not include the column widths"),
     PrivateName("textual.widgets:Footer", "_bindings_ready",
                 "let the key bar show its keys: Footer shows nothing until its bindings_changed sets it"),
+    PrivateName("textual.widgets:OptionList", "_move_page",
+                "page a list opened a moment ago: before its first layout it raised KeyError (a Select's up then pageup)",
+                ("direction",)),
     PrivateName("textual._ansi_sequences", "ANSI_SEQUENCES_KEYS",
                 "read alt+1…alt+5 from a terminal that sends ESC 1…ESC 5 as alt+N, not as the macOS characters ¡ ™ £ ¢ ∞"),
     PrivateName("textual_plotext:PlotextPlot", "_get_plotext_theme_name",
@@ -131,6 +134,27 @@ def restart_table_caches(table: DataTable) -> None:
 def set_footer_bindings_ready(footer: Footer) -> None:
     """Let a Footer show its keys, as Footer's own bindings_changed does."""
     footer._bindings_ready = True  # a reactive: Footer composes nothing until it is True
+
+
+def guard_option_list_paging() -> None:
+    """Let pageup/pagedown in a list that is not laid out yet do nothing instead of raising.
+
+    A Select opened with ``up`` and paged with ``pageup`` before its list's first layout raised
+    ``KeyError`` in Textual 8.2 (``OptionList._move_page`` reads line numbers made at layout),
+    and the dashboard exited (``tests/ui/test_random_keys.py``).
+    """
+    from textual.widgets import OptionList
+
+    move_page = OptionList._move_page  # Textual's own paging, kept
+    if getattr(move_page, "guarded", False):
+        return
+
+    def guarded_move_page(self, direction) -> None:
+        if self.scrollable_content_region:  # laid out: its lines exist
+            move_page(self, direction)
+
+    guarded_move_page.guarded = True
+    OptionList._move_page = guarded_move_page
 
 
 # -- textual._ansi_sequences ----------------------------------------------------------------
