@@ -23,32 +23,32 @@ PANES = (
     ("5", "benchmark", "Benchmark"),
 )
 
+
+def _pane_bindings(key: str, mode: str, label: str) -> list[Binding]:
+    """The digit and alt+digit of one pane; one line in the help screen (the same description)."""
+    tooltip = f"The {label} pane; alt+{key} in text fields too"
+    return [Binding(key, f"pane_key('{mode}')", label, id=f"pane.{mode}", show=False, priority=True, tooltip=tooltip),
+            Binding(f"alt+{key}", f"show_pane('{mode}')", label, id=f"pane.{mode}.anywhere", show=False, priority=True,
+                    tooltip=tooltip)]
+
+
 APP_BINDINGS = [
-    *(
-        Binding(key, f"pane_key('{mode}')", label, id=f"pane.{mode}", show=False, priority=True,
-                tooltip=f"Show the {label} pane (outside text fields)")
-        for key, mode, label in PANES
-    ),
-    *(
-        Binding(f"alt+{key}", f"show_pane('{mode}')", label, id=f"pane.{mode}.anywhere", show=False, priority=True,
-                tooltip=f"Show the {label} pane, from a text field too")
-        for key, mode, label in PANES
-    ),
+    *(binding for key, mode, label in PANES for binding in _pane_bindings(key, mode, label)),
     Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True,
-            tooltip="Show the pane to the left (from a text field too)"),
+            tooltip="The pane to the left, in text fields too"),
     Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True,
-            tooltip="Show the pane to the right (from a text field too)"),
+            tooltip="The pane to the right, in text fields too"),
     # No key_display: inside a text field `?` types, and the footer then shows f1, the key that works.
     Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="List every key"),
     Binding("escape", "leave_field", "Leave field", id="app.leave_field",
-            tooltip="Leave the text field (the cursor goes; digits and letters are keys again)"),
+            tooltip="Leave the text field: digits and letters are keys again"),
     Binding("q", "quit_outside_fields", "Quit", id="app.quit", show=False, tooltip="Quit (training runs keep going)"),
     # Not in the footer (its room goes to the pane's keys): the help screen and the palette list it.
     Binding("ctrl+q", "quit", "Quit", id="app.quit_anywhere", show=False, tooltip="Quit (training runs keep going)",
             priority=True),
 ]
 
-EXAMPLE_KEYS = Binding.Group("Example", compact=True)
+EXAMPLE_KEYS = Binding.Group("Example")
 DATASET_BINDINGS = [
     # One footer entry, "n p Example", for the pair: the footer keeps room for `?` at 80 columns.
     Binding("right,n", "example(1)", "Next example", id="datasets.next", tooltip="Show the next example", group=EXAMPLE_KEYS),

@@ -39,7 +39,12 @@ def key_rows(groups: list[tuple[str, list[Binding]]]) -> tuple[tuple[str, str], 
         if not bindings:
             continue
         rows.append((f"[bold]{title}[/]", ""))
-        rows += [(key_label(binding), binding.tooltip or binding.description) for binding in bindings]
+        for binding in bindings:
+            description = binding.tooltip or binding.description
+            if rows[-1][1] == description:  # another key for the same thing (1 and alt+1): one line
+                rows[-1] = (f"{rows[-1][0]} / {key_label(binding)}", description)
+            else:
+                rows.append((key_label(binding), description))
         rows.append(("", ""))
     rows.append(("ctrl+p", "Command palette: go to a pane, run this pane's actions"))
     return tuple(rows)

@@ -99,7 +99,8 @@ class PaneTabs(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        styles = {name: self.get_component_rich_style(f"pane-tabs--{name}") for name in ("active", "key", "hint")}
+        # partial: the key's colour over the tab's own background (the active tab's, too)
+        styles = {name: self.get_component_rich_style(f"pane-tabs--{name}", partial=True) for name in ("active", "key", "hint")}
         focused = self.screen.focused
         question_types = focused is not None and focused.check_consume_key("question_mark", "?")
         return tab_line(self.mode, self.size.width, digits_type(focused), question_types,
