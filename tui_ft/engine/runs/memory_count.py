@@ -24,11 +24,14 @@ from tui_ft.engine.runs.device_memory import cpu_flags, device_label, gpu_info, 
 GB = 1e9
 # What a process holds before any weight: Python, torch, transformers, peft, the tokenizer and
 # the data (CPU); the CUDA context and cuBLAS workspace (GPU).
-CPU_BASELINE = 0.62 * GB
+CPU_BASELINE = 0.6 * GB
 CPU_LOADING_BASELINE = 0.4 * GB  # the same before the data is tokenized and anything is freed
 CUDA_CONTEXT = 0.5 * GB
 CUDA_ALLOCATOR = 0.05  # the caching allocator's slack, a share of the activations
-CPU_RETAINED = 0.5  # of the activations saved over the layers: freed memory glibc keeps (fitted)
+# Freed memory glibc keeps, as a share of the activations the layers save (fitted on the CPU
+# measurements in the README: 0.82 to 1.21 of the measured peaks).
+CPU_RETAINED = 0.45
+CPU_RETAINED_QLORA_RECOMPUTE = 1.25
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4 bits, a uint8 absmax per 64 weights, an fp32 one per 256 absmax
 REFERENCE_PAIRS = 8  # DPO's reference pass: pairs a batch (training/dpo.py, reference_logps)
 
@@ -140,7 +143,7 @@ class MemoryPlan:
         lines = [f"{'component':<22}{'memory':>10}  note"]
         for name, value in self.components.items():
             lines.append(f"{labels[name]:<22}{human_bytes(value):>10}  {self.notes.get(name, '')}".rstrip())
-        if self.not_at_once:
+        if self.not_at_once >= 0.01 * self.peak_bytes:  # worth a line only where gradients are large
             lines.append(f"{'not held at once':<22}{'-' + human_bytes(self.not_at_once):>10}  "
                          "gradients grow as the backward pass frees activations")
         total_note = "" if self.phase == "training" else f"the {self.phase} is the peak"
@@ -264,12 +267,14 @@ def _count(s: _Setup) -> MemoryPlan:
         overhead = baseline + CUDA_ALLOCATOR * activations
         overhead_note = "CUDA context; the caching allocator's slack"
     else:
-        # glibc keeps much of what each layer frees (its arenas fragment): measured, it grows
-        # with the activations a layer saves; gradients and optimizer state allocated later
-        # fill it (bench/memory_plan.py).
+        # glibc keeps much of what the layers free, fragmented among what stays allocated:
+        # measured (bench/memory_plan.py), it grows with the activations the layers save, with
+        # or without checkpointing, and more with bitsandbytes' 4-bit kernels recomputing.
         baseline = CPU_BASELINE
         kept = CPU_RETAINED * s.trained_layers * _layer_saved(s) * tokens
-        overhead = baseline + max(0, kept - gradients - optimizer)
+        if s.config.method == "qlora" and s.config.gradient_checkpointing:
+            kept *= CPU_RETAINED_QLORA_RECOMPUTE
+        overhead = baseline + kept + _mapped_file_pages(s, frozen_weights)
         overhead_note = "Python, torch, tokenizer, data; freed memory the C allocator keeps"
     if not s.sharded and s.ranks > 1:
         gradients *= 2  # DDP keeps its gradient buckets beside the gradients
@@ -384,6 +389,21 @@ def _layer_saved(s: _Setup) -> float:
             # LoRA: dropout's mask and the dropped input (for A's gradient), A's output (for B's).
             saved += dropout * fan_in * d + config.lora_rank * d
     return saved
+
+
+def _mapped_file_pages(s: _Setup, frozen_weights: float) -> float:
+    """The weight file's pages still mapped on the CPU beside the weights copied out of it.
+
+    Frozen weights stored in the file's own dtype are used in place (memory-mapped): their
+    file stays mapped, and the pages of the trained weights read from it (before they were
+    copied to fp32) stay resident with it (freeze on a 16-bit checkpoint).
+    """
+    if s.kind == "cuda" or s.config.method != "freeze" or not s.file_bytes:
+        return 0
+    file_dtype_bytes = s.file_bytes / s.shape.total_params
+    if abs(file_dtype_bytes - s.frozen_bytes) > 0.5:
+        return 0  # the frozen weights were converted too: nothing stays mapped
+    return max(0, s.file_bytes - frozen_weights)
 
 
 def _reference_pass(s: _Setup, weights: float) -> float:

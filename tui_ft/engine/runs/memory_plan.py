@@ -6,7 +6,7 @@ process's overhead) against the device's free memory (:mod:`.device_memory`).
 :func:`check_memory` is what ``create_run`` calls: a run that will not fit is refused with one
 line naming the cheapest fix (:func:`cheapest_fix`), unless ``ignore_memory_plan`` is set.
 Batches are padded to their longest example, so the plan measures that
-(:func:`longest_example_tokens`, or without a tokenizer :func:`longest_example_bound`).
+(:func:`longest_example_tokens`, or estimated without a tokenizer: :func:`longest_example_estimate`).
 
 Nothing here imports torch: the Train form plans as its fields change.
 """
@@ -24,7 +24,7 @@ from tui_ft.engine.runs.device_memory import device_capacity, resolve_device_kin
 from tui_ft.engine.runs.memory_count import MemoryPlan, checkpoint_bytes, count_memory, read_shape
 
 __all__ = ["MemoryPlan", "MemoryPlanError", "check_memory", "cheapest_fix", "describe_changes",
-           "longest_example_bound", "longest_example_tokens", "plan_memory"]
+           "longest_example_estimate", "longest_example_tokens", "plan_memory"]
 
 
 class MemoryPlanError(Exception):
@@ -74,21 +74,21 @@ def longest_example_tokens(dataset: Path, tokenizer, template: str) -> int:
     return max((tokenize_example(example, tokenizer, template).full_length for example in longest), default=0)
 
 
-def longest_example_bound(dataset: Path) -> int:
-    """At most how many tokens the longest example of ``dataset`` has, without a tokenizer.
+def longest_example_estimate(dataset: Path) -> int:
+    """About how many tokens the longest example of ``dataset`` has, without a tokenizer.
 
-    A byte-level tokenizer's token covers at least one byte of text, so an example's bytes
-    plus its template's markup bound its tokens (loosely: English runs about four bytes a
-    token). The Train form plans with it as fields change; :func:`create_run` measures the
-    longest example with the tokenizer. Cached by file size and modification time.
+    English runs about four bytes a token, and a template adds up to a few dozen tokens a
+    turn (a chat template's default system prompt). The Train form plans with this as its
+    fields change (the dashboard loads no tokenizer); :func:`create_run` measures the longest
+    example with the tokenizer. Cached by file size and modification time.
     """
     path = Path(dataset)
     stat = path.stat()
-    return _longest_bound(str(path), stat.st_size, stat.st_mtime_ns)
+    return _longest_estimate(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _longest_bound(path: str, _size: int, _mtime: int) -> int:
+def _longest_estimate(path: str, _size: int, _mtime: int) -> int:
     from tui_ft.engine.data import load_dataset, preference_examples, sft_examples
 
     data = load_dataset(path)
@@ -96,15 +96,16 @@ def _longest_bound(path: str, _size: int, _mtime: int) -> int:
         examples = [example for pair in data.records for example in preference_examples(pair)]
     else:
         examples = sft_examples(data)
-    return max((_bytes(example) for example in examples), default=0)
+    return max((_estimated_tokens(example) for example in examples), default=0)
 
 
-def _bytes(example) -> int:
+def _estimated_tokens(example) -> int:
     text = example.input + "".join(str(m.get("content") or "") for m in example.messages)
-    return len(text.encode()) + TEMPLATE_TOKENS * (len(example.messages) + 1)
+    return len(text.encode()) // BYTES_PER_TOKEN + TEMPLATE_TOKENS * len(example.messages)
 
 
-TEMPLATE_TOKENS = 32  # a turn's markup in tokens at most (alpaca's headers, chat roles and separators)
+BYTES_PER_TOKEN = 4
+TEMPLATE_TOKENS = 16  # a turn's markup and its share of a default system prompt (SmolLM2's chat template: 16-29)
 
 
 def _characters(example) -> int:

@@ -15,7 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
@@ -78,6 +78,20 @@ class TrainScreen(Pane):
             super().__init__()
             self.errors = errors
 
+    class MemoryRefused(Message):
+        """The memory plan says the run will not fit: one line with the cheapest fix; nothing was created."""
+
+        def __init__(self, line: str):
+            super().__init__()
+            self.line = line
+
+    class PlanComputed(Message):
+        """The memory plan of the form's current settings: its one line, and whether it fits."""
+
+        def __init__(self, summary: str, fits: bool):
+            super().__init__()
+            self.summary, self.fits = summary, fits
+
     class RunLaunched(Message):
         """A run folder was created and its worker started."""
 
@@ -122,7 +136,7 @@ class TrainScreen(Pane):
     @work(thread=True, group="train-launch", exclusive=True, exit_on_error=False, description="Checking and starting the run")
     def launch(self, config: TrainConfig, form_errors: tuple[tuple[str, str], ...] = ()) -> None:
         from tui_ft.engine.models import showing_downloads
-        from tui_ft.engine.runs import create_run, launch_run, validate_config
+        from tui_ft.engine.runs import MemoryPlanError, create_run, launch_run, validate_config
 
         home = Path(self.app.home)
         # A Hub id's config and tokenizer are fetched here (its weights by the run's worker): say so.
@@ -141,6 +155,9 @@ class TrainScreen(Pane):
         except ConfigError as error:
             self.post_message(self.RunRefused(error.errors))
             return
+        except MemoryPlanError as error:  # the CLI's refusal, word for word
+            self.post_message(self.MemoryRefused(str(error)))
+            return
         except Exception as error:  # noqa: BLE001 - e.g. a model that fails to convert: show it, never crash
             self.post_message(self.RunRefused([("", f"{type(error).__name__}: {error}")]))
             return
@@ -149,6 +166,34 @@ class TrainScreen(Pane):
         trusted = config.trust_remote_code
         self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir, trust_remote_code=True) if trusted
                                            else launch_run(run_dir)))
+
+    @work(thread=True, group="train-plan", exclusive=True, exit_on_error=False, description="Planning memory")
+    def plan_memory(self, config: TrainConfig) -> None:
+        """The memory plan for ``config``: reads config.json only (nothing converted, nothing downloaded)."""
+        from tui_ft.engine.data.readers import DatasetError
+        from tui_ft.engine.models import ModelError, resolve_model
+        from tui_ft.engine.runs.config_checks import find_dataset
+        from tui_ft.engine.runs.memory_plan import MemoryPlanError, longest_example_estimate, plan_memory
+
+        home = Path(self.app.home)
+        try:
+            model = resolve_model(config.model, home, convert=False, weights=False, offline=True)
+            # Without a tokenizer (none is loaded in the dashboard): the longest example estimated.
+            longest = longest_example_estimate(find_dataset(config.dataset, home)) if config.dataset else None
+            plan = plan_memory(config, model.path, longest=longest)
+        except (ModelError, MemoryPlanError, DatasetError, OSError, ValueError):
+            plan = None  # a model not on disk yet, or not one the plan reads: no line
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True))
+
+    def replan(self) -> None:
+        """Plan again for the form as it is; a form that does not read as a config shows no plan."""
+        try:
+            config = self.form.config()
+        except ConfigError:
+            self.form.show_plan("")
+            return
+        self.plan_memory(config)
 
     @contextmanager
     def _download_status(self, what: str):
@@ -163,6 +208,16 @@ class TrainScreen(Pane):
     @on(ChoicesLoaded)
     def show_choices(self, message: ChoicesLoaded) -> None:
         self.form.set_choices(message.models, message.datasets)
+        self.replan()
+
+    @on(Input.Changed, "TrainForm Input")
+    @on(Select.Changed, "TrainForm Select")
+    def fields_changed(self) -> None:
+        self.replan()
+
+    @on(PlanComputed)
+    def show_plan(self, message: PlanComputed) -> None:
+        self.form.show_plan(message.summary, message.fits)
 
     @on(GpusCounted)
     def default_to_all_gpus(self, message: GpusCounted) -> None:
@@ -173,6 +228,12 @@ class TrainScreen(Pane):
         self.launching = False
         self.form.show_errors(message.errors)
         self.form.set_status(f"Not started: {len(message.errors)} problem(s) shown in red.", "red")
+
+    @on(MemoryRefused)
+    def show_memory_refusal(self, message: MemoryRefused) -> None:
+        self.launching = False
+        self.form.set_status("Not started: it will not fit in memory.", "red")
+        self.notify(message.line, severity="error", timeout=20)
 
     @on(RunLaunched)
     async def show_launched(self, message: RunLaunched) -> None:

@@ -126,6 +126,8 @@ class TrainForm(VerticalScroll):
     TrainForm #form-errors.-empty { display: none; }
     TrainForm #start-row { height: auto; padding: 1 0 1 19; }
     TrainForm #launch-status { padding: 1 1 0 1; color: $text-muted; width: 1fr; }
+    TrainForm #memory-plan { padding: 1 1 0 20; height: auto; color: $text-muted; }
+    TrainForm #memory-plan.-over { color: $error; text-style: bold; }
     TrainForm .-hidden { display: none; }
     """
 
@@ -161,6 +163,7 @@ class TrainForm(VerticalScroll):
             yield from self._row(field.name, field.label, widget,
                                  Static(self.meaning(field.name), id=f"meaning-{field.name}", classes="meaning")
                                  if field.name in MEANINGS else None)
+        yield Static("", id="memory-plan")  # the memory plan: "needs ≈ 1.4 GB of 23 GB on cpu"
         with Horizontal(id="start-row"):
             yield Button("Start run  ctrl+s", id="start", variant="primary")
             yield Static("", id="launch-status")
@@ -378,6 +381,12 @@ class TrainForm(VerticalScroll):
         if line is not None:
             line.add_class("-empty")
         self.show_meaning(name)
+
+    def show_plan(self, summary: str, fits: bool = True) -> None:
+        """Show the memory plan's line above the Start button; red when the run will not fit."""
+        line = self.query_one("#memory-plan", Static)
+        line.update(plain(summary if fits or not summary else f"{summary}: will not fit"))
+        line.set_class(not fits, "-over")
 
     def set_status(self, text: str, style: str = "") -> None:
         """Show what the launch is doing beside the Start button."""
