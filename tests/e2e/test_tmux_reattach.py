@@ -121,6 +121,11 @@ def tab_to(session: str, label: str, timeout: float = 60) -> None:
     key sent before the screen shows that lands in the old field, as it would for a person who
     typed without looking.
     """
+    # The Train pane focuses nothing on arrival (a key must not land in a field the user cannot
+    # see): once the form is drawn, the first Tab enters it at the top.
+    wait_for_screen(session, lambda _: len(form_fields(session)) > 3, timeout, "the form")
+    if focused_field(session) is None:
+        keys(session, "Tab")
     current = wait_for_screen(session, lambda _: focused_field(session), timeout, "a focused field") and focused_field(session)
     for _ in range(40):
         if current == label:
