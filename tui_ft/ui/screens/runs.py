@@ -100,6 +100,13 @@ class RunsScreen(Pane):
             super().__init__()
             self.rows, self.histories, self.usage, self.log = rows, histories, usage, log
 
+    class PollFinished(Message):
+        """The poll's worker is done, its read-ahead included: the next poll may start.
+
+        Not at :class:`RunsPolled`: the worker reads ahead after posting it, and a poll started
+        meanwhile found those tails missing and read the same history a second time.
+        """
+
     class ExportFinished(Message):
         """A merged export ended (``error`` is empty on success)."""
 
@@ -204,10 +211,11 @@ class RunsScreen(Pane):
             self._tails[name] = RunHistory(by_name[name].info.path)
             self._tails[name].update()
             self._tails.move_to_end(name, last=False)  # read ahead: the first to go when room is needed
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.PollFinished())
 
     @on(RunsPolled)
     def show_poll(self, message: RunsPolled) -> None:
-        self._polling = False
         table = self.query_one(RunTable)
         table.update_runs(message.rows)
         self.rows = {row.info.name: row for row in message.rows}
@@ -227,6 +235,10 @@ class RunsScreen(Pane):
             self.query_one("#log", VerticalScroll).scroll_end(animate=False)
         self.show_info()
         self.refresh_bindings_if_changed()
+
+    @on(PollFinished)
+    def poll_finished(self) -> None:
+        self._polling = False
         if self._poll_again:
             self.poll_runs()
 
