@@ -57,6 +57,8 @@ class TrainScreen(Pane):
     launching: reactive[bool] = reactive(False)
     """A run is being checked and started (the Start key is off meanwhile)."""
 
+    _plans_asked = 0  # memory plans asked for so far: only the latest one's answer is shown
+
     class ChoicesLoaded(Message):
         """The lists of models and datasets were read."""
 
@@ -88,9 +90,9 @@ class TrainScreen(Pane):
     class PlanComputed(Message):
         """The memory plan of the form's current settings: its one line, and whether it fits."""
 
-        def __init__(self, summary: str, fits: bool):
+        def __init__(self, summary: str, fits: bool, number: int = 0):
             super().__init__()
-            self.summary, self.fits = summary, fits
+            self.summary, self.fits, self.number = summary, fits, number
 
     class RunLaunched(Message):
         """A run folder was created and its worker started."""
@@ -167,8 +169,10 @@ class TrainScreen(Pane):
         self.post_message(self.RunLaunched(run_dir.name, launch_run(run_dir, trust_remote_code=True) if trusted
                                            else launch_run(run_dir)))
 
-    @work(thread=True, group="train-plan", exclusive=True, exit_on_error=False, description="Planning memory")
-    def plan_memory(self, config: TrainConfig) -> None:
+    # Not exclusive: cancelling a worker fails whoever waits on the app's workers (tests, quitting);
+    # a plan takes milliseconds, and a stale answer is dropped by its number (show_plan).
+    @work(thread=True, group="train-plan", exit_on_error=False, description="Planning memory")
+    def plan_memory(self, config: TrainConfig, number: int = 0) -> None:
         """The memory plan for ``config``: reads config.json only (nothing converted, nothing downloaded)."""
         from tui_ft.engine.data.readers import DatasetError
         from tui_ft.engine.models import ModelError, resolve_model
@@ -184,16 +188,17 @@ class TrainScreen(Pane):
         except (ModelError, MemoryPlanError, DatasetError, OSError, ValueError):
             plan = None  # a model not on disk yet, or not one the plan reads: no line
         if not get_current_worker().is_cancelled:
-            self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True))
+            self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True, number))
 
     def replan(self) -> None:
         """Plan again for the form as it is; a form that does not read as a config shows no plan."""
+        self._plans_asked += 1
         try:
             config = self.form.config()
         except ConfigError:
             self.form.show_plan("")
             return
-        self.plan_memory(config)
+        self.plan_memory(config, self._plans_asked)
 
     @contextmanager
     def _download_status(self, what: str):
@@ -217,7 +222,8 @@ class TrainScreen(Pane):
 
     @on(PlanComputed)
     def show_plan(self, message: PlanComputed) -> None:
-        self.form.show_plan(message.summary, message.fits)
+        if message.number == self._plans_asked:  # an answer to an older form is stale
+            self.form.show_plan(message.summary, message.fits)
 
     @on(GpusCounted)
     def default_to_all_gpus(self, message: GpusCounted) -> None:
