@@ -384,8 +384,12 @@ class TrainForm(VerticalScroll):
 
     def show_plan(self, summary: str, fits: bool = True) -> None:
         """Show the memory plan's line above the Start button; red when the run will not fit."""
+        text = summary if fits or not summary else f"{summary}: will not fit"
+        if (text, fits) == getattr(self, "_plan_shown", None):
+            return  # every visit plans again; the same line set again would lay the form out again
+        self._plan_shown = (text, fits)
         line = self.query_one("#memory-plan", Static)
-        line.update(plain(summary if fits or not summary else f"{summary}: will not fit"))
+        line.update(plain(text))
         line.set_class(not fits, "-over")
 
     def set_status(self, text: str, style: str = "") -> None:
