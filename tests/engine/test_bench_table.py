@@ -143,9 +143,11 @@ def test_candidate_columns_by_format(home):
     (folder / "prefs.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n')
     (folder / "broken.jsonl").write_text('{"instruction": "x"}\n')
     (folder / "only_bench.jsonl").write_text('{"instruction": "q", "expected": "a"}\n')
+    (folder / "tune.jsonl").write_text('{"instruction": "say hi", "response": "hi"}\n')  # replies: no answers to score
     assert candidate_columns(home) == [
         Column("benchmark", "datasets/bench.jsonl"), Column("benchmark", "datasets/only_bench.jsonl"),
-        Column("perplexity", "datasets/bench.jsonl"), Column("perplexity", "datasets/chat.jsonl")]
+        Column("perplexity", "datasets/bench.jsonl"), Column("perplexity", "datasets/chat.jsonl"),
+        Column("perplexity", "datasets/tune.jsonl")]
 
 
 def test_workspace_stamp_changes_with_checkpoints_and_results(home):

@@ -47,7 +47,7 @@ def plot(screen: RunsScreen, title: str) -> MetricPlot:
 
 
 def points(screen: RunsScreen, title: str, label: str) -> list[tuple[float, float]]:
-    series = dict(plot(screen, title).lines).get(label)
+    series = plot(screen, title).series().get(label)
     return series.points() if series else []
 
 
@@ -94,7 +94,7 @@ async def test_whole_history_is_downsampled_to_the_plot_width(home):
         screen = await polled(pilot)
         await polled(pilot)
         loss = plot(screen, "Loss")
-        series = dict(loss.lines)["train"]
+        series = loss.series()["train"]
         assert len(series) == 5000
         budget = loss.point_budget()
         assert 20 < budget < 200  # the width, not the history, sets the point count
@@ -157,7 +157,7 @@ async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
         assert screen.selected == "pref"
         titles = [p.spec.title for p in screen.query(MetricPlot)]
         assert titles == ["DPO loss", "Rewards", "Reward accuracy", "Learning rate"]
-        rewards = dict(plot(screen, "Rewards").lines)
+        rewards = plot(screen, "Rewards").series()
         assert set(rewards) == {"chosen", "rejected", "margin"}
         assert rewards["margin"].points()[-1] == (12, pytest.approx(0.24))
 
@@ -169,7 +169,7 @@ async def test_marked_runs_overlay_their_loss_and_dpo_plots_rewards(home):
         await polled(pilot)
         await polled(pilot)
         assert table.marked == {"sft-b"}
-        overlay = dict(plot(screen, "Loss").lines)
+        overlay = plot(screen, "Loss").series()
         assert set(overlay) == {"train", "eval", "sft-b"}
         assert len(overlay["train"]) == 30 and len(overlay["sft-b"]) == 20
         assert overlay["sft-b"].values[0] == pytest.approx(train_record(1, offset=0.3)["loss"])
@@ -197,7 +197,7 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
     builds = []
     draw = metric_plots.draw_picture
     monkeypatch.setattr(metric_plots, "draw_picture", lambda figure, job: builds.append(
-        (job.title, job.width, job.height, tuple(len(points) for _, points in job.lines))) or draw(figure, job))
+        (job.title, job.width, job.height, tuple(len(line.points) for line in job.lines))) or draw(figure, job))
     app = app_on("runs", home)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await polled(pilot)
@@ -207,7 +207,7 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
             await pilot.pause()
             screen = await polled(pilot)
             await pilot.pause()
-            assert screen.selected == name and len(dict(plot(screen, "Loss").lines)["train"]) in (300, 200)
+            assert screen.selected == name and len(plot(screen, "Loss").series()["train"]) in (300, 200)
         assert sorted(opened) == ["first", "second"]  # each history read once
         builds = [build for build in builds if build[3]]  # not the empty plots before a history came
         assert len(builds) == 8, builds  # four plots a run, drawn once each; coming back used the pictures
@@ -215,7 +215,7 @@ async def test_coming_back_to_a_run_rereads_nothing_and_redraws_nothing(home, mo
         append_records(home / "checkpoints" / "second", [train_record(201)])
         screen = await polled(pilot)
         await pilot.pause()
-        assert len(dict(plot(screen, "Loss").lines)["train"]) == 201
+        assert len(plot(screen, "Loss").series()["train"]) == 201
         assert len(builds) > 8 and opened.count("second") == 1
 
 
@@ -259,4 +259,29 @@ async def test_other_runs_histories_are_read_ahead_for_the_cursor(home, monkeypa
         await pilot.pause()
         screen = await polled(pilot)
         assert screen.selected == "run-0" and not opened  # its plots came from the read-ahead
-        assert len(dict(plot(screen, "Loss").lines)["train"]) == 50
+        assert len(plot(screen, "Loss").series()["train"]) == 50
+
+
+async def test_o_turns_smoothing_off_and_on_and_the_legend_sits_above_the_plot(home):
+    make_run(home, "noisy", state="finished", steps=40, created=1)
+    app = app_on("runs", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await polled(pilot)
+        await polled(pilot)
+        loss = plot(screen, "Loss")
+
+        async def drawn() -> str:
+            for _ in range(100):
+                await pilot.app.workers.wait_for_complete()
+                await pilot.pause()
+                if not loss.is_drawing and loss._shown is not None:
+                    return loss._shown.plain
+            raise AssertionError("the loss plot was never drawn")
+
+        first = (await drawn()).splitlines()[0]
+        assert first.startswith("Loss") and "━ train" in first and "━ raw" in first
+        await pilot.press("o")
+        assert not screen.smoothing and all(not p.smoothing for p in screen.query(MetricPlot))
+        assert "raw" not in (await drawn()).splitlines()[0]
+        await pilot.press("o")
+        assert "━ raw" in (await drawn()).splitlines()[0]

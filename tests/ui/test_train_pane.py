@@ -168,11 +168,20 @@ async def test_method_shows_its_fields_defaults_and_dataset_check(home):
         await pilot.press("ctrl+o")  # the method's defaults: DPO through LoRA learns at 5e-4
         await pilot.pause()
         assert form.value_of("lr") == "0.0005" and form.value_of("beta") == "0.1"
-        fill(screen, dataset=str(home / "datasets" / "seed_instructions.jsonl"))
+        # DPO trains on preference pairs: neither the instruction set nor the benchmark is offered,
+        # and the form says why beside the empty list.
+        assert form._choices["field-dataset"] == []
+        note = str(form.query_one("#meaning-dataset").render())
+        assert note == "2 not for DPO: seed_benchmark.jsonl (benchmark), seed_instructions.jsonl (instruction)"
         await pilot.press("ctrl+s")
         await ready(pilot)
-        assert "DPO needs a preference dataset" in form.errors_shown()["dataset"]
+        assert form.errors_shown()["dataset"] == "choose a dataset file"
         assert list((home / "checkpoints").iterdir()) == []
+        form.query_one("#field-method", Select).value = "lora"
+        await pilot.pause()
+        instructions = str(home / "datasets" / "seed_instructions.jsonl")
+        assert form._choices["field-dataset"] == [("seed_instructions.jsonl · 8 examples", instructions)]
+        assert str(form.query_one("#meaning-dataset").render()) == "1 not for LoRA: seed_benchmark.jsonl (benchmark)"
 
 
 async def wait_for_state(pilot, screen: RunsScreen, name: str, states: tuple[str, ...], timeout: float) -> str:
@@ -211,7 +220,7 @@ async def test_start_launches_a_detached_worker_and_shows_it_in_runs(home, tiny_
             assert str(table.get_cell("pilot-run", "step")) == "3/3"
             assert str(table.get_cell("pilot-run", "progress")) == "100%"
             loss = next(p for p in runs.query(MetricPlot) if p.spec.title == "Loss")
-            assert dict(loss.lines)["train"].steps == [1, 2, 3]
+            assert loss.series()["train"].steps == [1, 2, 3]
             assert (run_dir / "adapter" / "adapter_config.json").is_file()
         finally:
             if run_dir.exists() and read_status(run_dir)["state"] in ("queued", "running"):
@@ -235,7 +244,7 @@ async def ready_runs(pilot, timeout: float = 90) -> None:
 async def wait_for_plot(pilot, screen: RunsScreen, steps: int) -> None:
     for _ in range(20):
         loss = next(p for p in screen.query(MetricPlot) if p.spec and p.spec.title == "Loss")
-        if len(dict(loss.lines).get("train", [])) >= steps:
+        if len(loss.series().get("train", [])) >= steps:
             return
         screen.poll_runs()
         await pilot.app.workers.wait_for_complete()

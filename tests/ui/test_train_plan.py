@@ -74,3 +74,30 @@ async def test_start_refused_by_the_plan_is_one_notification(default_model_path,
         assert "\n" not in notes[0]
         assert not launched and not list((home / "checkpoints").iterdir())
         assert "will not fit" in str(screen.form.query_one("#launch-status", Static).render())
+
+
+async def test_summary_counts_examples_held_out_steps_and_times_from_an_earlier_run(default_model_path):
+    from fake_runs import make_run
+
+    home = fresh_workspace(HOME, datasets=("seed_instructions_20.jsonl",))
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        shape = screen.form.query_one("#run-shape", Static)
+        assert str(shape.render()) == ""  # no dataset chosen yet
+        screen.query_one("#field-dataset").value = str(home / "datasets" / "seed_instructions_20.jsonl")
+        screen.query_one("#field-batch_size").value = "4"
+        screen.query_one("#field-epochs").value = "3"
+        await ready(pilot)
+        # 20 examples, 10 % held out: 18 trained in batches of 4 is 5 steps an epoch.
+        assert str(shape.render()) == "20 examples: 18 trained, 2 held out · 5 steps an epoch · 15 steps (3 epochs)"
+
+        screen.query_one("#field-max_steps").value = "8"
+        await ready(pilot)
+        assert str(shape.render()).endswith("· 8 steps (1.6 epochs)")
+
+        # An earlier LoRA run of the same model on the same device: its speed times this one.
+        make_run(home, "earlier", state="finished", steps=30, total=30, created=1)
+        screen.query_one("#field-max_steps").value = "9"
+        await ready(pilot)
+        assert "tokens/s (as earlier)" in str(shape.render()) and "≈ " in str(shape.render())

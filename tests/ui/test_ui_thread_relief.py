@@ -35,7 +35,7 @@ async def settled(pilot, screen: RunsScreen) -> None:
         await pilot.pause()
         drawing = any(plot.is_drawing for plot in screen.query(MetricPlot))
         shown = loss_plot(screen).lines if loss_plot(screen) else ()
-        if not screen._polling and not drawing and shown and shown[0][1] is screen.histories[screen.selected][("train", "loss")]:
+        if not screen._polling and not drawing and shown and shown[0].points is screen.histories[screen.selected][("train", "loss")]:
             return
     raise AssertionError("the plots were never drawn")
 

@@ -1,4 +1,5 @@
-"""``tui-ft runs``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``."""
+"""``tui-ft runs``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``; ``runs delete NAME [--yes]``;
+``runs diff NAME NAME…``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ ORDER = 31
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("runs", help="list, stop and resume training runs")
+    parser = commands.add_parser("runs", help="list, stop, resume and delete training runs")
     parser.add_argument("--json", action="store_true", help="machine-readable list")
     parser.set_defaults(handler=run_list)
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -26,6 +27,13 @@ def add_parser(commands) -> None:
     resume.add_argument("--trust-remote-code", action="store_true",
                         help="run the base model's own Python code (auto_map); run.json saying so is not enough")
     resume.set_defaults(handler=run_resume)
+    delete = sub.add_parser("delete", help="delete a run and its checkpoints (a live run is stopped first)")
+    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed where there is no terminal to ask on)")
+    delete.set_defaults(handler=run_delete)
+    diff = sub.add_parser("diff", help="the settings two or more runs differ in")
+    diff.add_argument("names", metavar="NAME", nargs="+")
+    diff.set_defaults(handler=run_diff)
 
 
 def run_list(args) -> int:
@@ -44,7 +52,12 @@ def run_list(args) -> int:
     if not runs:
         print(f"no runs in {args.home / 'checkpoints'}")
         return 0
-    table = Table("name", "state", "step", "method", "model", "dataset", "updated", "message", box=None)
+    # Each run one line, the message cut to what the terminal leaves: wrapped, "finished after
+    # 10 steps" took three lines.
+    table = Table(box=None, expand=True)
+    for column in ("name", "state", "step", "method", "model", "dataset", "updated"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
     now = time.time()
     for r in runs:
         progress = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
@@ -102,3 +115,56 @@ def run_resume(args) -> int:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
     return 0 if args.detach else follow(run_dir, offset)
+
+
+def run_delete(args) -> int:
+    import sys
+
+    from tui_ft.cli import UserError
+    from tui_ft.engine.runs import LIVE_STATES, RunError, delete_run, read_status
+    from tui_ft.safe_text import clean
+
+    run_dir = _run_dir(args)
+    state = read_status(run_dir)["state"]
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"deleting {args.name} needs --yes (there is no terminal to ask on)")
+        stopping = " (it is live: it is stopped first)" if state in LIVE_STATES else ""
+        answer = input(f"Delete run {clean(args.name)} and its checkpoints{stopping}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    try:
+        delete_run(run_dir)
+    except RunError as error:
+        raise UserError(str(error)) from None
+    print(f"deleted {run_dir}")
+    return 0
+
+
+def run_diff(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tui_ft.cli import UserError
+    from tui_ft.engine.runs import read_run_config
+    from tui_ft.safe_text import plain
+    from tui_ft.views.run_diff import config_diff
+
+    if len(args.names) < 2:
+        raise UserError("runs diff needs two runs or more")
+    configs = []
+    for name in args.names:
+        args.name = name
+        configs.append(read_run_config(_run_dir(args)))
+    rows = config_diff(configs, args.home)
+    if not rows:
+        print("same settings")
+        return 0
+    table = Table(box=None)
+    for header in ("setting", *args.names):
+        table.add_column(plain(header))
+    for key, values in rows:
+        table.add_row(plain(key), *(plain(value) for value in values))
+    Console().print(table)
+    return 0

@@ -104,6 +104,11 @@ def run(args) -> int:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
     if args.create_only:
+        from tui_ft.engine.runs.folder import update_status
+
+        # Otherwise it reads "queued · waiting for the worker" with no hint of what starts it.
+        update_status(run_dir, message=f"created, not started: tui-ft runs resume {run_dir.name} (or r in the Runs pane) "
+                                       "starts it here; torchrun starts it across servers (README)")
         trust = " --trust-remote-code" if config.trust_remote_code else ""
         print(f"not started; on each server: torchrun --nnodes N --node-rank K --nproc-per-node G "
               f"--master-addr HOST0 --master-port 29500 -m tui_ft.engine.worker {run_dir}{trust}", file=sys.stderr)

@@ -130,6 +130,13 @@ RUNS_BINDINGS = [
     Binding("e", "export_run", "Export", id="runs.export", tooltip="Export the finished run as one merged model (asks where)"),
     Binding("l", "toggle_log", "Log", id="runs.log", tooltip="Show the worker's log instead of the plots, or back"),
     Binding("p", "next_plot", "Plot", id="runs.plot", tooltip="Show the next plot (a tall terminal shows all four)"),
+    Binding("c", "clone_run", "Clone", id="runs.clone", tooltip="Fill the Train form with this run's settings, to train a variant"),
+    Binding("f", "diff_runs", "Diff", id="runs.diff",
+            tooltip="Compare settings: the marked runs and this one, only the settings that differ"),
+    Binding("d", "delete_run", "Delete", id="runs.delete",
+            tooltip="Delete the run and its checkpoints, after asking (a live run is stopped first)"),
+    Binding("o", "toggle_smoothing", "Smooth", id="runs.smooth",
+            tooltip="Smooth the per-step curves (moving average, raw points faint behind), or show them raw"),
 ]
 
 # How keys read in the help screen and the palette; Textual's names for the rest.

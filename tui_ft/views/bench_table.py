@@ -25,6 +25,10 @@ from tui_ft.engine.files import open_no_follow, warn_skipped, write_json_atomic
 from tui_ft.engine.runs.state import RunState
 
 BENCHMARK_FORMATS = ("benchmark", "qa", "instruction")  # files benchmark_items can read
+# Offered as score columns: questions with answers. An instruction set scored "contains its
+# reply" measures nothing useful (a reply is a paragraph, not an answer), so it is offered for
+# perplexity only; `tui-ft eval --benchmark` still reads one when asked.
+OFFERED_BENCHMARK_FORMATS = ("benchmark", "qa")
 PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies to score
 
 
@@ -273,7 +277,7 @@ def candidate_columns(home: Path) -> list[Column]:
         if dataset.problems or not len(dataset):
             continue
         shown = display_path(path, home)
-        if dataset.format in BENCHMARK_FORMATS:
+        if dataset.format in OFFERED_BENCHMARK_FORMATS:
             found.append(Column("benchmark", shown, dataset.format))
         if dataset.format in PERPLEXITY_FORMATS:
             found.append(Column("perplexity", shown, dataset.format))

@@ -129,50 +129,67 @@ def downsample(points: list[tuple[float, float]], count: int) -> list[tuple[floa
     return reduced
 
 
+SMOOTHING = 0.8
+"""The exponential moving average's weight on the past, as TensorBoard's smoothing slider (whose
+default is 0.6): about a five-step window, which steadies a per-step loss without hiding a trend."""
+
+
 class Series:
     """One metric's ``(step, value)`` points with running sums, so downsampling costs O(points shown).
+
+    Each point's exponential moving average (:data:`SMOOTHING`, debiased as TensorBoard does so
+    the first points are not pulled towards zero) is kept beside it, with its own sums, so a
+    smoothed curve costs what the raw one does.
 
     Append-only: a reader in another thread may keep a reference and downsample it while the
     poll thread appends (it reads the length once); histories that must shrink build new
     ``Series`` objects instead of changing this one.
     """
 
-    __slots__ = ("steps", "values", "_step_sums", "_value_sums")
+    __slots__ = ("steps", "values", "smoothed", "_step_sums", "_value_sums", "_smoothed_sums", "_ema", "_decay")
 
     def __init__(self, points: list[tuple[float, float]] | None = None):
         self.steps: list[float] = []
         self.values: list[float] = []
+        self.smoothed: list[float] = []
         self._step_sums = [0.0]
         self._value_sums = [0.0]
+        self._smoothed_sums = [0.0]
+        self._ema, self._decay = 0.0, 1.0  # the biased average and SMOOTHING ** points
         for step, value in points or ():
             self.append(step, value)
 
     def append(self, step: float, value: float) -> None:
         """Add a point (the sums last, so a reader that sees a sum sees its point)."""
+        self._ema = SMOOTHING * self._ema + (1 - SMOOTHING) * value
+        self._decay *= SMOOTHING
+        smoothed = self._ema / (1 - self._decay)
         self.steps.append(step)
         self.values.append(value)
+        self.smoothed.append(smoothed)
         self._step_sums.append(self._step_sums[-1] + step)
+        self._smoothed_sums.append(self._smoothed_sums[-1] + smoothed)
         self._value_sums.append(self._value_sums[-1] + value)
 
     def __len__(self) -> int:
         return len(self._value_sums) - 1
 
-    def points(self) -> list[tuple[float, float]]:
-        """Every point, oldest first."""
+    def points(self, smoothed: bool = False) -> list[tuple[float, float]]:
+        """Every point, oldest first (their moving average when ``smoothed``)."""
         count = len(self)
-        return list(zip(self.steps[:count], self.values[:count], strict=False))
+        return list(zip(self.steps[:count], (self.smoothed if smoothed else self.values)[:count], strict=False))
 
-    def downsample(self, count: int) -> list[tuple[float, float]]:
+    def downsample(self, count: int, smoothed: bool = False) -> list[tuple[float, float]]:
         """The same reduction as :func:`downsample` (bucket means over the whole history), from the sums."""
         total, count = len(self), max(1, int(count))
         if total <= count:
-            return self.points()
+            return self.points(smoothed)
+        sums = self._smoothed_sums if smoothed else self._value_sums
         reduced = []
         for bucket in range(count):
             start, end = bucket * total // count, (bucket + 1) * total // count
             size = end - start
-            reduced.append(((self._step_sums[end] - self._step_sums[start]) / size,
-                            (self._value_sums[end] - self._value_sums[start]) / size))
+            reduced.append(((self._step_sums[end] - self._step_sums[start]) / size, (sums[end] - sums[start]) / size))
         return reduced
 
 

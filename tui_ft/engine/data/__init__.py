@@ -25,11 +25,13 @@ from tui_ft.engine.data.formats import (
     load_dataset,
     preference_examples,
     sft_examples,
+    trainable_formats,
+    training_refusal,
 )
 from tui_ft.engine.data.readers import DatasetError, Problem
 
 __all__ = [
     "FORMATS", "BenchmarkItem", "Dataset", "DatasetError", "Example", "PreferencePair", "Problem", "PromptItem",
     "benchmark_items", "check_dataset", "detect_format", "find_datasets", "load_dataset", "preference_examples",
-    "sft_examples",
+    "sft_examples", "trainable_formats", "training_refusal",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from tui_ft.engine.data.readers import SUFFIXES, DatasetError, Problem, read_records
 
 FORMATS = ("instruction", "qa", "chat", "preference", "benchmark", "prompts")
+SFT_FORMATS = ("instruction", "qa", "chat")  # what supervised fine-tuning trains on
 ROLES = {"system", "user", "assistant"}
 # ShareGPT speakers, mapped to chat roles.
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -296,6 +297,30 @@ def find_datasets(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def trainable_formats(method: str) -> tuple[str, ...]:
+    """The formats ``method`` trains on: preference pairs for DPO, conversations for the others."""
+    return ("preference",) if method == "dpo" else SFT_FORMATS
+
+
+def training_refusal(method: str, file_format: str) -> str | None:
+    """Why a ``file_format`` file cannot train with ``method``, or ``None`` when it can.
+
+    A benchmark would train on its own answers (and then score perfectly on itself), and
+    preference pairs used for SFT would silently drop every rejected reply: both are refused
+    rather than converted.
+    """
+    if file_format in trainable_formats(method):
+        return None
+    if method == "dpo":
+        return f"DPO needs a preference dataset (prompt, chosen, rejected), got {file_format}"
+    return {
+        "benchmark": "a benchmark is for scoring (tui-ft eval --benchmark, or the Benchmark pane), not for training: "
+                     "choose an instruction, QA or chat file",
+        "preference": "preference pairs train with DPO (--method dpo): choose an instruction, QA or chat file",
+        "prompts": "a prompts file has no replies to train on",
+    }.get(file_format, f"cannot train on a {file_format} file: choose an instruction, QA or chat file")
 
 
 def sft_examples(dataset: Dataset) -> list[Example]:

@@ -28,6 +28,7 @@ from tui_ft.engine.runs.lifecycle import (
     RunError,
     RunInfo,
     create_run,
+    delete_run,
     launch_run,
     list_runs,
     read_status,
@@ -41,7 +42,7 @@ from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 __all__ = [
     "FINAL_STATES", "LIVE_STATES", "ConfigError", "MemoryPlan", "MemoryPlanError", "RunState",
     "MetricsTail", "MetricsWriter", "RunError", "RunInfo",
-    "TrainConfig", "create_run", "launch_run", "list_checkpoints", "list_runs", "merge_records", "metrics_path",
+    "TrainConfig", "create_run", "delete_run", "launch_run", "list_checkpoints", "list_runs", "merge_records", "metrics_path",
     "plan_memory", "read_metrics", "read_run_config", "read_status", "resume_run", "run_dir_for", "stop_run",
     "validate_config",
 ]

@@ -221,7 +221,7 @@ def _check_model_code_and_modules(config: TrainConfig, model_path: Path, skip: s
 
 
 def _check_datasets(config: TrainConfig, home: Path) -> Errors:
-    from tui_ft.engine.data import load_dataset
+    from tui_ft.engine.data import load_dataset, training_refusal
     from tui_ft.engine.data.readers import DatasetError
 
     errors: Errors = []
@@ -238,10 +238,9 @@ def _check_datasets(config: TrainConfig, home: Path) -> Errors:
             more = f" (and {len(error.problems) - 1} more problems)" if len(error.problems) > 1 else ""
             errors.append((name, f"{first}{more}"))
             continue
-        if config.method == "dpo" and dataset.format != "preference":
-            errors.append((name, f"DPO needs a preference dataset (prompt, chosen, rejected), got {dataset.format}"))
-        elif dataset.format == "prompts":
-            errors.append((name, "a prompts file has no replies to train on"))
+        refusal = training_refusal(config.method, dataset.format)
+        if refusal:
+            errors.append((name, refusal))
     return errors
 
 

@@ -26,6 +26,7 @@ from tui_ft.engine.processes import (
     WORKER_MODULE,
     ask_to_stop,
     child_env,
+    owned_process,
     process_alive,
     python_command,
     start_time,
@@ -321,6 +322,32 @@ def stop_run(run_dir: Path) -> bool:
     if status["state"] == RunState.QUEUED:
         update_status(run_dir, state=RunState.STOPPED, message="stopped before the worker started")
     return False
+
+
+def delete_run(run_dir: Path, wait_s: float = 300.0) -> None:
+    """Delete a run's folder, checkpoints and all; a live run is stopped first.
+
+    The worker is asked to stop and waited for (it may be writing a checkpoint: deleting under
+    it would leave half a folder that it then recreates), up to ``wait_s`` seconds.
+
+    Raises:
+        RunError: When the folder is a link (deleted by hand only: never what it points to), or
+            the worker did not exit in time (nothing deleted then).
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        raise RunError(f"{run_dir.name} is a link to {os.readlink(run_dir)}: remove the link by hand")
+    status = read_status(run_dir)
+    if status["state"] in LIVE_STATES and stop_run(run_dir):
+        deadline = time.monotonic() + wait_s
+        while owned_process(status.get("pid"), status.get("pid_started"), run_dir, RUN_MODULES) is not None:
+            if time.monotonic() > deadline:
+                raise RunError(f"{run_dir.name} did not stop within {wait_s:.0f} s: nothing deleted "
+                               "(tui-ft runs stop it, then delete it again)")
+            time.sleep(0.2)
+    shutil.rmtree(run_dir)
 
 
 def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:

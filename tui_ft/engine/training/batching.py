@@ -7,29 +7,14 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import math
 import random
 
 import torch
 
+from tui_ft.engine.data.splits import EVAL_CAP, split_eval, steps_per_epoch  # noqa: F401 - imported from here too
 from tui_ft.engine.data.templates import IGNORE_INDEX, Tokenized
 
 MEGA_BATCHES = 32  # batches sorted together: similar lengths share a batch, order stays random
-EVAL_CAP = 200  # a split-off evaluation set never exceeds this many examples
-
-
-def split_eval(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split ``range(count)`` into ``(train, eval)`` indices, reproducibly for ``seed``.
-
-    Nothing is held out when ``fraction`` is 0 or there are fewer than 10 examples: a tiny
-    dataset needs every example for training.
-    """
-    indices = list(range(count))
-    if fraction <= 0 or count < 10:
-        return indices, []
-    held = min(EVAL_CAP, max(1, round(count * fraction)))
-    random.Random(f"eval-split-{seed}").shuffle(indices)
-    return sorted(indices[held:]), sorted(indices[:held])
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, grouped: bool = True) -> list[list[int]]:
@@ -65,11 +50,6 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Batches of indices in order of length, for evaluation."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
-    """Optimizer steps in one epoch (its last step may have fewer micro-batches)."""
-    return math.ceil(math.ceil(examples / batch_size) / grad_accum)
 
 
 def pad_rows(rows: list[list[int]], value: int):

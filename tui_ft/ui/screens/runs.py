@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.widgets import ContentSwitcher, DataTable, Static
 from textual.worker import Worker, get_current_worker
 
-from tui_ft.engine.runs import RunError, resume_run, stop_run
+from tui_ft.engine.runs import RunError, delete_run, read_run_config, resume_run, stop_run
 from tui_ft.engine.runs.state import LIVE_STATES, RESUMABLE_STATES, RunState
 from tui_ft.safe_text import clean
 from tui_ft.ui import keys
@@ -32,7 +32,9 @@ from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
 from tui_ft.ui.widgets.pane_tabs import PaneTabs
+from tui_ft.ui.widgets.run_dialogs import ConfigDiffScreen, ConfirmDelete
 from tui_ft.ui.widgets.run_table import RunTable
+from tui_ft.ui.widgets.train_form import TrainForm
 from tui_ft.views.formatting import format_bytes
 from tui_ft.views.run_monitor import (
     RunHistory,
@@ -62,7 +64,20 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     return lines[-1] if lines else f"export failed (exit {result.returncode})"
 
 
-RUN_ACTIONS = ("stop_run", "resume_run", "export_run", "toggle_mark", "toggle_log")  # keys that act on the selected run
+def folder_bytes(path: Path) -> int:
+    """The bytes of every file under ``path`` (links not followed), for the delete dialog."""
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_size
+        except OSError:
+            continue  # gone meanwhile
+    return total
+
+
+# Keys that act on the selected run.
+RUN_ACTIONS = ("stop_run", "resume_run", "export_run", "toggle_mark", "toggle_log", "delete_run", "clone_run", "diff_runs")
 KEPT_TAILS = 8  # runs whose metrics stay in memory after the cursor left them (about 2 MB each)
 
 
@@ -74,8 +89,8 @@ class RunsScreen(Pane):
     POLL_SECONDS = 1.0
 
     DEFAULT_CSS = """
-    RunsScreen RunTable { height: 7; }
-    RunsScreen.-tall RunTable { height: 11; }
+    RunsScreen RunTable { height: auto; max-height: 7; }
+    RunsScreen.-tall RunTable { height: auto; max-height: 11; }
     RunsScreen #run-info { height: auto; max-height: 2; padding: 0 1; background: $boost; }
     RunsScreen #views { height: 1fr; }
     RunsScreen #plots { grid-size: 1 1; }
@@ -91,6 +106,8 @@ class RunsScreen(Pane):
     """Which plot a short terminal shows (a tall one shows all four)."""
     show_log: reactive[bool] = reactive(False)
     """Show the selected run's worker.log instead of its plots."""
+    smoothing = True
+    """Per-step curves drawn as their moving average (TensorBoard's smoothing), the raw points faint behind."""
 
     class RunsPolled(Message):
         """The run folders were read: table rows, new histories, the worker's usage and log."""
@@ -106,6 +123,13 @@ class RunsScreen(Pane):
         Not at :class:`RunsPolled`: the worker reads ahead after posting it, and a poll started
         meanwhile found those tails missing and read the same history a second time.
         """
+
+    class RunDeleted(Message):
+        """A deletion ended (``error`` is empty on success)."""
+
+        def __init__(self, name: str, error: str):
+            super().__init__()
+            self.name, self.error = name, error
 
     class ExportFinished(Message):
         """A merged export ended (``error`` is empty on success)."""
@@ -339,10 +363,14 @@ class RunsScreen(Pane):
         state = row.info.state if row else None
         allowed = {
             "stop_run": state in LIVE_STATES,
-            "resume_run": state in RESUMABLE_STATES,
+            # A queued run with no worker was created only (train --create-only): r starts it.
+            "resume_run": state in RESUMABLE_STATES or (state == RunState.QUEUED and not row.info.pid),
             "export_run": state == RunState.FINISHED,
             "toggle_mark": row is not None,
             "toggle_log": row is not None,
+            "delete_run": row is not None,
+            "clone_run": row is not None,
+            "diff_runs": row is not None and bool(self.diff_names()),
         }.get(action, True)
         return True if allowed else None  # None: shown dimmed in the footer
 
@@ -356,6 +384,7 @@ class RunsScreen(Pane):
             "resume_run": f"{name} is {state}: only a stopped, failed or died run can be resumed"
                           + (" (e exports it)." if state == RunState.FINISHED else "."),
             "export_run": f"{name} is {state}: only a finished run can be exported.",
+            "diff_runs": "Mark a run (space), then press f on another to compare their settings.",
         }.get(action)
 
     def action_toggle_mark(self) -> None:
@@ -371,6 +400,73 @@ class RunsScreen(Pane):
 
     def action_toggle_log(self) -> None:
         self.show_log = not self.show_log
+
+    def action_toggle_smoothing(self) -> None:
+        smoothing = not self.smoothing
+        self.smoothing = smoothing
+        for plot in self.query(MetricPlot):
+            plot.set_smoothing(smoothing)
+        self.notify(f"Smoothing {'on: moving averages, the raw points faint behind' if smoothing else 'off: raw points'}",
+                    timeout=2)
+
+    def diff_names(self) -> list[str]:
+        """The runs ``f`` compares: the marked ones, and the selected one with them (at least two)."""
+        marked = sorted(self.query_one(RunTable).marked)
+        row = self.selected_row()  # the cursor's row: f right after an arrow key compares the new one
+        selected = row.info.name if row else None
+        names = marked + [selected] if selected and selected not in marked else marked
+        return names if len(names) >= 2 else []
+
+    def action_diff_runs(self) -> None:
+        names = self.diff_names()
+        if names:
+            configs = {name: read_run_config(self.rows[name].info.path) for name in names if name in self.rows}
+            self.app.push_screen(ConfigDiffScreen(configs, self.app.home))
+
+    def action_delete_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        name, path, live = row.info.name, row.info.path, row.info.state in LIVE_STATES
+
+        def delete(confirmed: bool | None) -> None:
+            if confirmed:
+                self.notify(f"Stopping {name}, then deleting it…" if live else f"Deleting {name}…", timeout=3)
+                self.delete_run(name, path)
+
+        self.app.push_screen(ConfirmDelete(name, live, format_bytes(folder_bytes(path))), delete)
+
+    # Not exclusive: two deletions may go on side by side; each waits for its own worker.
+    @work(thread=True, group="runs-delete", exclusive=False, exit_on_error=False, description="Deleting a run")
+    def delete_run(self, name: str, path: Path) -> None:
+        try:
+            delete_run(path)
+            error = ""
+        except (RunError, OSError) as problem:
+            error = str(problem)
+        self.post_message(self.RunDeleted(name, error))
+
+    @on(RunDeleted)
+    def run_deleted(self, message: RunDeleted) -> None:
+        if message.error:
+            self.notify(f"{message.name} was not deleted: {message.error}", severity="error", timeout=10)
+        else:
+            self.notify(f"Deleted {message.name}.", timeout=3)
+        self.poll_runs()
+
+    async def action_clone_run(self) -> None:
+        """Fill the Train form with the selected run's settings and show it (its fields' changes plan again)."""
+        row = self.selected_row()
+        if row is None:
+            return
+        config = read_run_config(row.info.path)
+        await self.app.action_show_pane("train")
+        forms = self.app.screen.query(TrainForm)
+        if forms:
+            left_out = forms.first().fill_from(config)
+            note = f"; {'; '.join(left_out)}" if left_out else ""
+            self.app.notify(f"The form holds {row.info.name}'s settings: change what you like, then ctrl+s{note}.",
+                            timeout=6)
 
     def action_stop_run(self) -> None:
         row = self.selected_row()

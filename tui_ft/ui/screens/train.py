@@ -23,7 +23,7 @@ from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.pane_tabs import PaneTabs
-from tui_ft.ui.widgets.train_form import TrainForm
+from tui_ft.ui.widgets.train_form import DatasetChoice, TrainForm
 
 MODEL_KIND_LABELS = {"default": "", "hf-cache": " (cached)", "run": " (run)", "folder": " (folder)"}
 
@@ -40,12 +40,22 @@ def model_choices(home: Path) -> list[tuple[str, str]]:
     return choices
 
 
-def dataset_choices(home: Path) -> list[tuple[str, str]]:
-    """``(name relative to datasets/, absolute path)`` for every dataset file."""
-    from tui_ft.engine.data import find_datasets
+def dataset_choices(home: Path) -> list[DatasetChoice]:
+    """Every dataset file under ``home/datasets``, read and checked as the Datasets pane reads it."""
+    from tui_ft.engine.data import find_datasets, load_dataset
+    from tui_ft.engine.data.readers import DatasetError
 
     root = home / "datasets"
-    return [(str(path.relative_to(root)), str(path)) for path in find_datasets(root)]
+    choices = []
+    for path in find_datasets(root):
+        try:
+            dataset = load_dataset(path, strict=False)
+            problem = str(dataset.problems[0]) if dataset.problems else ""
+            choice = DatasetChoice(str(path.relative_to(root)), str(path), dataset.format, len(dataset), problem)
+        except DatasetError as error:
+            choice = DatasetChoice(str(path.relative_to(root)), str(path), "unknown", 0, str(error.problems[0]))
+        choices.append(choice)
+    return choices
 
 
 class TrainScreen(Pane):
@@ -62,7 +72,7 @@ class TrainScreen(Pane):
     class ChoicesLoaded(Message):
         """The lists of models and datasets were read."""
 
-        def __init__(self, models: list[tuple[str, str]], datasets: list[tuple[str, str]]):
+        def __init__(self, models: list[tuple[str, str]], datasets: list[DatasetChoice]):
             super().__init__()
             self.models, self.datasets = models, datasets
 
@@ -90,9 +100,9 @@ class TrainScreen(Pane):
     class PlanComputed(Message):
         """The memory plan of the form's current settings: its one line, and whether it fits."""
 
-        def __init__(self, summary: str, fits: bool, number: int = 0):
+        def __init__(self, summary: str, fits: bool, number: int = 0, shape: str = ""):
             super().__init__()
-            self.summary, self.fits, self.number = summary, fits, number
+            self.summary, self.fits, self.number, self.shape = summary, fits, number, shape
 
     class RunLaunched(Message):
         """A run folder was created and its worker started."""
@@ -173,13 +183,22 @@ class TrainScreen(Pane):
     # a plan takes milliseconds, and a stale answer is dropped by its number (show_plan).
     @work(thread=True, group="train-plan", exit_on_error=False, description="Planning memory")
     def plan_memory(self, config: TrainConfig, number: int = 0) -> None:
-        """The memory plan for ``config``: reads config.json only (nothing converted, nothing downloaded)."""
+        """The run's shape and memory plan for ``config``: reads the dataset and config.json only
+        (nothing converted, nothing downloaded, no tokenizer)."""
         from tui_ft.engine.data.readers import DatasetError
         from tui_ft.engine.models import ModelError, resolve_model
         from tui_ft.engine.runs.config_checks import find_dataset
         from tui_ft.engine.runs.memory_plan import MemoryPlanError, longest_example_estimate, plan_memory
+        from tui_ft.engine.runs.run_shape import run_shape
 
         home = Path(self.app.home)
+        shape = None
+        try:
+            if config.dataset:
+                eval_path = find_dataset(config.eval_dataset, home) if config.eval_dataset else None
+                shape = run_shape(config, find_dataset(config.dataset, home), eval_path, home)
+        except (DatasetError, OSError, ValueError):
+            shape = None  # a file that does not read: the check at launch says why
         try:
             model = resolve_model(config.model, home, convert=False, weights=False, offline=True)
             # Without a tokenizer (none is loaded in the dashboard): the longest example estimated.
@@ -188,7 +207,8 @@ class TrainScreen(Pane):
         except (ModelError, MemoryPlanError, DatasetError, OSError, ValueError):
             plan = None  # a model not on disk yet, or not one the plan reads: no line
         if not get_current_worker().is_cancelled:
-            self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True, number))
+            self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True, number,
+                                                shape.summary() if shape else ""))
 
     def replan(self) -> None:
         """Plan again for the form as it is; a form that does not read as a config shows no plan."""
@@ -223,7 +243,7 @@ class TrainScreen(Pane):
     @on(PlanComputed)
     def show_plan(self, message: PlanComputed) -> None:
         if message.number == self._plans_asked:  # an answer to an older form is stale
-            self.form.show_plan(message.summary, message.fits)
+            self.form.show_plan(message.summary, message.fits, message.shape)
 
     @on(GpusCounted)
     def default_to_all_gpus(self, message: GpusCounted) -> None:

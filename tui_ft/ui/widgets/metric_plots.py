@@ -16,6 +16,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from rich.color import Color as RichColor
+from rich.style import Style
 from rich.text import Text
 from textual.message import Message
 from textual.worker import get_current_worker
@@ -24,6 +26,7 @@ from textual_plotext.plot import Plot
 
 from tui_ft.safe_text import clean
 from tui_ft.ui import compat
+from tui_ft.views import plot_axes
 from tui_ft.views.run_monitor import Series
 
 Y_AXIS_WIDTH = 10  # columns plotext spends on the y tick labels
@@ -35,13 +38,26 @@ KEPT_PICTURES = 8  # a plot's last pictures, for runs the cursor comes back to
 _PLOTEXT = threading.RLock()
 
 
+Color = tuple[int, int, int]
+BLUE, ORANGE, GREEN, RED, PURPLE = (0, 130, 200), (245, 130, 48), (60, 180, 75), (230, 25, 75), (145, 30, 180)
+RAW = (128, 128, 128)  # the unsmoothed curve, faint behind its moving average
+OVERLAY_COLORS = ((70, 240, 240), (240, 50, 230), (180, 225, 40), (255, 225, 25), (170, 110, 40), (0, 128, 128))
+"""Marked runs' curves, in marking order: the colours of textual-plotext's sequence that no curve above uses."""
+
+
 @dataclass(frozen=True)
 class Curve:
-    """One line of a plot: ``key`` from the records of ``kind`` (train or eval)."""
+    """One line of a plot: ``key`` from the records of ``kind`` (train or eval).
+
+    ``smooth``: drawn as its moving average with the raw points faint behind, while smoothing
+    is on (per-step values are noisy; evaluations and the learning rate are not).
+    """
 
     label: str
     kind: str
     key: str
+    color: Color = BLUE
+    smooth: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,17 +70,19 @@ class PlotSpec:
 
 
 SFT_PLOTS = (
-    PlotSpec("Loss", (Curve("train", "train", "loss"), Curve("eval", "eval", "loss")), overlay=True),
-    PlotSpec("Perplexity", (Curve("train", "train", "ppl"), Curve("eval", "eval", "ppl"))),
-    PlotSpec("Learning rate", (Curve("lr", "train", "lr"),)),
-    PlotSpec("Tokens/s", (Curve("tokens/s", "train", "tokens_per_s"),)),
+    PlotSpec("Loss", (Curve("train", "train", "loss", BLUE, True), Curve("eval", "eval", "loss", ORANGE)), overlay=True),
+    PlotSpec("Perplexity", (Curve("train", "train", "ppl", BLUE, True), Curve("eval", "eval", "ppl", ORANGE))),
+    PlotSpec("Learning rate", (Curve("lr", "train", "lr", PURPLE),)),
+    PlotSpec("Tokens/s", (Curve("tokens/s", "train", "tokens_per_s", GREEN, True),)),
 )
 DPO_PLOTS = (
-    PlotSpec("DPO loss", (Curve("train", "train", "loss"), Curve("eval", "eval", "loss")), overlay=True),
-    PlotSpec("Rewards", (Curve("chosen", "train", "rewards_chosen"), Curve("rejected", "train", "rewards_rejected"),
-                         Curve("margin", "train", "rewards_margin"))),
-    PlotSpec("Reward accuracy", (Curve("train", "train", "rewards_accuracy"), Curve("eval", "eval", "rewards_accuracy"))),
-    PlotSpec("Learning rate", (Curve("lr", "train", "lr"),)),
+    PlotSpec("DPO loss", (Curve("train", "train", "loss", BLUE, True), Curve("eval", "eval", "loss", ORANGE)), overlay=True),
+    PlotSpec("Rewards", (Curve("chosen", "train", "rewards_chosen", GREEN, True),
+                         Curve("rejected", "train", "rewards_rejected", RED, True),
+                         Curve("margin", "train", "rewards_margin", BLUE, True))),
+    PlotSpec("Reward accuracy", (Curve("train", "train", "rewards_accuracy", BLUE, True),
+                                 Curve("eval", "eval", "rewards_accuracy", ORANGE))),
+    PlotSpec("Learning rate", (Curve("lr", "train", "lr", PURPLE),)),
 )
 
 
@@ -74,11 +92,21 @@ def plots_for(method: str) -> tuple[PlotSpec, ...]:
 
 
 @dataclass(frozen=True)
+class Line:
+    """A curve as drawn: its label, colour, series, and whether it is smoothed."""
+
+    label: str
+    color: Color
+    points: Series
+    smooth: bool = False
+
+
+@dataclass(frozen=True)
 class PictureJob:
     """What one picture shows, taken on the UI thread for the thread that draws it.
 
-    ``lines`` holds each curve's label and series (append-only: the poll thread may add
-    points while it is drawn, which is harmless).
+    ``lines``' series are append-only: the poll thread may add points while it is drawn, which
+    is harmless.
     """
 
     width: int
@@ -86,7 +114,35 @@ class PictureJob:
     theme: str  # plotext's name of the theme
     title: str
     budget: int  # points per curve
-    lines: tuple[tuple[str, Series], ...]
+    lines: tuple[Line, ...]
+    smoothing: bool = True
+
+
+PLOT_FRAME_ROWS = 4  # plotext's rows around the data: the two borders, the x tick labels, the x label
+LEGEND_ROWS = 1  # our own line above the plot: the title and the legend
+
+
+def legend(job: PictureJob) -> Text:
+    """The title and each curve's colour, name and latest value, on the line above the plot.
+
+    Drawn by us rather than by plotext, which puts its legend on the top rows of the data and
+    hides the curves' peaks under it.
+    """
+    header = Text(job.title if job.lines else f"{job.title} — no data yet", style="bold", no_wrap=True,
+                  overflow="ellipsis")
+    for line in job.lines:
+        latest = line.points.values[len(line.points) - 1]
+        header.append("  ━ ", style=Style(color=RichColor.from_rgb(*line.color)))
+        header.append(f"{line.label} {format_value(latest)}")
+    if job.smoothing and any(line.smooth for line in job.lines):
+        header.append("  ━ ", style=Style(color=RichColor.from_rgb(*RAW)))
+        header.append("raw", style="dim")
+    return header
+
+
+def format_value(value: float) -> str:
+    """A latest value for the legend: four significant digits."""
+    return f"{value:.4g}"
 
 
 def draw_picture(figure: Plot, job: PictureJob) -> Text:
@@ -94,17 +150,36 @@ def draw_picture(figure: Plot, job: PictureJob) -> Text:
     with _PLOTEXT:
         figure.clear_data()
         figure.clear_figure()
-        figure.title(job.title if job.lines else f"{job.title} — no data yet")
-        for label, points in job.lines:
-            shown = points.downsample(job.budget)
-            figure.plot([x for x, _ in shown], [y for _, y in shown], label=label, marker="braille")
+        height = max(PLOT_FRAME_ROWS + 2, job.height - LEGEND_ROWS)
+        drawn = []  # (xs, ys, colour), the faint raw curves first so the others draw over them
+        for line in job.lines:
+            if line.smooth and job.smoothing:
+                drawn.insert(0, (line.points.downsample(job.budget), RAW))
+            drawn.append((line.points.downsample(job.budget, smoothed=line.smooth and job.smoothing), line.color))
+        for points, color in drawn:
+            figure.plot([x for x, _ in points], [y for _, y in points], marker="braille", color=color)
         if job.lines:
+            set_axes(figure, [point for points, _ in drawn for point in points], job.width, height)
             figure.xlabel("step")
         # What PlotextPlot.render does, with the size and theme taken on the UI thread.
-        figure.plotsize(job.width, job.height)
-        compat.set_figure_size(figure, job.width, job.height)
+        figure.plotsize(job.width, height)
+        compat.set_figure_size(figure, job.width, height)
         figure.theme(job.theme)
-        return Text.from_ansi(figure.build())
+        picture = legend(job)
+        picture.append("\n")
+        picture.append_text(Text.from_ansi(figure.build()))
+        return picture
+
+
+def set_axes(figure: Plot, points: list[tuple[float, float]], width: int, height: int) -> None:
+    """Whole-step x ticks, and y ticks that each fall on a row, evenly spaced (:mod:`plot_axes`)."""
+    steps = [x for x, _ in points]
+    x_axis = plot_axes.step_axis(min(steps), max(steps), max(2, (width - Y_AXIS_WIDTH) // 10))
+    y_axis = plot_axes.row_aligned_axis(*plot_axes.value_range([y for _, y in points]), height - PLOT_FRAME_ROWS)
+    figure.xlim(x_axis.low, x_axis.high)
+    figure.xticks(list(x_axis.ticks), list(x_axis.labels))
+    figure.ylim(y_axis.low, y_axis.high)
+    figure.yticks(list(y_axis.ticks), list(y_axis.labels))
 
 
 class MetricPlot(PlotextPlot):
@@ -127,7 +202,8 @@ class MetricPlot(PlotextPlot):
     def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, classes=classes)
         self.spec: PlotSpec | None = None
-        self.lines: list[tuple[str, Series]] = []  # full resolution, for render and tests
+        self.lines: list[Line] = []  # full resolution, for render and tests
+        self.smoothing = True  # train curves as their moving average, the raw points faint behind
         # The last pictures and what they showed. A screen coming back, a focus move or a poll
         # with nothing new repaints every widget, and the cursor moves back and forth between
         # runs: a plot shown before hands back its picture instead of drawing it again.
@@ -139,12 +215,23 @@ class MetricPlot(PlotextPlot):
              overlays: dict[str, dict[tuple[str, str], Series]] | None = None) -> None:
         """Draw ``spec`` from the selected run's ``series``; ``overlays`` maps other runs to theirs."""
         self.spec = spec
-        lines = [(curve.label, series.get((curve.kind, curve.key))) for curve in spec.curves]
+        lines = [Line(curve.label, curve.color, series.get((curve.kind, curve.key)), curve.smooth)
+                 for curve in spec.curves]
         if spec.overlay:
             first = spec.curves[0]
-            # Other runs' names label their curves: plotext's output is read as ANSI, so no escapes in them.
-            lines += [(clean(name), other.get((first.kind, first.key))) for name, other in (overlays or {}).items()]
-        self.lines = [(label, points) for label, points in lines if points]
+            lines += [Line(clean(name), OVERLAY_COLORS[index % len(OVERLAY_COLORS)], other.get((first.kind, first.key)),
+                           first.smooth)
+                      for index, (name, other) in enumerate((overlays or {}).items())]
+        self.lines = [line for line in lines if line.points]
+        self.refresh()
+
+    def series(self) -> dict[str, Series]:
+        """Each curve's series by its label."""
+        return {line.label: line.points for line in self.lines}
+
+    def set_smoothing(self, smoothing: bool) -> None:
+        """Draw train curves smoothed (with the raw points faint behind) or raw only."""
+        self.smoothing = smoothing
         self.refresh()
 
     def point_budget(self) -> int:
@@ -158,8 +245,8 @@ class MetricPlot(PlotextPlot):
         keeps its series alive, so an id is never reused for another run's series. The lengths
         are kept apart: a live run's plot grows, and its older pictures are replaced, not kept.
         """
-        shows = tuple((label, points) for label, points in self.lines)
-        return (self.size, self.app.theme, self.spec, shows), tuple(len(points) for _, points in self.lines)
+        shows = tuple(self.lines)
+        return (self.size, self.app.theme, self.spec, self.smoothing, shows), tuple(len(line.points) for line in self.lines)
 
     def _picture(self, shows: tuple, lengths: tuple) -> Text | None:
         """The kept picture of ``shows`` at ``lengths``, if there is one."""
@@ -199,7 +286,7 @@ class MetricPlot(PlotextPlot):
         self._drawing = (shows, lengths)
         width, height = self.size
         job = PictureJob(width, height, compat.plotext_theme_name(self, self.app.theme), self.spec.title,
-                         self.point_budget(), tuple(self.lines))
+                         self.point_budget(), tuple(self.lines), self.smoothing)
         # Not an exclusive worker: cancelling one fails everyone who waits for the app's workers.
         # A draw that is no longer wanted skips itself instead (:meth:`_draw`).
         self.run_worker(lambda: self._draw(job, shows, lengths), thread=True, group="plot-picture",

@@ -55,6 +55,7 @@ class RunTable(DataTable):
         names = [row.info.name for row in rows]
         for gone in set(self.rows_by_name) - set(names):
             self.remove_row(gone)
+            del self.rows_by_name[gone]  # kept, the next poll removed the row again and raised
             self.marked.discard(gone)
         for row in rows:
             name = row.info.name

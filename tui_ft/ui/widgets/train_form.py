@@ -16,9 +16,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
+from tui_ft.engine.data import training_refusal
 from tui_ft.engine.runs.config import ConfigError, TrainConfig, method_defaults
 from tui_ft.safe_text import plain
 
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "freeze": "freeze", "dpo": "DPO"}
 METHOD_CHOICES = (("LoRA adapter", "lora"), ("QLoRA: LoRA on a 4-bit base", "qlora"), ("full fine-tuning", "full"),
                   ("freeze the first N layers", "freeze"), ("DPO on preference pairs", "dpo"))
 TEMPLATE_CHOICES = (("the model's default", ""), ("chat (the tokenizer's template)", "chat"),
@@ -109,6 +111,33 @@ def format_value(value) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class DatasetChoice:
+    """A file in ``datasets/`` as the dataset lists see it: its format, size and first problem."""
+
+    name: str  # relative to datasets/
+    path: str
+    format: str
+    count: int
+    problem: str = ""  # the first problem in the file; a file with one is not offered
+
+    @property
+    def label(self) -> str:
+        unit = ("pair" if self.format == "preference" else "example") + ("" if self.count == 1 else "s")
+        return f"{self.name} · {self.count} {unit}"
+
+
+def not_offered_note(datasets: list[DatasetChoice], method: str, method_label: str) -> str:
+    """What the dataset lists leave out for ``method``, and why, in one short line."""
+    left_out = [(choice.name, "broken" if choice.problem else choice.format) for choice in datasets
+                if choice.problem or training_refusal(method, choice.format)]
+    if not left_out:
+        return ""
+    shown = ", ".join(f"{name} ({why})" for name, why in left_out[:2])
+    more = f" and {len(left_out) - 2} more" if len(left_out) > 2 else ""
+    return f"{len(left_out)} not for {method_label}: {shown}{more}"  # the count first: a narrow form cuts the rest
+
+
 class TrainForm(VerticalScroll):
     """Model, dataset, method and hyper-parameters, with inline errors; scrolls on small terminals."""
 
@@ -126,7 +155,8 @@ class TrainForm(VerticalScroll):
     TrainForm #form-errors.-empty { display: none; }
     TrainForm #start-row { height: auto; padding: 1 0 1 19; }
     TrainForm #launch-status { padding: 1 1 0 1; color: $text-muted; width: 1fr; }
-    TrainForm #memory-plan { padding: 1 1 0 20; height: auto; color: $text-muted; }
+    TrainForm #run-shape { padding: 1 1 0 20; height: auto; color: $text-muted; }
+    TrainForm #memory-plan { padding: 0 1 0 20; height: auto; color: $text-muted; }
     TrainForm #memory-plan.-over { color: $error; text-style: bold; }
     TrainForm .-hidden { display: none; }
     """
@@ -139,6 +169,8 @@ class TrainForm(VerticalScroll):
         self._rows: dict[str, Horizontal] = {}  # by field name: looked up without walking the form
         self._errors: dict[str, Static] = {}  # the line under a field, made the first time it has an error
         self._choices: dict[str, list[tuple[str, str]]] = {}  # what each list Select was last given
+        self._datasets: list[DatasetChoice] = []  # every file in datasets/, offered or not
+        self._wanted: dict[str, str] = {}  # list picks a cloned run asked for, made once the lists hold them
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-errors", classes="-empty")
@@ -147,7 +179,8 @@ class TrainForm(VerticalScroll):
         yield from self._row("model_path", "or model folder",
                              Input(placeholder="a model folder or a Hub id org/name (overrides the list)", id="field-model_path",
                                    compact=True))
-        yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True))
+        yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True),
+                             Static("", id="meaning-dataset", classes="meaning"))
         yield from self._row("eval_dataset", "Eval dataset",
                              Select([], prompt="hold out part of the training set", id="field-eval_dataset",
                                     compact=True))
@@ -163,6 +196,7 @@ class TrainForm(VerticalScroll):
             yield from self._row(field.name, field.label, widget,
                                  Static(self.meaning(field.name), id=f"meaning-{field.name}", classes="meaning")
                                  if field.name in MEANINGS else None)
+        yield Static("", id="run-shape")  # "20 examples: 18 trained, 2 held out · 3 steps an epoch · …"
         yield Static("", id="memory-plan")  # the memory plan: "needs ≈ 1.4 GB of 23 GB on cpu"
         with Horizontal(id="start-row"):
             yield Button("Start run  ctrl+s", id="start", variant="primary")
@@ -184,22 +218,74 @@ class TrainForm(VerticalScroll):
 
     # -- choices -------------------------------------------------------------------------
 
-    def set_choices(self, models: list[tuple[str, str]], datasets: list[tuple[str, str]]) -> None:
-        """Fill the model and dataset lists with ``(label, value)`` pairs, keeping the current picks."""
+    def set_choices(self, models: list[tuple[str, str]], datasets: list[DatasetChoice]) -> None:
+        """Fill the model list with ``(label, value)`` pairs and the dataset lists with the files
+        the method trains on, keeping the current picks."""
         selects = [self.query_one(f"#field-{name}", Select) for name in ("model", "dataset", "eval_dataset")]
         if not all(select.is_mounted for select in selects):
             # A pane built in the background can list its choices before a Select has composed
             # its menu (setting options then fails): try again in a moment.
             self.set_timer(0.05, lambda: self.set_choices(models, datasets))
             return
-        for select, options in zip(selects, (models, datasets, datasets), strict=False):
-            if self._choices.get(select.id) == options:
-                continue  # the pane reloads its lists on every visit; setting them rebuilds the menu
-            self._choices[select.id] = list(options)
-            current = select.value
-            select.set_options([(plain(label), value) for label, value in options])  # run and file names: never markup
-            if current in {value for _, value in options}:
-                select.value = current
+        self._datasets = list(datasets)
+        offered = [(choice.label, choice.path) for choice in datasets
+                   if not choice.problem and not training_refusal(self.method, choice.format)]
+        self.query_one("#meaning-dataset", Static).update(plain(not_offered_note(datasets, self.method, self.method_label())))
+        for select, options in zip(selects, (models, offered, offered), strict=False):
+            if self._choices.get(select.id) != options:  # the pane reloads its lists on every visit; setting them rebuilds the menu
+                self._choices[select.id] = list(options)
+                current = select.value
+                select.set_options([(plain(label), value) for label, value in options])  # run and file names: never markup
+                if current in {value for _, value in options}:
+                    select.value = current
+            wanted = self._wanted.get(select.id)
+            if wanted is not None and wanted in {value for _, value in options}:
+                select.value = wanted
+                del self._wanted[select.id]
+
+    def fill_from(self, run: dict) -> list[str]:
+        """Fill the form from a run's ``run.json`` (clone a run), the run name left automatic.
+
+        The model and dataset lists may not hold the run's picks yet (they load in a worker):
+        those are made when they do. Returns what could not be carried over, for the user.
+        """
+        self.clear_errors()
+        method = str(run.get("method") or "lora")
+        self.method = method  # first, so that the Changed event below finds it set and keeps our values
+        self.query_one("#field-method", Select).value = method
+        values = TrainConfig().to_dict() | method_defaults(method) | {k: v for k, v in run.items() if v is not None}
+        for field in FIELDS:
+            widget = self.query_one(f"#field-{field.name}")
+            text = "" if field.name == "name" else format_value(values.get(field.name))
+            if isinstance(widget, Select):
+                if text in {value for _, value in SELECTS.get(field.name, ())}:
+                    widget.value = text
+            else:
+                widget.value = text
+        for field in FIELDS:
+            if field.name in DEFAULT_KEYS and field.name not in OPTIONAL:
+                self.query_one(f"#field-{field.name}", Input).placeholder = self.placeholder(field)
+        self.show_method_fields()
+        left_out = []
+        model = str(run.get("model") or "default")
+        models = {value for _, value in self._choices.get("field-model", [])}
+        if model in models or not models:
+            self._wanted["field-model"] = model
+            self.query_one("#field-model_path", Input).value = ""
+        else:  # a folder or a Hub id: typed, as the user would
+            self.query_one("#field-model_path", Input).value = model
+        for name in ("dataset", "eval_dataset"):
+            path = run.get(name)
+            self.query_one(f"#field-{name}", Select).clear()
+            if path and any(choice.path == str(path) for choice in self._datasets):
+                self._wanted[f"field-{name}"] = str(path)
+            elif path and self._datasets:
+                left_out.append(f"{name.replace('_', ' ')} {path} is not in datasets/")
+            elif path:
+                self._wanted[f"field-{name}"] = str(path)  # the lists are not loaded yet
+        if self._datasets:
+            self.set_choices(self._choices.get("field-model", []), self._datasets)
+        return left_out
 
     def use_all_gpus(self, count: int) -> None:
         """Start the Processes field at ``count`` when several GPUs are visible and the field still holds its default.
@@ -228,6 +314,13 @@ class TrainForm(VerticalScroll):
                 self.query_one(f"#field-{field.name}", Input).placeholder = self.placeholder(field)
         self.show_meaning("lr")
         self.show_method_fields()
+        if self._datasets:  # the lists hold what the new method trains on
+            models = self._choices.get("field-model", [])
+            self.set_choices(models, self._datasets)
+
+    def method_label(self) -> str:
+        """The chosen method as people call it: LoRA, QLoRA, full fine-tuning, freeze, DPO."""
+        return METHOD_NAMES.get(self.method, self.method)
 
     @on(Select.Changed, "#field-dpo_mode")
     def dpo_mode_changed(self) -> None:
@@ -382,14 +475,16 @@ class TrainForm(VerticalScroll):
             line.add_class("-empty")
         self.show_meaning(name)
 
-    def show_plan(self, summary: str, fits: bool = True) -> None:
-        """Show the memory plan's line above the Start button; red when the run will not fit."""
-        text = summary if fits or not summary else f"{summary}: will not fit"
-        if (text, fits) == getattr(self, "_plan_shown", None):
+    def show_plan(self, summary: str, fits: bool = True, shape: str = "") -> None:
+        """Show what the run will do (``shape``: examples, steps, time) and the memory plan above
+        the Start button; the plan in red when the run will not fit."""
+        plan = summary if fits or not summary else f"{summary}: will not fit"
+        if (shape, plan, fits) == getattr(self, "_plan_shown", None):
             return  # every visit plans again; the same line set again would lay the form out again
-        self._plan_shown = (text, fits)
+        self._plan_shown = (shape, plan, fits)
+        self.query_one("#run-shape", Static).update(plain(shape))
         line = self.query_one("#memory-plan", Static)
-        line.update(plain(text))
+        line.update(plain(plan))
         line.set_class(not fits, "-over")
 
     def set_status(self, text: str, style: str = "") -> None:
