@@ -24,6 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_TESTS = REPO / "tests" / "gpu"
+UI_TESTS = REPO / "tests" / "ui"
 CUDA_HIDDEN = "CUDA is hidden from a session that runs tests not marked gpu: run `pytest -m gpu` (or tests/gpu) on its own"
 
 
@@ -44,6 +45,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # `make test` runs two pytest-xdist workers (--dist loadgroup). The dashboard tests share
+    # fixed workspace paths (their snapshots show them) under one lock: they go to one worker,
+    # one after another, while the other worker runs the rest.
+    for item in items:
+        if UI_TESTS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("dashboard"))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

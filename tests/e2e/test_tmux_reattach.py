@@ -172,8 +172,8 @@ def pick_option(session: str, label: str, option: str, timeout: float = 60) -> N
     highlight = dict(rows)[current]
     for _ in range(len(rows)):
         rows = list_rows(session, label)
-        if dict(rows).get(option) == highlight:
-            break
+        if any(text.startswith(option) and background == highlight for text, background in rows):
+            break  # a file's option reads "name · 8 examples"
         before = [text for text, background in rows if background == highlight]
         keys(session, "Down")
         wait_for_screen(session, highlight_moved(session, label, highlight, before), timeout, "the list's highlight to move")

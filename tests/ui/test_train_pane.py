@@ -171,7 +171,7 @@ async def test_method_shows_its_fields_defaults_and_dataset_check(home):
         # DPO trains on preference pairs: neither the instruction set nor the benchmark is offered,
         # and the form says why beside the empty list.
         assert form._choices["field-dataset"] == []
-        note = str(form.query_one("#meaning-dataset").render())
+        note = str(form.query_one("#dataset-note").render())
         assert note == "2 not for DPO: seed_benchmark.jsonl (benchmark), seed_instructions.jsonl (instruction)"
         await pilot.press("ctrl+s")
         await ready(pilot)
@@ -181,7 +181,7 @@ async def test_method_shows_its_fields_defaults_and_dataset_check(home):
         await pilot.pause()
         instructions = str(home / "datasets" / "seed_instructions.jsonl")
         assert form._choices["field-dataset"] == [("seed_instructions.jsonl · 8 examples", instructions)]
-        assert str(form.query_one("#meaning-dataset").render()) == "1 not for LoRA: seed_benchmark.jsonl (benchmark)"
+        assert str(form.query_one("#dataset-note").render()) == "1 not for LoRA: seed_benchmark.jsonl (benchmark)"
 
 
 async def wait_for_state(pilot, screen: RunsScreen, name: str, states: tuple[str, ...], timeout: float) -> str:

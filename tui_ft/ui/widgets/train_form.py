@@ -152,6 +152,8 @@ class TrainForm(VerticalScroll):
     TrainForm .field-error { color: $error; margin: 0 0 0 19; padding: 0 1; height: auto; max-width: 72; }
     TrainForm .field-error.-empty { display: none; }
     TrainForm #form-errors { color: $error; height: auto; padding: 0 1; }
+    TrainForm #dataset-note { color: $text-muted; margin: 0 0 0 19; padding: 0 1; height: auto; max-width: 72; }
+    TrainForm #dataset-note.-empty { display: none; }
     TrainForm #form-errors.-empty { display: none; }
     TrainForm #start-row { height: auto; padding: 1 0 1 19; }
     TrainForm #launch-status { padding: 1 1 0 1; color: $text-muted; width: 1fr; }
@@ -179,8 +181,9 @@ class TrainForm(VerticalScroll):
         yield from self._row("model_path", "or model folder",
                              Input(placeholder="a model folder or a Hub id org/name (overrides the list)", id="field-model_path",
                                    compact=True))
-        yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True),
-                             Static("", id="meaning-dataset", classes="meaning"))
+        yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True))
+        # On a line of its own (beside the list, it narrowed the list and cut itself short).
+        yield Static("", id="dataset-note", classes="-empty")
         yield from self._row("eval_dataset", "Eval dataset",
                              Select([], prompt="hold out part of the training set", id="field-eval_dataset",
                                     compact=True))
@@ -230,7 +233,10 @@ class TrainForm(VerticalScroll):
         self._datasets = list(datasets)
         offered = [(choice.label, choice.path) for choice in datasets
                    if not choice.problem and not training_refusal(self.method, choice.format)]
-        self.query_one("#meaning-dataset", Static).update(plain(not_offered_note(datasets, self.method, self.method_label())))
+        note = not_offered_note(datasets, self.method, self.method_label())
+        line = self.query_one("#dataset-note", Static)
+        line.update(plain(note))
+        line.set_class(not note, "-empty")
         for select, options in zip(selects, (models, offered, offered), strict=False):
             if self._choices.get(select.id) != options:  # the pane reloads its lists on every visit; setting them rebuilds the menu
                 self._choices[select.id] = list(options)
