@@ -221,7 +221,7 @@ async def test_export_writes_markdown_with_the_turns(chat_home, loader):
         await pilot.pause()
         text = (chat_home / "out" / "chat.md").read_text()
         assert text.startswith("# Chat with lora-run")
-        assert "## User\n\nCapital?" in text and f"## Assistant\n\n{FULL_TUNED}" in text
+        assert "## User\n\nCapital?" in text and f"## Assistant (lora-run)\n\n{FULL_TUNED}" in text
 
 
 async def test_settings_dialog_validates_and_applies(chat_home, loader):

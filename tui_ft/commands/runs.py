@@ -52,19 +52,24 @@ def run_list(args) -> int:
     if not runs:
         print(f"no runs in {args.home / 'checkpoints'}")
         return 0
-    # Each run one line, the message cut to what the terminal leaves: wrapped, "finished after
-    # 10 steps" took three lines.
-    table = Table(box=None, expand=True)
-    for column in ("name", "state", "step", "method", "model", "dataset", "updated"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
     now = time.time()
+    rows = []
     for r in runs:
         progress = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         ago = format_age(now - r.updated) if r.updated else ""
         dataset = str(r.dataset).rsplit("/", 1)[-1]
         # Every cell comes from files someone else may have written: plain text, no escapes, no markup.
-        table.add_row(*(plain(cell) for cell in (r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)))
+        rows.append([plain(cell) for cell in (r.name, r.state, progress, r.method, r.model, dataset, ago, r.message)])
+    # Each run one line: the name, state, step, method and age whole, the model, dataset and
+    # message cut to what the terminal leaves (wrapped, "finished after 10 steps" took three lines).
+    table = Table(box=None, expand=True)
+    for index, column in enumerate(("name", "state", "step", "method", "model", "dataset", "updated", "message")):
+        whole = column in ("name", "state", "step", "method", "updated")
+        widest = max([len(column)] + [row[index].cell_len for row in rows])
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=widest if whole else min(widest, 8),
+                         ratio=1 if column == "message" else None)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
     return 0
 

@@ -40,6 +40,12 @@ class Scanned:
     error: str = ""
 
 
+def record_count(count: int, file_format: str = "") -> str:
+    """``1 example``, ``8 examples``; a preference file counts pairs."""
+    unit = "pair" if file_format == "preference" else "example"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
 class ShownExample(NamedTuple):
     """Which example the Example tab shows, and how."""
 
@@ -143,9 +149,9 @@ class DatasetsScreen(Pane):
     def on_mount(self) -> None:
         self.query_one("#model-progress").display = False
         table = self.query_one("#files", DataTable)
-        # The mark comes first: with the sidebar at 40% of 80 columns, a last column was
-        # scrolled off-screen by the longer shipped file names.
-        table.add_columns("", "file", "format", "n")
+        # The mark and the count come first, the format last: at 80 columns the longer shipped
+        # file names leave no room after them, and the summary line names the format anyway.
+        table.add_columns("", "n", "file", "format")
         self.scan_files()
         self.load_tokenizer()
 
@@ -179,7 +185,7 @@ class DatasetsScreen(Pane):
     def compute_stats(self, row: Scanned, template: str) -> None:
         stats = self.tokens.stats(row.dataset, template, MAX_LENGTH)
         text = Text()
-        text.append(f"{stats.examples} examples, template {template}\n", style="bold")
+        text.append(f"{record_count(stats.examples)}, template {template}\n", style="bold")
         text.append(f"tokens per example: min {stats.min_tokens}, median {stats.median_tokens:g}, max {stats.max_tokens}\n")
         text.append(f"total tokens: {stats.total_tokens}\n")
         over_style = "bold red" if stats.over_max_length else "green"
@@ -194,20 +200,28 @@ class DatasetsScreen(Pane):
 
     @on(FilesScanned)
     def show_files(self, message: FilesScanned) -> None:
+        kept = self.selected
         self.rows = message.rows
         table = self.query_one("#files", DataTable)
-        table.clear()
-        for row in self.rows:
-            name = plain(row.path.relative_to(self.app.home / "datasets"))  # a file name: never markup
-            if row.dataset is None:
-                table.add_row(Text("✗", style="bold red"), name, "?", "")
-                continue
-            mark = Text("✗", style="bold red") if row.dataset.problems else Text("✓", style="green")
-            table.add_row(mark, name, row.dataset.format, str(len(row.dataset)))
+        # Refilled without highlight messages: they would show the first file, then the kept one
+        # (its example back at 1), one after the other.
+        with table.prevent(DataTable.RowHighlighted):
+            table.clear()
+            for row in self.rows:
+                name = plain(row.path.relative_to(self.app.home / "datasets"))  # a file name: never markup
+                if row.dataset is None:
+                    table.add_row(Text("✗", style="bold red"), "", name, "?")
+                    continue
+                mark = Text("✗", style="bold red") if row.dataset.problems else Text("✓", style="green")
+                table.add_row(mark, Text(str(len(row.dataset)), justify="right"), name, row.dataset.format)
         if not self.rows:
             self.query_one("#summary", Static).update("No dataset files in datasets/ (.jsonl, .json, .csv, .parquet)")
-        else:
-            self.select(0)
+            return
+        # A rescan keeps the file under the cursor (r used to put it back on the first file).
+        index = next((i for i, row in enumerate(self.rows) if kept is not None and row.path == kept.path), 0)
+        with table.prevent(DataTable.RowHighlighted):
+            table.move_cursor(row=index)
+        self.select(index)
 
     @on(DataTable.RowHighlighted, "#files")
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -238,10 +252,13 @@ class DatasetsScreen(Pane):
     # -- view ----------------------------------------------------------------------------
 
     def select(self, index: int) -> None:
+        """Show file ``index``; the same file again (a rescan) keeps its example."""
         if not 0 <= index < len(self.rows):
             return
+        same = self.selected is not None and self.selected.path == self.rows[index].path
         self.selected = self.rows[index]
-        self.example_index = 0
+        if not same:
+            self.example_index = 0
         self.refresh_detail()
 
     def current_template(self) -> str:
@@ -268,7 +285,7 @@ class DatasetsScreen(Pane):
             return
         dataset = row.dataset
         state = f"{len(dataset.problems)} problems" if dataset.problems else "valid"
-        summary.update(plain(f"{row.path.name} — {dataset.format}, {len(dataset)} examples, {state}"))
+        summary.update(plain(f"{row.path.name} — {dataset.format}, {record_count(len(dataset), dataset.format)}, {state}"))
         if dataset.problems:
             text = Text()
             for problem in dataset.problems[:500]:
@@ -319,17 +336,25 @@ class DatasetsScreen(Pane):
             return
         rendered, example, shown = message.rendered, message.example, message.shown
         text = Text()
+        # A preference file shows each pair as its chosen then its rejected conversation.
+        pairs = self.selected is not None and self.selected.dataset is not None and self.selected.dataset.format == "preference"
+        rejected = pairs and shown.index % 2 == 1
+        which = (f"pair {shown.index // 2 + 1}/{shown.count // 2} · {'rejected' if rejected else 'chosen'}" if pairs
+                 else f"example {shown.index + 1}/{shown.count}")
         text.append(
-            f"example {shown.index + 1}/{shown.count} (line {example.line}) · {rendered.tokens} tokens · "
-            f"{rendered.trained_tokens} trained · template {shown.template}\n",
+            f"{which} (line {example.line}) · {rendered.tokens} tokens · "
+            f"{rendered.trained_tokens} {'scored' if pairs else 'trained'} · template {shown.template}\n",
             style="bold",
         )
         if rendered.truncated:
             text.append(f"truncated from {rendered.full_length} tokens to {MAX_LENGTH}\n", style="bold red")
+        reply_style = "bold red" if rejected else "bold green"
         text.append("dim = prompt (no loss)   ", style="dim")
-        text.append("green = trained tokens\n\n", style="bold green")
+        text.append("red = the reply DPO makes less likely\n\n" if rejected
+                    else "green = the reply DPO makes more likely\n\n" if pairs
+                    else "green = trained tokens\n\n", style=reply_style)
         for segment, trained in rendered.segments:
-            text.append(clean(segment), style="bold green" if trained else "dim")
+            text.append(clean(segment), style=reply_style if trained else "dim")
         view.update(text)
 
     # -- actions -------------------------------------------------------------------------

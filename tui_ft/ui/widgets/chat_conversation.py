@@ -140,7 +140,8 @@ class Conversation(VerticalScroll):
         for exchange in self.exchanges:
             turns.append({"role": "user", "content": exchange.prompt})
             for reply in exchange.replies.values():
-                label = "" if reply.label == SINGLE else f"{reply.label}: {reply.model}"
+                # Every reply names its model: the conversation's model may change (ctrl+l) between turns.
+                label = reply.model if reply.label == SINGLE else f"{reply.label}: {reply.model}"
                 turns.append({"role": "assistant", "content": reply.text, "label": label})
         return turns
 
