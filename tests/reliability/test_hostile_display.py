@@ -251,7 +251,7 @@ async def test_datasets_pane_shows_hostile_files_and_stays_up(home, steady, defa
         await settle_workers(pilot)
         screen = app.screen
         table = screen.query_one("#files", DataTable)
-        names = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        names = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
         assert "shared[reverse].jsonl" in names  # the escapes left out of the name, the markup kept as text
         table.move_cursor(row=names.index("shared[reverse].jsonl"))
         await settle_workers(pilot)
@@ -356,8 +356,13 @@ async def test_train_pane_lists_hostile_names(home, steady):
             await pilot.pause()
             text = screen_text(app)
             assert_plain(text, f"Train pane, {field}")
-            assert ("evil[reverse]run" if field == "#field-model" else "shared[reverse].jsonl") in visible_text(app)
+            if field == "#field-model":
+                assert "evil[reverse]run" in visible_text(app)
             await pilot.press("escape")
+            await pilot.pause()
+            if field == "#field-dataset":  # a benchmark: not offered for LoRA, named in the note under the list
+                assert "not for LoRA: shared[reverse].jsonl (benchmark)" in visible_text(app)
+                assert_plain(screen_text(app), "Train pane, the dataset note")
         assert app.is_running
-    SECTION.add("train-pane", "Train pane: model and dataset menus", "run folder name, dataset file name",
+    SECTION.add("train-pane", "Train pane: model menu, dataset note", "run folder name, dataset file name",
                 "stays up; no ESC on screen; the names shown as text")
