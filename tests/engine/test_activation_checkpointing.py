@@ -50,9 +50,9 @@ def test_checkpointing_is_on_in_the_trained_model(workspace, tiny_model_dir):
 
     run_dir = create_run(TrainConfig(model=str(tiny_model_dir), dataset="datasets/seed_instructions.jsonl",
                                      gradient_checkpointing=True, name="on"), workspace)
-    from tui_ft.engine.runs.folder import read_run_config
+    from tui_ft.engine.runs.record import RunRecord
 
-    model = build_model(read_run_config(run_dir), "cpu")
+    model = build_model(RunRecord.read(run_dir), "cpu")
     base = model.get_base_model()
     assert base.is_gradient_checkpointing
     layers = base.model.layers

@@ -103,6 +103,7 @@ def test_checkpoint_of_a_run_is_its_base_plus_trainable_weights(workspace, tiny_
     from tui_ft.engine.models import ModelError
     from tui_ft.engine.runs import create_run
     from tui_ft.engine.runs.config import TrainConfig
+    from tui_ft.engine.runs.record import RunRecord
     from tui_ft.engine.training.checkpoint import WEIGHTS_FILE, trainable_state
     from tui_ft.engine.training.methods import build_model
 
@@ -110,7 +111,7 @@ def test_checkpoint_of_a_run_is_its_base_plus_trainable_weights(workspace, tiny_
     dataset = "datasets/seed_instructions_20.jsonl"
     run_dir = create_run(TrainConfig(model=str(tiny_model_dir), dataset=dataset, method="lora", name="r1"), workspace)
     config = orjson.loads((run_dir / "run.json").read_bytes())
-    model = build_model(config, "cpu")
+    model = build_model(RunRecord.from_json(config), "cpu")
     torch.manual_seed(1)
     with torch.no_grad():
         for _name, param in model.named_parameters():

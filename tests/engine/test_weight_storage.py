@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tui_ft.engine.runs.config import TrainConfig
+from tui_ft.engine.runs.record import RunRecord
 from tui_ft.engine.training import weight_storage
 from tui_ft.engine.training.weight_storage import compute_in_fp32, load_dtype
 
@@ -120,6 +121,6 @@ def test_the_base_loads_straight_onto_its_gpu(monkeypatch, tiny_model_dir, devic
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake)
     with pytest.raises(RuntimeError, match="stop here"):
-        load_base({"model_path": str(tiny_model_dir)}, dtype=torch.bfloat16, device=device)
+        load_base(RunRecord.from_json({"model_path": str(tiny_model_dir)}), dtype=torch.bfloat16, device=device)
     assert seen["dtype"] == torch.bfloat16 and seen["use_safetensors"] is True
     assert seen.get("device_map") == ({"": device} if placed else None)

@@ -17,8 +17,8 @@ from tui_ft.engine.data.templates import TEMPLATES, default_template
 from tui_ft.engine.evaluation import store
 from tui_ft.engine.models import ModelError, ModelRef, load_model, load_tokenizer, resolve_model
 from tui_ft.engine.models.devices import inference_device
-from tui_ft.engine.models.references import read_run_json
 from tui_ft.engine.runs.folder import list_checkpoints
+from tui_ft.engine.runs.record import RunRecord
 from tui_ft.engine.workspace import find_run_dir
 
 CHECKPOINT_PATTERN = re.compile(r"^step-\d+$")  # the user's spelling; runs.folder lists the folders
@@ -49,7 +49,8 @@ class ModelSession:
         checkpoint: ``"step-N"`` of a run, or ``None`` for the final weights.
 
     Raises:
-        ModelError: The reference or checkpoint does not exist.
+        ModelError: The reference or checkpoint does not exist, or the run's ``run.json`` is not
+            a run's record (one line).
     """
 
     def __init__(self, ref: str, home: Path, checkpoint: str | None = None):
@@ -69,16 +70,16 @@ class ModelSession:
         if not self.checkpoint_dir.is_dir():
             known = ", ".join(path.name for path in list_checkpoints(self.run_dir)) or "none yet"
             raise ModelError(f"{ref}: no checkpoint {checkpoint} (available: {known})")
-        self.run_config = read_run_json(self.run_dir)
+        self.record = RunRecord.read(self.run_dir)
         from tui_ft.engine.models import model_code_problem
 
         # run.json's trust_remote_code is not the user's consent: a base model with its own code is
         # refused here, before anything loads, as a new run's would be.
-        problem = model_code_problem(self.run_config)
+        problem = model_code_problem(self.record.model_path)
         if problem:
             raise ModelError(problem)
         # The checkpoint's weights go on the run's base model, which exists before the run ends.
-        self.resolved = ModelRef(ref, Path(self.run_config["model_path"]), "run", None, self.run_config.get("template"))
+        self.resolved = ModelRef(ref, self.record.model_path, "run", None, self.record.template)
 
     @property
     def identity(self) -> str:
@@ -118,7 +119,7 @@ class ModelSession:
             if self.checkpoint_dir is None:
                 self._model, self._tokenizer = load_model(self.resolved, dtype=evaluation_dtype(device), device=device)
             else:
-                self._model = load_checkpoint_model(self.run_config, self.checkpoint_dir, device)
+                self._model = load_checkpoint_model(self.record, self.checkpoint_dir, device)
                 self._tokenizer = self.tokenizer()
         return self._model, self._tokenizer
 
@@ -127,11 +128,11 @@ class ModelSession:
         self._model = None
 
 
-def load_checkpoint_model(run_config: dict, checkpoint_dir: Path, device: str):
+def load_checkpoint_model(record: RunRecord, checkpoint_dir: Path, device: str):
     """The run's model as training built it, with a checkpoint's trainable weights, in eval mode.
 
     Args:
-        run_config: The run's ``run.json``.
+        record: The run's ``run.json``.
         checkpoint_dir: ``ckpt/step-N`` (its ``trainable.safetensors`` holds the trained weights).
         device: Where to put the model.
 
@@ -140,7 +141,7 @@ def load_checkpoint_model(run_config: dict, checkpoint_dir: Path, device: str):
     """
     from tui_ft.engine.training.checkpoint import load_trainable
     from tui_ft.engine.training.methods import build_model
-    model = build_model(run_config, device)  # never trusts the model's own code (run.json's flag is not consent)
+    model = build_model(record, device)  # never trusts the model's own code (run.json's flag is not consent)
     try:
         load_trainable(model, checkpoint_dir)
     except (RuntimeError, OSError) as error:

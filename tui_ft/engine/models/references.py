@@ -388,18 +388,18 @@ def remote_code_problem(path: Path) -> str | None:
             "unless you trust it (train: --set trust_remote_code=true)")
 
 
-def model_code_problem(config: dict) -> str | None:
+def model_code_problem(model_path: str | Path | None) -> str | None:
     """One line refusing a run whose base model ships its own Python code, or ``None``.
 
-    ``config`` is a ``run.json``, which may come from someone else (a shared or downloaded run):
-    neither its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's
-    consent, so that folder gets the check a new run's model gets. Only the current command's
+    ``model_path`` is what a ``run.json`` names as the run's base model (anything but a path
+    reads as none). The file may come from someone else (a shared or downloaded run): neither
+    its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's consent, so
+    that folder gets the check a new run's model gets. Only the current command's
     ``--trust-remote-code`` lifts the refusal.
     """
-    path = config.get("model_path")
-    if not isinstance(path, str) or remote_code_problem(Path(path)) is None:
+    if not isinstance(model_path, (str, Path)) or remote_code_problem(Path(model_path)) is None:
         return None
-    return (f"{path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
+    return (f"{model_path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
             "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
             "is not enough")
 

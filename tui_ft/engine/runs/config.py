@@ -1,7 +1,8 @@
 """Training configuration: the fields, their types and per-method defaults.
 
 :class:`TrainConfig` is what ``run.json`` stores (plus the resolved ``model_path``,
-``template`` and versions). Checking a config is :mod:`tui_ft.engine.runs.config_checks`'s
+``template`` and versions: :class:`~tui_ft.engine.runs.record.RunRecord` reads and writes the
+whole file). Checking a config is :mod:`tui_ft.engine.runs.config_checks`'s
 (:func:`~tui_ft.engine.runs.config_checks.validate_config`).
 """
 

@@ -9,6 +9,7 @@ imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -35,6 +36,7 @@ from tui_ft.engine.runs.config import ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import find_dataset, validate_config
 from tui_ft.engine.runs.folder import LOG_FILE, RUN_FILE, STATUS_FILE, read_run_config, update_status
 from tui_ft.engine.runs.memory_plan import check_memory, longest_example_tokens
+from tui_ft.engine.runs.record import RunRecord
 from tui_ft.engine.runs.state import FINAL_STATES, LIVE_STATES, RunState
 from tui_ft.engine.workspace import CHECKPOINTS, run_dir_by_name
 
@@ -124,19 +126,21 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
     name = config.name or _unique_name(home, config)
     dataset = str(find_dataset(config.dataset, home).resolve())
     eval_dataset = str(find_dataset(config.eval_dataset, home).resolve()) if config.eval_dataset else None
-    values = config.to_dict() | {"name": name, "template": template, "dataset": dataset, "eval_dataset": eval_dataset}
+    record = RunRecord(
+        config=dataclasses.replace(config, name=name, template=template, dataset=dataset, eval_dataset=eval_dataset),
+        name=name,
+        model_path=resolved.path,
+        template=template,
+        base_adapter=resolved.adapter,
+        # The snapshot's commit: the worker fetches the weights of exactly what was checked here.
+        model_revision=resolved.revision if resolved.kind == "hf-cache" else None,
+        created=time.time(),
+        versions=_versions(),
+    )
     run_dir = home / "checkpoints" / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir()  # never exist_ok: two launches must not share a folder
-    record = values | {
-        "model_path": str(resolved.path),
-        "base_adapter": str(resolved.adapter) if resolved.adapter else None,
-        # The snapshot's commit: the worker fetches the weights of exactly what was checked here.
-        "model_revision": resolved.revision if resolved.kind == "hf-cache" else None,
-        "created": time.time(),
-        "versions": _versions(),
-    }
-    write_json_atomic(run_dir / RUN_FILE, record)
+    write_json_atomic(run_dir / RUN_FILE, record.to_json())
     write_json_atomic(run_dir / STATUS_FILE, _initial_status())
     return run_dir
 
@@ -198,7 +202,7 @@ def check_model_code(run_dir: Path, trust_remote_code: bool = False) -> None:
         return
     from tui_ft.engine.models import model_code_problem
 
-    problem = model_code_problem(read_run_config(run_dir))
+    problem = model_code_problem(read_run_config(run_dir).get("model_path"))
     if problem:
         raise RunError(problem)
 

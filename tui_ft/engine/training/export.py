@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import orjson
 from tui_ft.engine.models import check_adapter, fetch_run_weights, is_model_folder, load_tokenizer
 from tui_ft.engine.runs import RunError, list_checkpoints
 from tui_ft.engine.runs.folder import read_run_config
+from tui_ft.engine.runs.record import RunRecord
 
 EXPORT_INFO = "tui_ft_export.json"  # which run and template the folder came from
 
@@ -32,21 +34,22 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, t
 
     Raises:
         RunError: When the run has no weights yet or ``out_dir`` is not empty.
-        ModelError: The base model ships its own code and ``trust_remote_code`` is off.
+        ModelError: The base model ships its own code and ``trust_remote_code`` is off, or
+            ``run.json`` is not a run's record (no ``model_path``, a setting of the wrong type).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser().resolve()
-    config = read_run_config(run_dir)
-    if not config:
+    if not read_run_config(run_dir):
         raise RunError(f"{run_dir}: not a run folder (no run.json)")
+    record = RunRecord.read(run_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RunError(f"{out_dir}: already exists and is not empty")
     staging = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    source = _write_weights(run_dir, config, staging, from_checkpoint, trust_remote_code)
-    load_tokenizer(Path(config["model_path"])).save_pretrained(staging)
-    info = {"run": run_dir.name, "source": source, "template": config.get("template"), "method": config.get("method"),
-            "model": config.get("model")}
+    source = _write_weights(run_dir, record, staging, from_checkpoint, trust_remote_code)
+    load_tokenizer(record.model_path).save_pretrained(staging)
+    info = {"run": run_dir.name, "source": source, "template": record.template, "method": record.config.method,
+            "model": record.config.model}
     (staging / EXPORT_INFO).write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     if out_dir.exists():
         out_dir.rmdir()
@@ -54,14 +57,14 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, t
     return out_dir
 
 
-def merge_dtype(config: dict):
+def merge_dtype(record: RunRecord):
     """The dtype an adapter is merged in: the base's storage during training (fp32 for runs that predate weight_dtype)."""
     import torch
 
-    return torch.float32 if config.get("weight_dtype", "float32") == "float32" else torch.bfloat16
+    return torch.float32 if record.config.weight_dtype == "float32" else torch.bfloat16
 
 
-def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: bool, trust_remote_code: bool) -> str:
+def _write_weights(run_dir: Path, record: RunRecord, staging: Path, from_checkpoint: bool, trust_remote_code: bool) -> str:
     """Save merged weights into ``staging``; returns what they came from."""
     from transformers.utils import logging as hf_logging
 
@@ -74,7 +77,7 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
         return "model"
     # What follows merges into the base: a Hub model's weights may not be here yet (a run stopped
     # before its worker fetched them, or a cache cleaned since); the caller's display shows them coming.
-    fetch_run_weights(config)
+    fetch_run_weights(record.to_json())  # the models layer reads run.json's keys (it sits below runs)
     if not from_checkpoint and (run_dir / "adapter" / "adapter_config.json").is_file():
         from peft import PeftModel
 
@@ -82,7 +85,7 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
         # Into the base as the run stored it (bf16 under weight_dtype=auto; runs from before
         # weight_dtype existed trained on fp32), never into 4-bit weights: a qlora adapter
         # merges into the 16-bit base, not into dequantised-then-requantised weights.
-        model = PeftModel.from_pretrained(load_base(config, trust_remote_code, dtype=merge_dtype(config)),
+        model = PeftModel.from_pretrained(load_base(record, trust_remote_code, dtype=merge_dtype(record)),
                                           adapter).merge_and_unload()
         source = "adapter"
     else:
@@ -92,11 +95,12 @@ def _write_weights(run_dir: Path, config: dict, staging: Path, from_checkpoint: 
         from tui_ft.engine.training.checkpoint import load_trainable
 
         # A qlora checkpoint's adapter goes onto the 16-bit base, like a finished qlora run's.
-        base_config = dict(config, method="lora") if config.get("method") == "qlora" else config
-        model = build_model(base_config, "cpu", trust_remote_code)
+        if record.config.method == "qlora":
+            record = dataclasses.replace(record, config=dataclasses.replace(record.config, method="lora"))
+        model = build_model(record, "cpu", trust_remote_code)
         load_trainable(model, checkpoints[-1])
         if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload().to(merge_dtype(config))  # as the adapter branch above
+            model = model.merge_and_unload().to(merge_dtype(record))  # as the adapter branch above
         elif len({param.dtype for param in model.parameters()}) > 1:
             model = model.float()  # freeze under auto: bf16 frozen layers, fp32 trained ones (see save_final)
         source = f"ckpt/{checkpoints[-1].name}"

@@ -11,6 +11,7 @@ import torch
 
 from tui_ft.engine.models.devices import bf16_is_native
 from tui_ft.engine.runs.config import ALL_LINEAR, TrainConfig
+from tui_ft.engine.runs.record import RunRecord
 
 
 @dataclass
@@ -62,12 +63,12 @@ def decoder_layers(model):
     raise ValueError("cannot find the transformer layers of this model to freeze")
 
 
-def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32, quantization=None,
+def load_base(record: RunRecord, trust_remote_code: bool = False, dtype=torch.float32, quantization=None,
               device: str = "cpu"):
     """Load the run's base weights (a base adapter, if any, is merged in).
 
     Args:
-        config: The run's ``run.json``.
+        record: The run's ``run.json``.
         trust_remote_code: Run the model's own code: the current command's choice, never
             ``run.json``'s (see :func:`tui_ft.engine.models.references.model_code_problem`).
         dtype: The weights' storage type (:func:`~tui_ft.engine.training.weight_storage.load_dtype`).
@@ -81,7 +82,7 @@ def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32
 
     from tui_ft.engine.models import ModelError, model_code_problem
 
-    problem = None if trust_remote_code else model_code_problem(config)
+    problem = None if trust_remote_code else model_code_problem(record.model_path)
     if problem:
         raise ModelError(problem)
     # Straight onto a GPU, shard by shard: a full host-RAM copy per rank (7B × 8 ranks in fp32
@@ -90,11 +91,11 @@ def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32
     if quantization:
         placement["quantization_config"] = quantization
     model = AutoModelForCausalLM.from_pretrained(
-        config["model_path"], dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code,
+        str(record.model_path), dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code,
         use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
         **placement,
     )
-    if config.get("base_adapter"):
+    if record.base_adapter:
         if quantization:
             raise ModelError("qlora cannot start from a LoRA run: merge it first (tui-ft export --merged), "
                              "then train on the merged model")
@@ -102,7 +103,7 @@ def load_base(config: dict, trust_remote_code: bool = False, dtype=torch.float32
 
         from tui_ft.engine.models import check_adapter
 
-        model = PeftModel.from_pretrained(model, check_adapter(config["base_adapter"])).merge_and_unload()
+        model = PeftModel.from_pretrained(model, check_adapter(record.base_adapter)).merge_and_unload()
     return model
 
 
@@ -133,8 +134,8 @@ def apply_method(model, config: TrainConfig):
     return model
 
 
-def build_model(config: dict, device: str, trust_remote_code: bool = False, compute_device: str | None = None):
-    """The base model with the run's method applied, on ``device``, ready to train.
+def build_model(record: RunRecord, device: str, trust_remote_code: bool = False, compute_device: str | None = None):
+    """The base model with the run's method applied (``record.config``, its defaults filled in), on ``device``, ready to train.
 
     Weights are stored as :mod:`~tui_ft.engine.training.weight_storage` says: frozen ones in
     16 bits (4-bit NF4 for qlora), trained ones in fp32 under ``weight_dtype=auto``.
@@ -144,14 +145,14 @@ def build_model(config: dict, device: str, trust_remote_code: bool = False, comp
     """
     from tui_ft.engine.training import weight_storage as storage
 
-    train_config = TrainConfig.from_run(config).resolved()
+    train_config = record.config.resolved()
     target = compute_device or device
     torch.manual_seed(train_config.seed)  # LoRA's initial A matrices come from the generator
     quantization = None
     if train_config.method == "qlora":
         compute = storage.half_dtype(target) if bf16_is_native(target) else torch.float32
         quantization = storage.quantization_config(compute)
-    model = load_base(config, trust_remote_code, dtype=storage.load_dtype(train_config, target),
+    model = load_base(record, trust_remote_code, dtype=storage.load_dtype(train_config, target),
                       quantization=quantization, device=device)
     model.config.use_cache = False
     if train_config.weight_dtype != "bfloat16":

@@ -21,7 +21,8 @@ from tui_ft.engine.models.devices import pick_device
 from tui_ft.engine.processes import STOP_FILE
 from tui_ft.engine.runs import list_checkpoints
 from tui_ft.engine.runs.config import TrainConfig
-from tui_ft.engine.runs.folder import METRICS_FILE, MetricsWriter, read_run_config, update_status
+from tui_ft.engine.runs.folder import METRICS_FILE, MetricsWriter, update_status
+from tui_ft.engine.runs.record import RunRecord
 from tui_ft.engine.runs.state import RunState
 from tui_ft.engine.training.batching import epoch_batches, steps_per_epoch
 from tui_ft.engine.training.checkpoint import load_checkpoint, remove_staging, rng_state, save_checkpoint
@@ -29,6 +30,7 @@ from tui_ft.engine.training.collapse import CollapseWatch
 from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, claim_device, gather_objects, reduce_stats, shard
 from tui_ft.engine.training.methods import autocast_for, build_model, count_params, save_final
 from tui_ft.engine.training.objective import Objective, StepOutput
+from tui_ft.engine.workspace import RUN_FILE
 
 OOM_ADVICE = "out of memory: try a smaller --batch-size or a shorter --max-length"
 # torch's CPU allocator says "can't allocate memory" (a RuntimeError, not torch.OutOfMemoryError).
@@ -65,8 +67,10 @@ class Trainer:
         self.group = group or Group()
         self.trust_remote_code = trust_remote_code  # this launch's choice; run.json's flag is not consent
         self.run_dir = Path(run_dir)
-        self.raw_config = read_run_config(self.run_dir)
-        self.config = TrainConfig.from_run(self.raw_config).resolved()
+        self.record = RunRecord.read(self.run_dir)
+        if self.record.template is None:  # create_run always fixes one: a run.json written by hand may not
+            raise TrainingFailed(f"{self.run_dir / RUN_FILE}: names no template (alpaca or chat)", every_rank=True)
+        self.config = self.record.config.resolved()
         self.stop_requested = stop_requested or (lambda: False)
         self.metrics: MetricsWriter | None = None
         self.step = 0
@@ -95,8 +99,8 @@ class Trainer:
         self.precision = config.precision  # resolved to bf16 or fp32 once the model is loaded
         self.autocast = lambda: autocast_for(self.device, self.precision)
         self._status(message="loading the data")
-        self.tokenizer = load_tokenizer(Path(self.raw_config["model_path"]))
-        self.train_data, self.eval_data = build_objectives(self.raw_config, config, self.tokenizer)
+        self.tokenizer = load_tokenizer(self.record.model_path)
+        self.train_data, self.eval_data = build_objectives(self.record.template, config, self.tokenizer)
         if self.eval_data is not None and not self.eval_data.items:
             self.eval_data = None
         if not self.train_data.items:
@@ -106,7 +110,7 @@ class Trainer:
 
         # FSDP moves each shard to the device itself: the whole model never sits on one GPU.
         sharded = config.fsdp and self.group.active
-        self.model = build_model(self.raw_config, "cpu" if sharded else self.device, self.trust_remote_code,
+        self.model = build_model(self.record, "cpu" if sharded else self.device, self.trust_remote_code,
                                  compute_device=self.device)
         from tui_ft.engine.training.cpu_speed import speed_up_for_cpu
 
@@ -354,13 +358,15 @@ class Trainer:
         update_status(self.run_dir, step=self.step, epoch=round(self._epoch_float(), 4), **changes)
 
 
-def build_objectives(raw_config: dict, config: TrainConfig, tokenizer) -> tuple[Objective, Objective | None]:
-    """The training objective and the held-out one (``None`` when there is no evaluation set)."""
+def build_objectives(template: str, config: TrainConfig, tokenizer) -> tuple[Objective, Objective | None]:
+    """The training objective and the held-out one (``None`` when there is no evaluation set).
+
+    ``template`` is the one the run fixed at creation (:attr:`RunRecord.template`).
+    """
     from tui_ft.engine.data import load_dataset, sft_examples
     from tui_ft.engine.training.batching import split_eval
     from tui_ft.engine.training.sft import SFTObjective
 
-    template = raw_config["template"]
     dataset = load_dataset(config.dataset)
     if config.method == "dpo":
         from tui_ft.engine.training.dpo import DPOObjective
