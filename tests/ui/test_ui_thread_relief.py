@@ -18,6 +18,7 @@ from tui_ft.ui.widgets.run_table import RunTable
 from tui_ft.views.run_monitor import run_rows
 
 from fake_runs import app_on, fresh_workspace, make_run
+from polling import settle_workers
 
 HOME = Path("/tmp/tui_ft_ui_relief")
 
@@ -110,11 +111,16 @@ async def test_a_pane_shown_again_at_the_same_size_is_not_laid_out_again(ui_home
     app = TuiFtApp(ui_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
-        await pilot.pause(0.5)  # its model and dataset lists arrive
+        await settle_workers(pilot)  # its model and dataset lists, the run's summary and plan arrive
+        await pilot.pause()
         train = app.screen
         form = train.form
-        await pilot.press("1", "2", "1")
-        await pilot.pause(0.3)
+        await pilot.press("1", "2")
+        await settle_workers(pilot)  # the visit lists and plans again: nothing changed
+        await pilot.pause()
+        await pilot.press("1")
+        await settle_workers(pilot)
+        await pilot.pause()
         layouts.clear()
         await pilot.press("2")
         await pilot.pause()

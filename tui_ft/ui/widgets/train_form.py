@@ -234,9 +234,11 @@ class TrainForm(VerticalScroll):
         offered = [(choice.label, choice.path) for choice in datasets
                    if not choice.problem and not training_refusal(self.method, choice.format)]
         note = not_offered_note(datasets, self.method, self.method_label())
-        line = self.query_one("#dataset-note", Static)
-        line.update(plain(note))
-        line.set_class(not note, "-empty")
+        if note != getattr(self, "_note_shown", None):  # each visit lists again: the same note set again lays the form out
+            self._note_shown = note
+            line = self.query_one("#dataset-note", Static)
+            line.update(plain(note))
+            line.set_class(not note, "-empty")
         for select, options in zip(selects, (models, offered, offered), strict=False):
             if self._choices.get(select.id) != options:  # the pane reloads its lists on every visit; setting them rebuilds the menu
                 self._choices[select.id] = list(options)
