@@ -23,8 +23,10 @@ run: setup
 	$(BIN)/tui-ft models >/dev/null
 	$(BIN)/tui-ft
 
+# Two pytest-xdist workers: most tests wait on a process, a model load or a screen, and the
+# dashboard tests (fixed workspace paths) all go to one of them (tests/conftest.py).
 test: setup
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x -n 2 --dist loadgroup --durations=15
 
 # The CUDA tests (tests/gpu), in a session of their own: `make test` hides CUDA from its tests.
 test-gpu: setup
