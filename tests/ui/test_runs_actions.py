@@ -128,3 +128,29 @@ async def test_two_runs_take_three_rows(home):
         screen = await polled(pilot)
         await polled(pilot)
         assert screen.query_one(RunTable).region.height == 3  # the header and two runs, not eleven rows
+
+
+async def test_the_footer_shows_whole_keys_at_80_columns_and_more_when_wider(home):
+    from tui_ft.ui.widgets.key_footer import KeyFooter
+
+    make_run(home, "one", state="finished", steps=10, created=1)
+    app = app_on("runs", home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await polled(pilot)
+        await pilot.pause()
+
+        def shown() -> list[str]:
+            footer = app.screen.query_one(KeyFooter)
+            keys = [w for w in footer.query("*") if hasattr(w, "key_display")]
+            assert all(w.region.right <= app.size.width for w in keys), [(w.key_display, w.region) for w in keys]
+            return [w.description for w in keys]
+
+        narrow = shown()
+        assert {"Help", "palette", "Mark"} <= set(narrow)
+        assert "Smooth" not in narrow  # the last keys did not fit: dropped whole, not cut ("c C")
+        await pilot.resize_terminal(140, 30)
+        for _ in range(20):
+            await pilot.pause()
+            if "Smooth" in shown():
+                break
+        assert {"Clone", "Diff", "Delete", "Smooth"} <= set(shown())

@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from tui_ft.engine.files import read_json, write_json_atomic
@@ -215,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     run_dir, trust = parsed
+    # peft asks transformers' deprecated `is_gradient_checkpointing` of every model it wraps: a
+    # FutureWarning in every LoRA run's log that no setting of ours can avoid (worker.log is the
+    # user's to read, and that line read like a problem with their run).
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.handle)
     signal.signal(signal.SIGINT, stop.handle)

@@ -305,7 +305,14 @@ class RunsScreen(Pane):
             self.refresh_bindings()
 
     def draw_plots(self) -> None:
-        """Redraw the four plots from the selected run's history and the marked runs' curves."""
+        """Redraw the four plots from the selected run's history and the marked runs' curves.
+
+        Not while the selected run's history is still on its way (the cursor just moved to a run
+        not read yet): the plots keep the last run's pictures until the poll brings it, rather
+        than flash "no data yet" for a run that has data.
+        """
+        if self.selected and self.selected not in self.histories and self.selected in self.rows:
+            return
         row = self.rows.get(self.selected or "")
         series = self.histories.get(self.selected or "", {})
         marked = self.query_one(RunTable).marked  # a run seen before but no longer marked is not drawn

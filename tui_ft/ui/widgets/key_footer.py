@@ -8,6 +8,7 @@ dashboard's key-to-repaint time, while the keys shown were usually the same.
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -36,13 +37,50 @@ class KeyFooter(Footer):
     """
     PINNED_ACTIONS = ("help",)
     _shown: tuple | None = None
+    _shown_width = 0
 
     def compose(self):
-        for widget in super().compose():
+        widgets = list(super().compose())
+        for widget in widgets:
             # A key of the footer carries its binding's action (FooterKey is not public Textual).
             if getattr(widget, "action", None) in self.PINNED_ACTIONS:
                 widget.add_class("-pinned")
-            yield widget
+        yield from self.fitting(widgets, self.app.size.width)
+
+    @staticmethod
+    def key_cells(widget) -> int | None:
+        """Columns a compact key takes (key, space, label, the gap after it); None for a group."""
+        if not hasattr(widget, "key_display"):
+            return None
+        description = getattr(widget, "description", "")
+        return cell_len(widget.key_display) + (1 + cell_len(description) if description else 0) + 2
+
+    def fitting(self, widgets: list, width: int) -> list:
+        """The keys that fit in ``width`` columns, whole, in order: the pinned help key and the
+        palette always, the pane's keys until the line is full. Cut by the screen's edge, the
+        last key read ``c C`` at 80 columns; every key is in the help screen (``?``) anyway.
+        """
+        cells = [self.key_cells(widget) for widget in widgets]
+        if None in cells or not width:
+            return widgets  # a key group (Datasets' example keys): shown as Textual lays it out
+        always = [i for i, widget in enumerate(widgets)
+                  if widget.has_class("-pinned") or widget.has_class("-command-palette")]
+        room = width - sum(cells[i] for i in always) - 2  # the pinned key's and the palette's borders
+        kept = []
+        for index, widget in enumerate(widgets):
+            if index in always:
+                kept.append(widget)
+            elif cells[index] <= room:
+                room -= cells[index]
+                kept.append(widget)
+            else:
+                room = -1  # in order: never a later, shorter key after a dropped one
+        return kept
+
+    def on_resize(self) -> None:
+        if self._shown is not None and self._shown_width != self.app.size.width:
+            self._shown = None  # the keys that fit change with the width
+            self._recompose_if_changed()
 
     def bindings_changed(self, screen: Screen) -> None:
         compat.set_footer_bindings_ready(self)
@@ -56,5 +94,5 @@ class KeyFooter(Footer):
             return
         keys = shown_keys(self.screen)
         if keys != self._shown:
-            self._shown = keys
+            self._shown, self._shown_width = keys, self.app.size.width
             self.call_later(self.recompose)
