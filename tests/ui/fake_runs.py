@@ -101,3 +101,18 @@ def app_on(mode: str, home: Path):
         CSS_PATH = Path(tui_ft.ui.app.__file__).with_name("app.tcss")  # relative paths resolve from here
 
     return OnePaneApp(home)
+
+
+async def polled(pilot):
+    """Poll the Runs pane now and wait until it has shown the result (and any follow-up poll)."""
+    from tui_ft.ui.screens.runs import RunsScreen
+
+    screen = pilot.app.screen
+    assert isinstance(screen, RunsScreen)
+    screen.poll_runs()
+    for _ in range(50):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not screen._polling:
+            break
+    return screen

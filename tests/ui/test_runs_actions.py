@@ -13,7 +13,7 @@ from tui_ft.ui.screens.train import TrainScreen
 from tui_ft.ui.widgets.run_dialogs import ConfigDiffScreen, ConfirmDelete
 from tui_ft.ui.widgets.run_table import RunTable
 
-from fake_runs import app_on, fresh_workspace, make_run
+from fake_runs import app_on, fresh_workspace, make_run, polled
 
 HOME = Path("/tmp/tui_ft_ui_runs_actions")
 
@@ -21,18 +21,6 @@ HOME = Path("/tmp/tui_ft_ui_runs_actions")
 @pytest.fixture
 def home() -> Path:
     return fresh_workspace(HOME, datasets=("seed_instructions.jsonl", "seed_instructions_20.jsonl", "dpo_concise.jsonl"))
-
-
-async def polled(pilot) -> RunsScreen:
-    screen = pilot.app.screen
-    assert isinstance(screen, RunsScreen)
-    screen.poll_runs()
-    for _ in range(50):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        if not screen._polling:
-            break
-    return screen
 
 
 def set_config(run_dir: Path, **changes) -> None:

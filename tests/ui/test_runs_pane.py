@@ -14,7 +14,7 @@ from tui_ft.ui.widgets.metric_plots import MetricPlot
 from tui_ft.ui.widgets.run_table import RunTable
 from tui_ft.views.run_monitor import downsample
 
-from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, train_record, write_status
+from fake_runs import app_on, append_records, eval_record, fresh_workspace, make_run, polled, train_record, write_status
 
 HOME = Path("/tmp/tui_ft_ui_runs")
 
@@ -22,19 +22,6 @@ HOME = Path("/tmp/tui_ft_ui_runs")
 @pytest.fixture
 def home() -> Path:
     return fresh_workspace(HOME, datasets=("seed_instructions.jsonl",))
-
-
-async def polled(pilot) -> RunsScreen:
-    """Poll now and wait until the pane has shown the result (and any follow-up poll)."""
-    screen = pilot.app.screen
-    assert isinstance(screen, RunsScreen)
-    screen.poll_runs()
-    for _ in range(50):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        if not screen._polling:
-            break
-    return screen
 
 
 def table_row(screen: RunsScreen, name: str) -> dict[str, str]:
