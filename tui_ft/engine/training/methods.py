@@ -70,7 +70,7 @@ def load_base(record: RunRecord, trust_remote_code: bool = False, dtype=torch.fl
     Args:
         record: The run's ``run.json``.
         trust_remote_code: Run the model's own code: the current command's choice, never
-            ``run.json``'s (see :func:`tui_ft.engine.models.references.model_code_problem`).
+            ``run.json``'s (see :func:`tui_ft.engine.models.model_folder.model_code_problem`).
         dtype: The weights' storage type (:func:`~tui_ft.engine.training.weight_storage.load_dtype`).
         quantization: A ``BitsAndBytesConfig`` (QLoRA); 4-bit weights are quantised while
             loading, straight onto ``device``.
