@@ -10,7 +10,9 @@ import pytest
 from tui_ft.engine.data import load_dataset, sft_examples
 from tui_ft.engine.data.splits import split_eval, steps_per_epoch
 from tui_ft.engine.runs.config import TrainConfig
-from tui_ft.engine.runs.run_shape import duration, run_shape
+from tui_ft.engine.runs.run_shape import run_shape
+from tui_ft.views.formatting import format_estimate
+from tui_ft.views.run_summary import shape_line
 
 DATASETS = Path("datasets")
 
@@ -22,17 +24,17 @@ def test_split_and_steps_match_the_trainers_arithmetic():
     assert (shape.examples, shape.trained, shape.held_out) == (20, len(train), len(held)) == (20, 16, 4)
     assert shape.steps_per_epoch == steps_per_epoch(16, 3, 2) == 3  # 6 batches, 2 a step
     assert shape.total_steps == 6 and not shape.held_from_file
-    assert shape.summary() == "20 examples: 16 trained, 4 held out · 3 steps an epoch · 6 steps (2 epochs)"
+    assert shape_line(shape) == "20 examples: 16 trained, 4 held out · 3 steps an epoch · 6 steps (2 epochs)"
 
 
 def test_an_eval_file_is_held_out_whole_and_small_sets_hold_nothing_out():
     config = TrainConfig(dataset="x", batch_size=8, epochs=1)
     shape = run_shape(config, DATASETS / "seed_instructions.jsonl", DATASETS / "seed_instructions_20.jsonl")
     assert (shape.trained, shape.held_out, shape.held_from_file) == (8, 20, True)
-    assert "20 held out from the eval file" in shape.summary()
+    assert "20 held out from the eval file" in shape_line(shape)
     alone = run_shape(config, DATASETS / "seed_instructions.jsonl")  # fewer than 10: every example trains
-    assert (alone.trained, alone.held_out) == (8, 0) and "none held out" in alone.summary()
-    assert alone.summary().startswith("8 examples: 8 trained, none held out · 1 step an epoch · 1 step (1 epoch)")
+    assert (alone.trained, alone.held_out) == (8, 0) and "none held out" in shape_line(alone)
+    assert shape_line(alone).startswith("8 examples: 8 trained, none held out · 1 step an epoch · 1 step (1 epoch)")
 
 
 def test_tokens_follow_the_examples_and_a_preference_pair_counts_both_replies():
@@ -72,12 +74,12 @@ def test_time_comes_from_the_latest_earlier_run_of_the_same_model_method_and_dev
     shape = run_shape(config, DATASETS / "seed_instructions_20.jsonl", home=tmp_path)
     assert shape.speed.run == "new" and shape.speed.tokens_per_s == pytest.approx(195.0)
     assert shape.seconds == pytest.approx(shape.tokens / 195.0)
-    assert shape.summary().endswith(f"≈ {duration(shape.seconds)} at 195 tokens/s (as new)")
+    assert shape_line(shape).endswith(f"≈ {format_estimate(shape.seconds)} at 195 tokens/s (as new)")
     alone = run_shape(TrainConfig(dataset="x", method="qlora", epochs=1), DATASETS / "seed_instructions_20.jsonl",
                       home=tmp_path)
-    assert alone.speed is None and "≈" not in alone.summary()
+    assert alone.speed is None and "≈" not in shape_line(alone)
 
 
 def test_duration_reads_at_an_estimates_precision():
-    assert [duration(s) for s in (0.2, 40, 89, 600, 5399, 5400, 12_600)] == ["1 s", "40 s", "89 s", "10 min", "90 min",
+    assert [format_estimate(s) for s in (0.2, 40, 89, 600, 5399, 5400, 12_600)] == ["1 s", "40 s", "89 s", "10 min", "90 min",
                                                                            "1.5 h", "3.5 h"]

@@ -1,4 +1,4 @@
-"""Numbers as the dashboard and the CLI show them: durations and sizes, one way each."""
+"""Numbers as the dashboard and the CLI show them: durations, estimates and sizes, one way each."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_estimate(seconds: float) -> str:
+    """``40 s``, ``12 min``, ``3.5 h``: an estimate's precision, not a clock's (``12m05s`` would claim more)."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def format_bytes(count: int | None) -> str:

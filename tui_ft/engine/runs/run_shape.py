@@ -1,7 +1,7 @@
 """What a run will do, before it starts: examples, held-out examples, steps, and a time estimate.
 
 Counted with the trainer's own split and step arithmetic (:mod:`tui_ft.engine.data.splits`), so
-the Train form's summary line is the run that starts. Tokens are estimated without a tokenizer
+the Train form's summary line (:func:`tui_ft.views.run_summary.shape_line`) is the run that starts. Tokens are estimated without a tokenizer
 (the dashboard loads none), as the memory plan does; the time comes from this workspace's own
 earlier runs of the same model and method on the same device, the one speed measured on this
 machine, rather than from a formula that would be wrong by the machine's factor.
@@ -48,28 +48,6 @@ class RunShape:
     @property
     def seconds(self) -> float | None:
         return self.tokens / self.speed.tokens_per_s if self.speed and self.speed.tokens_per_s > 0 else None
-
-    def summary(self) -> str:
-        """One line: ``20 examples: 18 trained, 2 held out · 3 steps an epoch · 9 steps (3 epochs) · ≈ 40 s``."""
-        held = (f"{self.held_out} held out from the eval file" if self.held_from_file
-                else f"{self.held_out} held out" if self.held_out else "none held out")
-        epochs = self.total_steps / self.steps_per_epoch if self.steps_per_epoch else 0
-        epochs_text = f"{epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs == int(epochs) else f"{epochs:.1f} epochs"
-        parts = [f"{self.examples} example{'' if self.examples == 1 else 's'}: {self.trained} trained, {held}",
-                 f"{self.steps_per_epoch} step{'' if self.steps_per_epoch == 1 else 's'} an epoch",
-                 f"{self.total_steps} step{'' if self.total_steps == 1 else 's'} ({epochs_text})"]
-        if self.seconds is not None:
-            parts.append(f"≈ {duration(self.seconds)} at {self.speed.tokens_per_s:.0f} tokens/s (as {self.speed.run})")
-        return " · ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """``40 s``, ``12 min``, ``3.5 h``: an estimate's precision, not a clock's."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def run_shape(config: TrainConfig, dataset: Path, eval_dataset: Path | None = None, home: Path | None = None) -> RunShape:

@@ -190,6 +190,7 @@ class TrainScreen(Pane):
         from tui_ft.engine.runs.config_checks import find_dataset
         from tui_ft.engine.runs.memory_plan import MemoryPlanError, longest_example_estimate, plan_memory
         from tui_ft.engine.runs.run_shape import run_shape
+        from tui_ft.views.run_summary import shape_line
 
         home = Path(self.app.home)
         shape = None
@@ -208,7 +209,7 @@ class TrainScreen(Pane):
             plan = None  # a model not on disk yet, or not one the plan reads: no line
         if not get_current_worker().is_cancelled:
             self.post_message(self.PlanComputed(plan.summary() if plan else "", plan.fits if plan else True, number,
-                                                shape.summary() if shape else ""))
+                                                shape_line(shape) if shape else ""))
 
     def replan(self) -> None:
         """Plan again for the form as it is; a form that does not read as a config shows no plan."""
