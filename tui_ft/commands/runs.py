@@ -1,5 +1,5 @@
-"""``tui-ft runs``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``; ``runs delete NAME [--yes]``;
-``runs diff NAME NAME…``."""
+"""``tui-ft runs [--filter TEXT]``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``;
+``runs delete NAME [--yes]``; ``runs rename NAME NEW``; ``runs diff NAME NAME…``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ ORDER = 31
 def add_parser(commands) -> None:
     parser = commands.add_parser("runs", help="list, stop, resume and delete training runs")
     parser.add_argument("--json", action="store_true", help="machine-readable list")
+    parser.add_argument("--filter", metavar="TEXT", default="",
+                        help="only runs whose name, state, method, model or dataset contain TEXT (words: all of them)")
     parser.set_defaults(handler=run_list)
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
     stop = sub.add_parser("stop", help="stop a run at its next step, with a checkpoint")
@@ -31,6 +33,10 @@ def add_parser(commands) -> None:
     delete.add_argument("name", metavar="NAME")
     delete.add_argument("--yes", action="store_true", help="do not ask (needed where there is no terminal to ask on)")
     delete.set_defaults(handler=run_delete)
+    rename = sub.add_parser("rename", help="rename a stopped or finished run (its results move with it)")
+    rename.add_argument("name", metavar="NAME")
+    rename.add_argument("new_name", metavar="NEW")
+    rename.set_defaults(handler=run_rename)
     diff = sub.add_parser("diff", help="the settings two or more runs differ in")
     diff.add_argument("names", metavar="NAME", nargs="+")
     diff.set_defaults(handler=run_diff)
@@ -41,16 +47,18 @@ def run_list(args) -> int:
     from rich.table import Table
 
     from tui_ft.engine.runs import list_runs
-    from tui_ft.safe_text import plain
+    from tui_ft.safe_text import clean, plain
+    from tui_ft.views.run_monitor import run_matches
 
-    runs = list_runs(args.home)
+    runs = [run for run in list_runs(args.home) if run_matches(run, args.filter)]
     if args.json:
         rows = [{"name": r.name, "state": r.state, "step": r.step, "total_steps": r.total_steps, "method": r.method,
                  "model": r.model, "dataset": r.dataset} for r in runs]
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return 0
     if not runs:
-        print(f"no runs in {args.home / 'checkpoints'}")
+        matching = f" matching {clean(args.filter.strip())!r}" if args.filter.strip() else ""
+        print(f"no runs{matching} in {args.home / 'checkpoints'}")
         return 0
     now = time.time()
     rows = []
@@ -144,6 +152,20 @@ def run_delete(args) -> int:
     except RunError as error:
         raise UserError(str(error)) from None
     print(f"deleted {run_dir}")
+    return 0
+
+
+def run_rename(args) -> int:
+    from tui_ft.cli import UserError
+    from tui_ft.engine.evaluation.run_rename import rename_run
+    from tui_ft.engine.runs import RunError
+
+    run_dir = _run_dir(args)
+    try:
+        target = rename_run(run_dir, args.new_name, args.home)
+    except RunError as error:
+        raise UserError(str(error)) from None
+    print(f"renamed {run_dir} to {target.name}")
     return 0
 
 

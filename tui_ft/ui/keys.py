@@ -137,10 +137,19 @@ RUNS_BINDINGS = [
             tooltip="Delete the run and its checkpoints, after asking (a live run is stopped first)"),
     Binding("o", "toggle_smoothing", "Smooth", id="runs.smooth",
             tooltip="Smooth the per-step curves (moving average, raw points faint behind), or show them raw"),
+    Binding("n", "rename_run", "Rename", id="runs.rename",
+            tooltip="Rename the run (a stopped, failed or finished one): its checkpoints and scores move with it"),
+    Binding("slash", "filter_runs", "Filter", id="runs.filter", key_display="/",
+            tooltip="Show only the runs whose name, state, method, model or dataset contain the words typed; "
+                    "escape clears"),
+]
+RUN_FILTER_BINDINGS = [
+    Binding("escape", "clear", "Clear filter", id="runs.filter.clear", tooltip="Show every run again"),
+    Binding("enter,down", "done", "To the list", id="runs.filter.done", tooltip="Keep the filter and go to the list"),
 ]
 
 # How keys read in the help screen and the palette; Textual's names for the rest.
-KEY_NAMES = {"question_mark": "?", "right": "→", "left": "←"}
+KEY_NAMES = {"question_mark": "?", "slash": "/", "right": "→", "left": "←"}
 
 
 def key_label(binding: Binding) -> str:

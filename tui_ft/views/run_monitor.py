@@ -59,6 +59,15 @@ def run_rows(home: Path) -> list[RunRow]:
     return rows
 
 
+def run_matches(info: RunInfo, text: str) -> bool:
+    """True when every word of ``text`` is in the run's name, state, method, model or dataset file name (any case).
+
+    The Runs pane's ``/`` filter and ``tui-ft runs --filter`` both use it. An empty text matches all.
+    """
+    haystack = " ".join((info.name, info.state, info.method, info.model, Path(info.dataset).name)).lower()
+    return all(word in haystack for word in text.lower().split())
+
+
 def _number(record: dict | None, key: str) -> float | None:
     value = (record or {}).get(key)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

@@ -74,6 +74,17 @@ def result_key(identity: dict) -> str:
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
+IDENTITY_FIELDS = {  # what evaluate_task keys a result by, beside the model's identity; see identity_of
+    "benchmark": ("kind", "checkpoint", "template", "benchmark", "scorer", "settings"),
+    "perplexity": ("kind", "checkpoint", "template", "dataset", "max_length"),
+}
+
+
+def identity_of(record: dict) -> dict:
+    """The identity a stored result was keyed by (``model`` is the weights' identity, ``model_id`` in the record)."""
+    return {"model": record.get("model_id")} | {name: record.get(name) for name in IDENTITY_FIELDS[record["kind"]]}
+
+
 def result_path(folder: Path, identity: dict) -> Path:
     """The file a result with ``identity`` is stored in, inside ``folder``."""
     source = Path(identity.get("benchmark") or identity.get("dataset") or "result").stem

@@ -32,7 +32,7 @@ from tui_ft.engine.processes import (
     python_command,
     start_time,
 )
-from tui_ft.engine.runs.config import ConfigError, TrainConfig
+from tui_ft.engine.runs.config import RUN_NAME_PATTERN, ConfigError, TrainConfig
 from tui_ft.engine.runs.config_checks import find_dataset, validate_config
 from tui_ft.engine.runs.folder import LOG_FILE, RUN_FILE, STATUS_FILE, read_run_config, update_status
 from tui_ft.engine.runs.memory_plan import check_memory, longest_example_tokens
@@ -352,6 +352,58 @@ def delete_run(run_dir: Path, wait_s: float = 300.0) -> None:
                                "(tui-ft runs stop it, then delete it again)")
             time.sleep(0.2)
     shutil.rmtree(run_dir)
+
+
+def move_run_folder(run_dir: Path, new_name: str) -> Path:
+    """Rename a run's folder to ``checkpoints/<new_name>`` and its ``run.json`` name; return the new folder.
+
+    Only the folder and ``run.json``: :func:`tui_ft.engine.evaluation.run_rename.rename_run` also
+    moves the run's stored results, and is what the CLI and the dashboard call.
+
+    Raises:
+        RunError: One line, and nothing changed, when: the name is not a safe run name or is
+            taken; the folder is a link; its worker is live (a worker writes to the path it was
+            started with); another run was trained on it (that run's ``run.json`` names this
+            folder, and would lose its base model).
+    """
+    run_dir = Path(run_dir)
+    old_name = run_dir.name
+    if not RUN_NAME_PATTERN.fullmatch(new_name) or ".." in new_name:
+        raise RunError(f"{new_name!r} is not a safe run name (letters, digits, '.', '_', '-'; 64 at most)")
+    target = run_dir.parent / new_name
+    if new_name == old_name:
+        return run_dir
+    if os.path.lexists(target):
+        raise RunError(f"a run named {new_name!r} already exists")
+    if run_dir.is_symlink():
+        raise RunError(f"{old_name} is a link to {os.readlink(run_dir)}: rename the link by hand")
+    status = read_status(run_dir)
+    if status["state"] in LIVE_STATES and status.get("pid") is not None:
+        raise RunError(f"{old_name} is {status['state']}: stop it first (its worker writes to {old_name}/)")
+    children = _runs_trained_on(run_dir)
+    if children:
+        raise RunError(f"{old_name} cannot be renamed: {', '.join(children)} trained on it and "
+                       f"{'its' if len(children) == 1 else 'their'} run.json names it")
+    config = read_run_config(run_dir)
+    os.rename(run_dir, target)  # one directory entry: never half a run under each name
+    if config:
+        write_json_atomic(target / RUN_FILE, config | {"name": new_name})
+    return target
+
+
+def _runs_trained_on(run_dir: Path) -> list[str]:
+    """The other runs whose ``run.json`` names ``run_dir`` as their base (by name or by a path inside it)."""
+    home_runs, here = run_dir.parent, run_dir.resolve()
+    found = []
+    for other in sorted(home_runs.iterdir()):
+        if other.name == run_dir.name:
+            continue
+        config = read_run_config(other)
+        paths = [config.get(key) for key in ("model_path", "base_adapter")] if config else []
+        if config and (config.get("model") == run_dir.name
+                       or any(isinstance(p, str) and Path(p).is_relative_to(here) for p in paths)):
+            found.append(other.name)
+    return found
 
 
 def resume_run(run_dir: Path, trust_remote_code: bool = False) -> int:

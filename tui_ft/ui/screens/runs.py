@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, DataTable, Static
+from textual.widgets import ContentSwitcher, DataTable, Input, Static
 from textual.worker import Worker, get_current_worker
 
 from tui_ft.engine.runs import RunError, delete_run, read_run_config, resume_run, stop_run
@@ -32,7 +32,7 @@ from tui_ft.ui.widgets.export_dialog import ExportDialog
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
 from tui_ft.ui.widgets.pane_tabs import PaneTabs
-from tui_ft.ui.widgets.run_dialogs import ConfigDiffScreen, ConfirmDelete
+from tui_ft.ui.widgets.run_dialogs import ConfigDiffScreen, ConfirmDelete, RenameDialog
 from tui_ft.ui.widgets.run_table import RunTable
 from tui_ft.ui.widgets.train_form import TrainForm
 from tui_ft.views.formatting import format_bytes
@@ -43,6 +43,7 @@ from tui_ft.views.run_monitor import (
     WorkerMonitor,
     WorkerUsage,
     log_tail,
+    run_matches,
     run_rows,
 )
 
@@ -77,20 +78,40 @@ def folder_bytes(path: Path) -> int:
 
 
 # Keys that act on the selected run.
-RUN_ACTIONS = ("stop_run", "resume_run", "export_run", "toggle_mark", "toggle_log", "delete_run", "clone_run", "diff_runs")
+RUN_ACTIONS = ("stop_run", "resume_run", "export_run", "toggle_mark", "toggle_log", "delete_run", "clone_run", "diff_runs",
+               "rename_run")
 KEPT_TAILS = 8  # runs whose metrics stay in memory after the cursor left them (about 2 MB each)
+
+
+class RunFilter(Input):
+    """The Runs pane's filter field: shown by ``/``, hidden again by escape (which clears it)."""
+
+    BINDINGS = keys.RUN_FILTER_BINDINGS
+
+    class Cleared(Message):
+        """Escape: the filter is empty again and the field hidden."""
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.post_message(self.Cleared())
+
+    def action_done(self) -> None:
+        self.screen.query_one(RunTable).focus()
 
 
 class RunsScreen(Pane):
     """Watch runs live; stop, resume and export them."""
 
     BINDINGS = keys.RUNS_BINDINGS
+    AUTO_FOCUS = "#runs"  # the list, not the filter field above it (hidden until /)
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     POLL_SECONDS = 1.0
 
     DEFAULT_CSS = """
     RunsScreen RunTable { height: auto; max-height: 7; }
     RunsScreen.-tall RunTable { height: auto; max-height: 11; }
+    RunsScreen RunFilter { display: none; border: none; height: 1; padding: 0 1; }
+    RunsScreen RunFilter.-shown { display: block; }
     RunsScreen #run-info { height: auto; max-height: 2; padding: 0 1; background: $boost; }
     RunsScreen #views { height: 1fr; }
     RunsScreen #plots { grid-size: 1 1; }
@@ -131,6 +152,13 @@ class RunsScreen(Pane):
             super().__init__()
             self.name, self.error = name, error
 
+    class RunRenamed(Message):
+        """A rename ended (``error`` is empty on success)."""
+
+        def __init__(self, old: str, new: str, error: str):
+            super().__init__()
+            self.old, self.new, self.error = old, new, error
+
     class ExportFinished(Message):
         """A merged export ended (``error`` is empty on success)."""
 
@@ -151,9 +179,12 @@ class RunsScreen(Pane):
         self._pending_selection: str | None = None
         self._timer = None
         self._footer_state: tuple[str | None, str | None] | None = None
+        self._all_rows: list[RunRow] = []  # the last poll's rows, before the filter
+        self.filter_text = ""
 
     def compose(self) -> ComposeResult:
         yield PaneTabs("runs")
+        yield RunFilter(placeholder="filter runs: words in the name, state, method, model or dataset", id="run-filter")
         yield RunTable(id="runs")
         yield Static("No runs yet: start one in the Train pane (2).", id="run-info")
         with ContentSwitcher(initial="plots", id="views"):
@@ -241,7 +272,9 @@ class RunsScreen(Pane):
     @on(RunsPolled)
     def show_poll(self, message: RunsPolled) -> None:
         table = self.query_one(RunTable)
-        table.update_runs(message.rows)
+        self._all_rows = message.rows
+        shown = self.shown_rows()
+        table.update_runs(shown, existing={row.info.name for row in message.rows})
         self.rows = {row.info.name: row for row in message.rows}
         watched = self.watched
         self.histories = {n: h for n, h in self.histories.items() if n in watched} | {
@@ -249,9 +282,9 @@ class RunsScreen(Pane):
         self.usage = message.usage
         if self._pending_selection and table.select_name(self._pending_selection):
             self._pending_selection = None
-        elif self.selected is None and message.rows:
-            live = [r for r in message.rows if r.info.state in LIVE_STATES]
-            table.select_name((live or message.rows)[-1].info.name)  # reattach: the newest live run
+        elif self.selected is None and shown:
+            live = [r for r in shown if r.info.state in LIVE_STATES]
+            table.select_name((live or shown)[-1].info.name)  # reattach: the newest live run
         if watched & set(message.histories):
             self.draw_plots()
         if message.log is not None:
@@ -324,11 +357,19 @@ class RunsScreen(Pane):
                 # pictures drawn now rather than on the first visit.
                 plot.prepare()
 
+    def shown_rows(self) -> list[RunRow]:
+        """The last poll's rows that the filter lets through (all of them without a filter)."""
+        return [row for row in self._all_rows if run_matches(row.info, self.filter_text)]
+
     def show_info(self) -> None:
         info = self.query_one("#run-info", Static)
-        row = self.rows.get(self.selected or "")
+        row = self.selected_row()
         if row is None:
-            info.update("No runs yet: start one in the Train pane (2)." if not self.rows else "")
+            if self.rows and self.filter_text.strip():
+                info.update(Text(f"No run matches {clean(self.filter_text.strip())!r} "
+                                 f"({len(self.rows)} in all): escape in the filter shows them all."))
+            else:
+                info.update("No runs yet: start one in the Train pane (2)." if not self.rows else "")
             return
         run = row.info
         # Names, the model and the message come from the run's files: no escapes (Text is never markup).
@@ -376,6 +417,8 @@ class RunsScreen(Pane):
             "toggle_mark": row is not None,
             "toggle_log": row is not None,
             "delete_run": row is not None,
+            # A live worker writes to the folder it was started in: a rename waits for it to end.
+            "rename_run": row is not None and not (state in LIVE_STATES and row.info.pid),
             "clone_run": row is not None,
             "diff_runs": row is not None and bool(self.diff_names()),
         }.get(action, True)
@@ -391,6 +434,7 @@ class RunsScreen(Pane):
             "resume_run": f"{name} is {state}: only a stopped, failed or died run can be resumed"
                           + (" (e exports it)." if state == RunState.FINISHED else "."),
             "export_run": f"{name} is {state}: only a finished run can be exported.",
+            "rename_run": f"{name} is {state}: stop it first (s), then rename it.",
             "diff_runs": "Mark a run (space), then press f on another to compare their settings.",
         }.get(action)
 
@@ -459,6 +503,68 @@ class RunsScreen(Pane):
             self.notify(f"{message.name} was not deleted: {message.error}", severity="error", timeout=10)
         else:
             self.notify(f"Deleted {message.name}.", timeout=3)
+        self.poll_runs()
+
+    def action_filter_runs(self) -> None:
+        field = self.query_one(RunFilter)
+        field.add_class("-shown")
+        field.focus()
+
+    @on(Input.Changed, "#run-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.apply_filter()
+
+    @on(RunFilter.Cleared)
+    def filter_cleared(self) -> None:
+        self.query_one(RunFilter).remove_class("-shown")
+        self.filter_text = ""
+        self.apply_filter()
+        self.query_one(RunTable).focus()
+
+    def apply_filter(self) -> None:
+        """Show the runs the filter lets through now, from the last poll (no folder is read)."""
+        table = self.query_one(RunTable)
+        table.update_runs(self.shown_rows(), existing=set(self.rows))
+        if table.selected_name != self.selected and table.selected_name is not None:
+            self.selected = table.selected_name
+        self.show_info()
+        self.refresh_bindings_if_changed()
+
+    def action_rename_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        old, path = row.info.name, row.info.path
+
+        def rename(new: str | None) -> None:
+            if new:
+                self.rename_run(old, path, new)
+
+        self.app.push_screen(RenameDialog(old, set(self.rows)), rename)
+
+    @work(thread=True, group="runs-rename", exclusive=False, exit_on_error=False, description="Renaming a run")
+    def rename_run(self, old: str, path: Path, new: str) -> None:
+        from tui_ft.engine.evaluation.run_rename import rename_run
+
+        try:
+            rename_run(path, new, self.app.home)
+            error = ""
+        except (RunError, OSError) as problem:
+            error = str(problem)
+        self.post_message(self.RunRenamed(old, new, error))
+
+    @on(RunRenamed)
+    def run_renamed(self, message: RunRenamed) -> None:
+        if message.error:
+            self.notify(f"{message.old} was not renamed: {message.error}", severity="error", timeout=10)
+            return
+        self.notify(f"Renamed {message.old} to {message.new}.", timeout=3)
+        table = self.query_one(RunTable)
+        if message.old in table.marked:
+            table.marked.discard(message.old)
+            table.marked.add(message.new)
+        self._pending_selection = message.new
         self.poll_runs()
 
     async def action_clone_run(self) -> None:

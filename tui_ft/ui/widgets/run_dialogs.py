@@ -1,4 +1,4 @@
-"""The Runs pane's dialogs: confirm a deletion, and the settings two or more runs differ in."""
+"""The Runs pane's dialogs: confirm a deletion, rename a run, and the settings two or more runs differ in."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Static
+from textual.widgets import Button, DataTable, Input, Static
 
+from tui_ft.engine.runs.config import RUN_NAME_PATTERN
 from tui_ft.safe_text import clean, plain
 from tui_ft.views.run_diff import config_diff
 
@@ -55,6 +56,48 @@ class ConfirmDelete(ModalScreen[bool]):
     @on(Button.Pressed, "#delete-cancel")
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class RenameDialog(ModalScreen[str | None]):
+    """Ask for a run's new name; dismisses with it, or ``None``. A name that is not a safe run name is refused here."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="runs.rename.cancel", tooltip="Keep the name")]
+    DEFAULT_CSS = DIALOG_CSS.format(name="RenameDialog") + "RenameDialog #rename-error { color: $error; height: auto; }"
+
+    def __init__(self, run_name: str, taken: set[str]):
+        super().__init__()
+        self.run_name, self.taken = run_name, taken
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text.assemble("Rename run ", (clean(self.run_name), "bold"),
+                                       " (its checkpoints, ratings and scores move with it) to:"))
+            yield Input(clean(self.run_name), id="rename-name", select_on_focus=True)
+            yield Static("", id="rename-error")
+            with Horizontal():
+                yield Button("Rename", id="rename-ok", variant="primary")
+                yield Button("Cancel", id="rename-cancel")
+
+    def problem(self, name: str) -> str:
+        """Why ``name`` cannot be the new name, or ``""``."""
+        if not RUN_NAME_PATTERN.fullmatch(name) or ".." in name:
+            return "A run name is letters, digits, '.', '_' and '-' (64 at most), starting with a letter or digit."
+        if name in self.taken and name != self.run_name:
+            return f"A run named {name} already exists."
+        return ""
+
+    @on(Input.Submitted, "#rename-name")
+    @on(Button.Pressed, "#rename-ok")
+    def accept(self) -> None:
+        name = self.query_one("#rename-name", Input).value.strip()
+        problem = self.problem(name)
+        self.query_one("#rename-error", Static).update(problem)
+        if not problem:
+            self.dismiss(None if name == self.run_name else name)
+
+    @on(Button.Pressed, "#rename-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class ConfigDiffScreen(ModalScreen[None]):

@@ -50,13 +50,17 @@ class RunTable(DataTable):
         compat.restart_table_caches(self)
         self.refresh()
 
-    def update_runs(self, rows: list[RunRow]) -> None:
-        """Show ``rows``: changed cells are updated, new runs added, deleted runs removed."""
+    def update_runs(self, rows: list[RunRow], existing: set[str] | None = None) -> None:
+        """Show ``rows``: changed cells are updated, new runs added, the others removed.
+
+        ``existing`` names every run in the workspace (default: ``rows``): a run filtered out
+        keeps its mark, a deleted one loses it.
+        """
         names = [row.info.name for row in rows]
         for gone in set(self.rows_by_name) - set(names):
             self.remove_row(gone)
             del self.rows_by_name[gone]  # kept, the next poll removed the row again and raised
-            self.marked.discard(gone)
+        self.marked &= set(names) if existing is None else existing
         for row in rows:
             name = row.info.name
             cells = self._cells(row)
