@@ -33,8 +33,8 @@ async def wait_for(pilot, condition, what: str):
 
 
 async def test_n_renames_the_selected_run_and_keeps_it_selected(home):
-    make_run(home, "first", state="finished", steps=10, created=1)
-    make_run(home, "typo-nmae", state="stopped", steps=10, created=2)
+    make_run(home, "typo-nmae", state="stopped", steps=10, created=1)
+    make_run(home, "second", state="finished", steps=10, created=2)
     app = app_on("runs", home)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await polled(pilot)
@@ -46,7 +46,7 @@ async def test_n_renames_the_selected_run_and_keeps_it_selected(home):
         assert isinstance(app.screen, RenameDialog)
         field = app.screen.query_one("#rename-name", Input)
         assert field.value == "typo-nmae" and app.screen.focused is field
-        field.value = "first"  # taken: refused in the dialog, which stays
+        field.value = "second"  # taken: refused in the dialog, which stays
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, RenameDialog)
@@ -54,7 +54,8 @@ async def test_n_renames_the_selected_run_and_keeps_it_selected(home):
         field.value = "lora-veloria"
         await pilot.press("enter")
         await wait_for(pilot, lambda: "lora-veloria" in screen.rows, "the renamed run in the table")
-        assert set(screen.rows) == {"first", "lora-veloria"}
+        assert set(screen.rows) == {"second", "lora-veloria"}
+        assert [row.key.value for row in table.ordered_rows] == ["lora-veloria", "second"]  # in place, not last
         assert not (home / "checkpoints" / "typo-nmae").exists()
         assert json.loads((home / "checkpoints" / "lora-veloria" / "run.json").read_text())["name"] == "lora-veloria"
         assert table.selected_name == "lora-veloria"
@@ -104,6 +105,6 @@ async def test_slash_filters_the_list_by_words_and_escape_shows_every_run_again(
         assert "No run matches 'nothing-like-it' (3 in all)" in str(screen.query_one("#run-info", Static).render())
         await pilot.press("escape")
         await pilot.pause()
-        assert set(table.rows_by_name) == {"lora-veloria", "dpo-concise", "lora-concise"}
+        assert [row.key.value for row in table.ordered_rows] == ["lora-veloria", "dpo-concise", "lora-concise"]
         assert not field.display and screen.focused is table
         assert table.marked == {"lora-veloria"}  # hidden by the filter, the mark stayed

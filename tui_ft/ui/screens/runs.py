@@ -110,7 +110,7 @@ class RunsScreen(Pane):
     DEFAULT_CSS = """
     RunsScreen RunTable { height: auto; max-height: 7; }
     RunsScreen.-tall RunTable { height: auto; max-height: 11; }
-    RunsScreen RunFilter { display: none; border: none; height: 1; padding: 0 1; }
+    RunsScreen RunFilter, RunsScreen RunFilter:focus { display: none; border: none; height: 1; padding: 0 1; }
     RunsScreen RunFilter.-shown { display: block; }
     RunsScreen #run-info { height: auto; max-height: 2; padding: 0 1; background: $boost; }
     RunsScreen #views { height: 1fr; }

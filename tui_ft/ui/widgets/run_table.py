@@ -71,6 +71,14 @@ class RunTable(DataTable):
                     if self.get_cell(name, column) != value:
                         self.update_cell(name, column, value, update_width=True)
             self.rows_by_name[name] = row
+        if [r.key.value for r in self.ordered_rows] != names:
+            # A row added back (the filter cleared, a run renamed) goes to the end: put the rows
+            # in the runs' order again, keeping the cursor on its run.
+            selected = self.selected_name
+            order = {plain(name).plain: index for index, name in enumerate(names)}  # the name cells' text
+            self.sort("name", key=lambda cell: order.get(cell.plain, len(order)))
+            if selected is not None:
+                self.select_name(selected)
 
     def _cells(self, row: RunRow) -> dict[str, object]:
         info = row.info
