@@ -7,11 +7,13 @@ eight short examples; the whole file takes seconds.
 from __future__ import annotations
 
 import math
+import stat
 from pathlib import Path
 
 import orjson
 import pytest
 
+from tui_ft.engine.files import current_umask
 from tui_ft.engine.runs import create_run, list_checkpoints, read_metrics, read_status
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.runs.worker import run_worker
@@ -129,6 +131,12 @@ def check_lora_outputs(run_dir: Path, base_dir: Path, tmp_path: Path, exact: boo
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, adapted, atol=1e-5 if exact else 2e-2)
     assert orjson.loads((merged_dir / "tui_ft_export.json").read_bytes())["source"] == "adapter"
+    # Every file as the umask makes them: safetensors alone wrote the weights 0600 (a teammate
+    # could read the configs of a shared export, not its weights).
+    umask_mode = 0o666 & ~current_umask()
+    for folder in (merged_dir, run_dir / "adapter"):
+        assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()} == {
+            path.name: umask_mode for path in folder.iterdir()}
 
 
 class StopAfter:

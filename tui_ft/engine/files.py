@@ -172,6 +172,33 @@ def real_folder(path: Path, create: bool = True) -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def files_as_umask(folder: Path) -> None:
+    """Give the regular files directly in ``folder`` the mode a file created now gets (0644 under umask 022).
+
+    safetensors writes every ``.safetensors`` file 0600 (a temporary file renamed), whatever the
+    umask: an exported model or a run's adapter beside 0644 configs, which a teammate on a shared
+    server can read all of but the weights. Links are left alone.
+    """
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).iterdir():
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
+            os.chmod(path, mode)
+
+
 def remove_tree(path: Path) -> None:
     """Delete a folder tui-ft made (errors ignored); a link in its place is removed itself, never followed."""
     path = Path(path)

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from tui_ft.engine.files import files_as_umask
 from tui_ft.engine.models.model_folder import ModelError, is_model_folder
 
 DEFAULT_REF = "default"
@@ -71,6 +72,7 @@ def ensure_default_model(progress: Progress | None = None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    files_as_umask(staging)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(staging, target)  # atomic: a crash never leaves a half-converted model

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from tui_ft.engine.files import files_as_umask
 from tui_ft.engine.models import check_adapter, fetch_run_weights, is_model_folder, load_tokenizer
 from tui_ft.engine.runs import RunError, list_checkpoints
 from tui_ft.engine.runs.folder import read_run_config
@@ -51,6 +52,7 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, t
     info = {"run": run_dir.name, "source": source, "template": record.template, "method": record.config.method,
             "model": record.config.model}
     (staging / EXPORT_INFO).write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    files_as_umask(staging)
     if out_dir.exists():
         out_dir.rmdir()
     os.replace(staging, out_dir)

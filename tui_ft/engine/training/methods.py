@@ -176,7 +176,7 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
     staging = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     # Every staging folder, not only ours: a worker killed mid-save left one named after its pid
     # (a whole model's worth of disk for full fine-tuning). One worker writes a run at a time.
-    from tui_ft.engine.files import remove_tree
+    from tui_ft.engine.files import files_as_umask, remove_tree
 
     for leftover in Path(run_dir).glob(f".tmp-{target.name}-*"):
         remove_tree(leftover)  # a link planted under a staging name is removed itself, never written through
@@ -190,6 +190,7 @@ def save_final(model, tokenizer, run_dir: Path, uses_lora: bool, state_dict: dic
         model.config.use_cache = True
         model.config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    files_as_umask(staging)
     remove_tree(target)  # a link in its place is removed itself, never followed
     os.replace(staging, target)
     return target
