@@ -221,3 +221,45 @@ def test_plan_is_near_a_measured_peak(workspace, tiny_model_dir):
                                          text=True, check=True, timeout=600).stdout.splitlines()[-1])
     print(f"plan {planned / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB")
     assert 0.7 < planned / measured < 1.4, (planned, measured)
+
+
+def test_a_model_too_large_for_chat_or_evaluation_is_refused_before_loading(tmp_path, monkeypatch, tiny_model_dir):
+    from tui_ft.engine.evaluation.model_session import ModelSession
+    from tui_ft.engine.generation import chat_model
+    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.runs.memory_count import CUDA_CONTEXT
+    from tui_ft.engine.runs.memory_plan import check_loading, loading_bytes
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY))
+    cache = 2 * 2 * 2 * 8 * 4096 * 2  # keys and values, 2 layers, 2 kv heads of 8, 4096 tokens, bf16
+    assert loading_bytes(folder, "cpu", 2) == int((TOTAL * 2 + cache) * 1.1)
+    assert loading_bytes(folder, "cuda:1", 2) == int((TOTAL * 2 + cache) * 1.1 + CUDA_CONTEXT)
+    monkeypatch.setenv(CAPACITY_ENV, str(loading_bytes(folder, "cpu", 4)))
+    check_loading("tiny", folder, "cpu", 4)  # exactly what it needs: loaded
+    monkeypatch.setenv(CAPACITY_ENV, str(loading_bytes(folder, "cpu", 4) - 1))
+    with pytest.raises(ModelError, match=r"^tiny: needs about \d\.\d MB of RAM on cpu and \d\.\d MB is free: "):
+        check_loading("tiny", folder, "cpu", 4)
+    with pytest.raises(ModelError, match="of GPU memory on cuda:0 .* another GPU .* or stop a run using this one"):
+        check_loading("tiny", folder, "cuda:0", 2)
+    check_loading("tiny", tmp_path / "no-config", "cpu", 4)  # a size it cannot tell: loading says what is wrong
+
+    # Chat and evaluation ask before any weight is read.
+    monkeypatch.setenv(CAPACITY_ENV, "1000")
+    monkeypatch.setattr("tui_ft.engine.models.load_model", lambda *a, **k: pytest.fail("the weights were loaded"))
+    with pytest.raises(ModelError, match="needs about .* and 1 kB is free"):
+        chat_model.load_chat_model(str(tiny_model_dir), tmp_path, fits=check_loading)
+    import tui_ft.engine.evaluation.model_session as session_module
+
+    monkeypatch.setattr(session_module, "load_model", lambda *a, **k: pytest.fail("the weights were loaded"))
+    with pytest.raises(ModelError, match="needs about .* and 1 kB is free"):
+        ModelSession(str(tiny_model_dir), tmp_path).load()
+
+
+def test_chat_cli_refuses_a_model_that_does_not_fit_in_one_line(tmp_path, tiny_model_dir):
+    env = {**os.environ, CAPACITY_ENV: "1000"}
+    result = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "chat", str(tiny_model_dir),
+                             "--prompt", "hi"], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.startswith(f"tui-ft: {tiny_model_dir}: needs about ") and result.stderr.count("\n") == 1

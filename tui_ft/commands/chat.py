@@ -118,7 +118,9 @@ def _chat(args) -> int:
     hf_logging.disable_progress_bar()  # stderr carries only our notices and --stats
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    chat = load_chat_model(args.ref, args.home, args.dtype)
+    from tui_ft.engine.runs.memory_plan import check_loading
+
+    chat = load_chat_model(args.ref, args.home, args.dtype, fits=check_loading)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         _say(chat, history + [{"role": "user", "content": args.prompt}], settings, args)

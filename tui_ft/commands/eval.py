@@ -98,8 +98,11 @@ class _progress_bar:
         from tui_ft.commands.download_bar import download_display
         from tui_ft.engine.models import showing_downloads
 
+        console = Console(stderr=True)
+        # No bar where stderr is not a terminal (a log, a pipe): there a transient bar only
+        # leaves a blank line, before a refusal too.
         self.progress = Progress("evaluating", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=True)
+                                 console=console, transient=True, disable=not console.is_terminal)
         self.task = self.progress.add_task("eval", total=None)
         # A Hub model fetched meanwhile shows its own bar: this one steps aside until it is done.
         self.downloads = showing_downloads(download_display(pause=self.progress))

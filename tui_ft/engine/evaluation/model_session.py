@@ -18,6 +18,7 @@ from tui_ft.engine.evaluation import store
 from tui_ft.engine.models import ModelError, ModelRef, load_model, load_tokenizer, resolve_model
 from tui_ft.engine.models.devices import inference_device
 from tui_ft.engine.runs.folder import list_checkpoints
+from tui_ft.engine.runs.memory_plan import check_loading
 from tui_ft.engine.runs.record import RunRecord
 from tui_ft.engine.workspace import find_run_dir
 
@@ -117,7 +118,9 @@ class ModelSession:
         if self._model is None:
             device = inference_device()
             if self.checkpoint_dir is None:
-                self._model, self._tokenizer = load_model(self.resolved, dtype=evaluation_dtype(device), device=device)
+                dtype = evaluation_dtype(device)
+                check_loading(self.ref, self.resolved.path, device, dtype.itemsize)  # refused before loading
+                self._model, self._tokenizer = load_model(self.resolved, dtype=dtype, device=device)
             else:
                 self._model = load_checkpoint_model(self.record, self.checkpoint_dir, device)
                 self._tokenizer = self.tokenizer()

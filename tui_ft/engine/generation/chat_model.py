@@ -187,7 +187,8 @@ class ChatModel:
         return "".join(self.stream(messages, settings, use_adapter=use_adapter, template=template))
 
 
-def load_chat_model(ref: str, home: Path, dtype: str = "auto") -> ChatModel:
+def load_chat_model(ref: str, home: Path, dtype: str = "auto",
+                    fits: Callable[[str, Path, str, int], None] | None = None) -> ChatModel:
     """Load (or reuse) the model for ``ref``: the same reference and dtype give the same object.
 
     Args:
@@ -195,6 +196,10 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto") -> ChatModel:
         home: The workspace holding ``checkpoints/``.
         dtype: ``auto`` (bf16 on CUDA and on CPUs with AMX, else fp32), ``float32`` or
             ``bfloat16``.
+        fits: Called as ``fits(ref, model folder, device, bytes per parameter)`` before a
+            model not cached yet is loaded; it raises to refuse one that will not fit
+            (:func:`tui_ft.engine.runs.memory_plan.check_loading`, which this package may
+            not import).
 
     Raises:
         ModelError: The reference cannot be resolved or loaded (one line for the user).
@@ -214,6 +219,8 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto") -> ChatModel:
             _CACHE.pop(next(iter(_CACHE)))  # the least recently used: its memory goes before the next loads
             _free_memory(device)
         resolved = resolve_model(ref, home)
+        if fits is not None:
+            fits(ref, resolved.path, device, torch_dtype.itemsize)
         model, tokenizer = load_model(resolved, dtype=torch_dtype, device=device)
         chat = ChatModel(ref, model, tokenizer, resolved.template)
         chat.warm_up()

@@ -21,9 +21,16 @@ from pathlib import Path
 
 from tui_ft.engine.runs.config import TrainConfig
 from tui_ft.engine.runs.device_memory import device_capacity, resolve_device_kind
-from tui_ft.engine.runs.memory_count import MemoryPlan, checkpoint_bytes, count_memory, read_shape
+from tui_ft.engine.runs.memory_count import (
+    CUDA_CONTEXT,
+    MemoryPlan,
+    checkpoint_bytes,
+    count_memory,
+    human_bytes,
+    read_shape,
+)
 
-__all__ = ["MemoryPlan", "MemoryPlanError", "check_memory", "cheapest_fix", "describe_changes",
+__all__ = ["MemoryPlan", "MemoryPlanError", "check_loading", "check_memory", "cheapest_fix", "describe_changes",
            "longest_example_estimate", "longest_example_tokens", "plan_memory"]
 
 
@@ -213,3 +220,42 @@ def check_memory(config: TrainConfig, model_path: Path, longest: int | None = No
               else "no setting makes it fit: use a smaller model or a device with more memory")
     raise MemoryPlanError(f"not started, it will not fit: {plan.summary()}; {advice}; "
                           "or --set ignore_memory_plan=true to start anyway")
+
+
+CHAT_CONTEXT_TOKENS = 4096  # the key/value cache a chat or an evaluation is planned with
+LOADING_SLACK = 1.1  # transformers' loading holds a layer or two twice, and the allocator rounds up
+
+
+def loading_bytes(model_path: Path, device: str, bytes_per_param: int, context_tokens: int = CHAT_CONTEXT_TOKENS) -> int:
+    """What holding a model for chat or evaluation takes on ``device``: weights, key/value cache, CUDA context."""
+    shape = read_shape(model_path)
+    cache = 2 * shape.layers * shape.kv_heads * shape.head_dim * context_tokens * bytes_per_param
+    context = CUDA_CONTEXT if device.startswith("cuda") else 0
+    return int((shape.total_params * bytes_per_param + cache) * LOADING_SLACK + context)
+
+
+def check_loading(ref: str, model_path: Path, device: str, bytes_per_param: int) -> None:
+    """Refuse, before any weight is read, a model that will not fit in the free memory of ``device``.
+
+    Chat and evaluation load into the process that asks (the dashboard, for Chat): a model
+    larger than the free RAM or GPU memory would have it killed, or a training run on the same
+    GPU run out of memory. A model whose size cannot be told (no readable ``config.json``) is
+    let through: loading says what is wrong with it.
+
+    Raises:
+        ModelError: One line with the need, what is free, and what to do.
+    """
+    from tui_ft.engine.models import ModelError
+
+    try:
+        need = loading_bytes(model_path, device, bytes_per_param)
+    except ValueError:
+        return
+    free = device_capacity(device)
+    if free is None or need <= free:
+        return
+    where = "GPU memory" if device.startswith("cuda") else "RAM"
+    advice = ("another GPU (CUDA_VISIBLE_DEVICES) or the CPU (--device cpu), or stop a run using this one"
+              if device.startswith("cuda") else "a smaller model, or close what else holds memory")
+    raise ModelError(f"{ref}: needs about {human_bytes(need)} of {where} on {device} and {human_bytes(free)} is free: "
+                     f"{advice}")

@@ -128,10 +128,12 @@ class ChatScreen(Pane):
         from tui_ft.engine.generation import chat_model
         from tui_ft.engine.models import ModelError
         from tui_ft.engine.runs.folder import read_run_config
+        from tui_ft.engine.runs.memory_plan import check_loading
 
         home = self.app.home
         try:
-            chat = chat_model.load_chat_model(ref, home)
+            # Refused before loading when it will not fit: loaded anyway, it would take the dashboard down.
+            chat = chat_model.load_chat_model(ref, home, fits=check_loading)
             run_dir = find_run_dir(ref, home)
             config = read_run_config(run_dir) if run_dir else {}
             base_ref = str(config.get("model") or config.get("model_path") or "")
@@ -139,7 +141,7 @@ class ChatScreen(Pane):
             # its base model loaded next to it.
             base_chat = None
             if with_base and base_ref and not chat.has_adapter:
-                base_chat = chat_model.load_chat_model(base_ref, home)
+                base_chat = chat_model.load_chat_model(base_ref, home, fits=check_loading)
             self.post_message(self.ModelLoaded(ref, chat, base_chat, base_ref))
         except (ModelError, OSError, ValueError) as error:
             line = (str(error).splitlines() or [type(error).__name__])[0]
