@@ -1,5 +1,6 @@
 """``tui-ft runs [--filter TEXT]``: list runs; ``runs stop NAME``; ``runs resume NAME [--detach]``;
-``runs delete NAME [--yes]``; ``runs rename NAME NEW``; ``runs diff NAME NAME…``."""
+``runs delete NAME [--yes]``; ``runs rename NAME NEW``; ``runs diff NAME NAME…``; ``runs show NAME [--recipe]``;
+``runs export NAME --csv [OUT]``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def add_parser(commands) -> None:
     rename.add_argument("name", metavar="NAME")
     rename.add_argument("new_name", metavar="NEW")
     rename.set_defaults(handler=run_rename)
+    show = sub.add_parser("show", help="a run's state and settings; --recipe: as a recipe that trains it again")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--recipe", action="store_true",
+                      help="print the run's settings as a YAML recipe (tui-ft train --config FILE trains the same run)")
+    show.set_defaults(handler=run_show)
+    export = sub.add_parser("export", help="a run's metrics as CSV, for plotting elsewhere")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("--csv", required=True, metavar="OUT", nargs="?", const="-",
+                        help="file to write (default: standard output)")
+    export.set_defaults(handler=run_export)
     diff = sub.add_parser("diff", help="the settings two or more runs differ in")
     diff.add_argument("names", metavar="NAME", nargs="+")
     diff.set_defaults(handler=run_diff)
@@ -194,4 +205,59 @@ def run_diff(args) -> int:
     for key, values in rows:
         table.add_row(plain(key), *(plain(value) for value in values))
     Console().print(table)
+    return 0
+
+
+def run_show(args) -> int:
+    from tui_ft.engine.models import pinned_model
+    from tui_ft.engine.runs import read_run_config, read_status
+    from tui_ft.engine.runs.recipe import recipe_text, recipe_values
+    from tui_ft.safe_text import clean
+
+    run_dir = _run_dir(args)
+    config = read_run_config(run_dir)
+    # The commit the run trained from: a Hub model's branch may have moved since.
+    config = config | {"model": pinned_model(config.get("model"), config.get("model_revision"))}
+    if args.recipe:
+        print(recipe_text(config, f"tui-ft recipe of run {run_dir.name}: tui-ft train --config FILE trains it again"),
+              end="")
+        return 0
+    status = read_status(run_dir)
+    step = f"{status.get('step', 0)}/{status['total_steps']}" if status.get("total_steps") else str(status.get("step", 0))
+    print(clean(f"{run_dir.name}: {status.get('state')} at step {step}" + (f" · {status['message']}"
+                                                                         if status.get("message") else "")))
+    values = recipe_values(config)
+    width = max(map(len, values), default=0)
+    for key, value in values.items():
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        print(clean(f"  {key:<{width}}  {shown}"))
+    return 0
+
+
+def run_export(args) -> int:
+    import contextlib
+    import csv
+    import sys
+
+    from tui_ft.cli import UserError
+    from tui_ft.engine.runs import read_metrics
+
+    run_dir = _run_dir(args)
+    records = read_metrics(run_dir)
+    columns = ["kind", "step", "epoch", "time"]
+    for record in records:  # every key any record has, in the order they first appear
+        columns += [key for key in record if key not in columns and not isinstance(record[key], (dict, list))]
+    try:
+        # Never over an existing file; standard output is left open.
+        handle = contextlib.nullcontext(sys.stdout) if args.csv == "-" else open(args.csv, "x", newline="")
+    except FileExistsError:
+        raise UserError(f"{args.csv}: already exists") from None
+    except OSError as error:
+        raise UserError(f"{args.csv}: cannot be written ({error.strerror or error})") from None
+    with handle as out:
+        writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    if args.csv != "-":
+        print(f"{len(records)} records to {args.csv}", file=sys.stderr)
     return 0

@@ -29,11 +29,14 @@ FLAGS = {
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="fine-tune a model (prints the run folder)")
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--config", metavar="RECIPE",
+                        help="a recipe (YAML: the settings, the names --set takes; a name in recipes/ works too); "
+                             "flags given beside it win")
+    parser.add_argument("--model",
                         help="default, a model folder, a cached model, a run, or a Hub id org/name[@revision] "
                              "(its weights are downloaded by the run's worker)")
-    parser.add_argument("--dataset", required=True, help="training data (path, or a name in datasets/)")
-    parser.add_argument("--method", required=True, choices=METHODS,
+    parser.add_argument("--dataset", help="training data (path, or a name in datasets/)")
+    parser.add_argument("--method", choices=METHODS,
                         help="lora, qlora (a 4-bit base: pip install tui_ft[gpu]), full, freeze or dpo")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int, help="optimizer steps (wins over --epochs)")
@@ -89,7 +92,16 @@ def run(args) -> int:
 
     if args.json and not args.plan:
         raise UserError("--json goes with --plan (a run's progress is in its metrics.jsonl)")
-    values = config_values(args)
+    values = given = config_values(args)
+    recipe = None
+    if args.config:
+        from tui_ft.engine.runs.recipe import find_recipe, read_recipe
+
+        recipe = read_recipe(find_recipe(args.config, args.home))  # a RecipeError: its path:line problems, exit 1
+        values = recipe.values | values
+    missing = [f"--{name}" for name in ("model", "dataset", "method") if not values.get(name)]
+    if missing:
+        raise UserError(f"{', '.join(missing)} needed (a flag, or a recipe's setting with --config)")
     # Dataset problems are printed as PATH:LINE lines (exit 1) by cli.main, before anything else.
     for key in ("dataset", "eval_dataset"):
         if values.get(key):
@@ -100,7 +112,13 @@ def run(args) -> int:
             return show_plan(config, args)
         # A run created for torchrun on other servers is planned there, not against this machine.
         run_dir = create_run(config, args.home, check_plan=not args.create_only)
-    except (ConfigError, MemoryPlanError) as error:
+    except ConfigError as error:
+        if recipe is not None:
+            from tui_ft.engine.runs.recipe import RecipeError
+
+            raise RecipeError(recipe.problems_of(error, set(given))) from None  # each at its recipe line
+        raise UserError(str(error)) from None
+    except MemoryPlanError as error:
         raise UserError(str(error)) from None
     print(run_dir, flush=True)
     if args.create_only:

@@ -198,7 +198,7 @@ def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: P
             here = run_dir.resolve()
             if here in runs or len(runs) >= MAX_RUN_CHAIN:
                 raise ModelError(f"{ref}: run.json's model {model!r} leads back to a run on the way to it (a loop)")
-            base = resolve_model(_pinned(model, config.get("model_revision")), home, convert, progress, offline=offline,
+            base = resolve_model(pinned_model(model, config.get("model_revision")), home, convert, progress, offline=offline,
                                  _runs=(*runs, here))
             return ModelRef(ref, base.path, "run", run_dir / "adapter", template)
         if not isinstance(model_path, str) or not model_path:
@@ -207,9 +207,9 @@ def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: P
     raise ModelError(f"{ref}: the run has no final weights yet (no adapter/ or model/); wait for it to finish")
 
 
-def _pinned(model: str, revision) -> str:
-    """A run's Hub model at the commit the run recorded: its branch may have moved since."""
-    hub = parse_hub_id(model) if isinstance(revision, str) and revision else None
+def pinned_model(model, revision) -> str:
+    """A run's Hub model at the commit the run recorded (``org/name@commit``): its branch may have moved since."""
+    hub = parse_hub_id(model) if isinstance(model, str) and isinstance(revision, str) and revision else None
     return f"{hub.repo_id}@{revision}" if hub is not None else model
 
 
