@@ -120,6 +120,11 @@ TRAIN_BINDINGS = [
             tooltip="Read the models, finished runs and datasets/ again"),
     Binding("ctrl+o", "method_defaults", "Defaults", id="train.defaults",
             tooltip="Put the method's default learning rate, epochs and beta back in the form"),
+    Binding("ctrl+l", "load_recipe", "Load recipe", id="train.recipe.load",
+            tooltip="Fill the form from a recipe file (YAML; recipes/ holds the shipped ones)"),
+    # Not ctrl+e or ctrl+w: a text field takes those (end of line, delete a word).
+    Binding("ctrl+t", "save_recipe", "Save recipe", id="train.recipe.save",
+            tooltip="Save the form as a recipe file: tui-ft train --config FILE trains it"),
 ]
 
 # Runs pane.

@@ -180,20 +180,25 @@ def _type_problem(field: dataclasses.Field, value) -> str | None:
     return None
 
 
-def recipe_values(config: dict) -> dict:
-    """The settings of a config (``run.json``, a form) a recipe keeps: every field set, the name left out."""
+def recipe_values(config: dict, keep_name: bool = False) -> dict:
+    """The settings of a config (``run.json``, a form) a recipe keeps: every field set; the name only with ``keep_name``."""
     fields = [field.name for field in dataclasses.fields(TrainConfig)]
-    kept = [name for name in fields if name not in LEFT_OUT + NOT_FROM_FILES]
+    left_out = NOT_FROM_FILES + (() if keep_name else LEFT_OUT)
+    kept = [name for name in fields if name not in left_out]
     return {name: config[name] for name in kept if config.get(name) is not None}
 
 
-def recipe_text(config: dict, comment: str = "") -> str:
-    """A recipe file's text for ``config``: a comment, then one ``key: value`` a line in the fields' order."""
+def recipe_text(config: dict, comment: str = "", keep_name: bool = False) -> str:
+    """A recipe file's text for ``config``: a comment, then one ``key: value`` a line in the fields' order.
+
+    ``keep_name``: a form saved with a run name keeps it; a finished run's recipe leaves it out
+    (that name is taken, by the run itself).
+    """
     import yaml
 
     header = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
     # Lists of names on one line ([q_proj, v_proj]), as people write them.
-    return header + yaml.safe_dump(recipe_values(config), sort_keys=False, allow_unicode=True, width=1000,
+    return header + yaml.safe_dump(recipe_values(config, keep_name), sort_keys=False, allow_unicode=True, width=1000,
                                    default_flow_style=None)
 
 

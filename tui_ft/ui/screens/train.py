@@ -23,6 +23,7 @@ from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.pane_tabs import PaneTabs
+from tui_ft.ui.widgets.recipe_dialog import RecipeDialog
 from tui_ft.ui.widgets.train_form import DatasetChoice, TrainForm
 
 MODEL_KIND_LABELS = {"default": "", "hf-cache": " (cached)", "run": " (run)", "folder": " (folder)"}
@@ -309,6 +310,107 @@ class TrainScreen(Pane):
     def action_reload_choices(self) -> None:
         self.load_choices()
         self.notify("Reading models and datasets again.", timeout=2)
+
+    # -- recipes ---------------------------------------------------------------------------
+
+    def recipe_path(self, text: str) -> Path:
+        """A typed recipe path: relative to the workspace, or a name in its ``recipes/``."""
+        from tui_ft.engine.runs.recipe import RecipeError, find_recipe
+
+        home = Path(self.app.home)
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else home / path
+        if path.is_file():
+            return path
+        try:
+            return find_recipe(text, home)
+        except RecipeError:
+            return path
+
+    def known_recipes(self) -> list[str]:
+        from tui_ft.engine.runs.recipe import RECIPES, SUFFIXES
+
+        folder = Path(self.app.home) / RECIPES
+        names = sorted(p.name for p in folder.iterdir() if p.suffix in SUFFIXES) if folder.is_dir() else []
+        # Completed from the folder or from the name alone (a name in recipes/ is found either way).
+        return [f"{RECIPES}/{name}" for name in names] + names
+
+    def action_load_recipe(self) -> None:
+        from tui_ft.engine.runs.recipe import RecipeError, read_recipe
+
+        def check(text: str) -> str:
+            path = self.recipe_path(text)
+            if not path.exists():
+                return f"No such recipe: {text} (looked in {self.app.home} and its recipes/)"
+            try:
+                read_recipe(path)
+            except RecipeError as error:
+                return "\n".join(str(problem) for problem in error.problems)
+            return ""
+
+        def load(text: str | None) -> None:
+            if text:
+                self.load_recipe(self.recipe_path(text))
+
+        self.app.push_screen(RecipeDialog("Load a recipe into the form (YAML; recipes/ holds the shipped ones):", "Load",
+                                          "recipes/", self.known_recipes(), check), load)
+
+    def load_recipe(self, path: Path) -> None:
+        """Fill the form from the recipe at ``path`` (checked by the dialog); its datasets found as ``train`` finds them."""
+        from tui_ft.engine.runs.config_checks import find_dataset
+        from tui_ft.engine.runs.recipe import read_recipe
+
+        values = dict(read_recipe(path).values)
+        for key in ("dataset", "eval_dataset"):
+            if values.get(key):
+                values[key] = str(find_dataset(values[key], Path(self.app.home)).resolve())
+        left_out = self.form.fill_from(values, keep_name=True)
+        note = f"; {'; '.join(left_out)}" if left_out else ""
+        self.notify(f"The form holds the settings of {path.name}: ctrl+s starts the run{note}.", timeout=6)
+
+    def action_save_recipe(self) -> None:
+        from tui_ft.engine.runs.recipe import SUFFIXES
+
+        config, errors = self.form.config_and_errors()
+        if errors:
+            self.form.show_errors(errors)
+            self.notify("Not saved: fix the fields marked in red first.", severity="warning")
+            return
+        home = Path(self.app.home)
+        stem = config.name or f"{config.method}-{Path(config.dataset).stem or 'run'}"
+
+        def check(text: str) -> str:
+            path = self.recipe_path(text)
+            if path.suffix not in SUFFIXES:
+                return "A recipe file ends in .yaml."
+            if path.exists():
+                return f"{path} already exists: choose another name."
+            return ""
+
+        def save(text: str | None) -> None:
+            if text:
+                self.save_recipe(config, self.recipe_path(text), home)
+
+        self.app.push_screen(RecipeDialog("Save the form as a recipe (tui-ft train --config FILE trains it):", "Save",
+                                          f"recipes/{stem}.yaml", [], check), save)
+
+    def save_recipe(self, config: TrainConfig, path: Path, home: Path) -> None:
+        from tui_ft.engine.files import write_bytes_atomic
+        from tui_ft.engine.runs.recipe import recipe_text
+
+        values = config.to_dict()
+        datasets = (home / "datasets").resolve()
+        for key in ("dataset", "eval_dataset"):  # a file of datasets/ by its name: the recipe works in any workspace
+            if values.get(key) and Path(values[key]).resolve().parent == datasets:
+                values[key] = Path(values[key]).name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, recipe_text(values, "tui-ft recipe, saved from the Train form: "
+                                                         "tui-ft train --config FILE trains it", keep_name=True).encode())
+        except OSError as error:
+            self.notify(f"{path}: not saved ({error.strerror or error})", severity="error")
+            return
+        self.notify(f"Saved {path}", timeout=4)
 
     def action_method_defaults(self) -> None:
         self.form.apply_method_defaults()

@@ -154,6 +154,8 @@ class TrainForm(VerticalScroll):
     TrainForm #form-errors { color: $error; height: auto; padding: 0 1; }
     TrainForm #dataset-note { color: $text-muted; margin: 0 0 0 19; padding: 0 1; height: auto; max-width: 72; }
     TrainForm #dataset-note.-empty { display: none; }
+    TrainForm #extra-settings { color: $text-muted; padding: 0 1 0 20; height: auto; }
+    TrainForm #extra-settings.-empty { display: none; }
     TrainForm #form-errors.-empty { display: none; }
     TrainForm #start-row { height: auto; padding: 1 0 1 19; }
     TrainForm #launch-status { padding: 1 1 0 1; color: $text-muted; width: 1fr; }
@@ -173,6 +175,9 @@ class TrainForm(VerticalScroll):
         self._choices: dict[str, list[tuple[str, str]]] = {}  # what each list Select was last given
         self._datasets: list[DatasetChoice] = []  # every file in datasets/, offered or not
         self._wanted: dict[str, str] = {}  # list picks a cloned run asked for, made once the lists hold them
+        # Settings a cloned run or a loaded recipe gave that have no field here (eval_split,
+        # warmup_ratio…): kept and used, shown on a line of their own, until the next fill.
+        self.extra: dict = {}
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-errors", classes="-empty")
@@ -199,6 +204,7 @@ class TrainForm(VerticalScroll):
             yield from self._row(field.name, field.label, widget,
                                  Static(self.meaning(field.name), id=f"meaning-{field.name}", classes="meaning")
                                  if field.name in MEANINGS else None)
+        yield Static("", id="extra-settings", classes="-empty")  # "also: eval_split 0 (no field here)"
         yield Static("", id="run-shape")  # "20 examples: 18 trained, 2 held out · 3 steps an epoch · …"
         yield Static("", id="memory-plan")  # the memory plan: "needs ≈ 1.4 GB of 23 GB on cpu"
         with Horizontal(id="start-row"):
@@ -251,8 +257,8 @@ class TrainForm(VerticalScroll):
                 select.value = wanted
                 del self._wanted[select.id]
 
-    def fill_from(self, run: dict) -> list[str]:
-        """Fill the form from a run's ``run.json`` (clone a run), the run name left automatic.
+    def fill_from(self, run: dict, keep_name: bool = False) -> list[str]:
+        """Fill the form from a run's ``run.json`` (clone a run: the name left automatic) or a recipe (``keep_name``).
 
         The model and dataset lists may not hold the run's picks yet (they load in a worker):
         those are made when they do. Returns what could not be carried over, for the user.
@@ -264,7 +270,7 @@ class TrainForm(VerticalScroll):
         values = TrainConfig().to_dict() | method_defaults(method) | {k: v for k, v in run.items() if v is not None}
         for field in FIELDS:
             widget = self.query_one(f"#field-{field.name}")
-            text = "" if field.name == "name" else format_value(values.get(field.name))
+            text = "" if field.name == "name" and not keep_name else format_value(values.get(field.name))
             if isinstance(widget, Select):
                 if text in {value for _, value in SELECTS.get(field.name, ())}:
                     widget.value = text
@@ -274,6 +280,7 @@ class TrainForm(VerticalScroll):
             if field.name in DEFAULT_KEYS and field.name not in OPTIONAL:
                 self.query_one(f"#field-{field.name}", Input).placeholder = self.placeholder(field)
         self.show_method_fields()
+        self.keep_extra(run)
         left_out = []
         model = str(run.get("model") or "default")
         models = {value for _, value in self._choices.get("field-model", [])}
@@ -294,6 +301,19 @@ class TrainForm(VerticalScroll):
         if self._datasets:
             self.set_choices(self._choices.get("field-model", []), self._datasets)
         return left_out
+
+    def keep_extra(self, run: dict) -> None:
+        """Keep ``run``'s settings that no field shows (and that differ from the defaults), and list them."""
+        defaults = TrainConfig().to_dict() | method_defaults(self.method)
+        shown = {field.name for field in FIELDS} | {"model", "dataset", "eval_dataset", "method", "name"}
+        # Never carried from a file: running a model's own code, or past the memory plan, is asked each time.
+        never = {"trust_remote_code", "ignore_memory_plan"}
+        self.extra = {name: value for name, value in run.items()
+                      if name in defaults and name not in shown | never and value is not None and value != defaults[name]}
+        line = self.query_one("#extra-settings", Static)
+        text = " · ".join(f"{name} {format_value(value)}" for name, value in self.extra.items())
+        line.update(plain(f"Also set (no field here): {text}") if text else "")  # from a file: no markup
+        line.set_class(not text, "-empty")
 
     def use_all_gpus(self, count: int) -> None:
         """Start the Processes field at ``count`` when several GPUs are visible and the field still holds its default.
@@ -404,8 +424,9 @@ class TrainForm(VerticalScroll):
         The engine can then check the rest, so a refusal shows every field's problem at once
         (a parse error hid the others').
         """
-        values = {"model": self.value_of("model_path") or self.value_of("model"), "dataset": self.value_of("dataset"),
-                  "eval_dataset": self.value_of("eval_dataset") or None, "method": self.method}
+        values = dict(self.extra) | {
+            "model": self.value_of("model_path") or self.value_of("model"), "dataset": self.value_of("dataset"),
+            "eval_dataset": self.value_of("eval_dataset") or None, "method": self.method}
         defaults = self.defaults()
         for field in FIELDS:
             if not self.field_applies(field):
