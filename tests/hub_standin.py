@@ -3,7 +3,8 @@
 The stand-in answers the requests huggingface_hub 2.4 makes (read from its source):
 ``GET /api/models/{repo}/revision/{rev}`` (the commit), ``GET /api/models/{repo}/tree/{commit}``
 (the file list), ``HEAD``/``GET /{repo}/resolve/{commit}/{file}`` (``X-Repo-Commit``, ``ETag``,
-``Content-Length``; ``Range`` answered with 206). It never sends ``X-Xet-*`` headers, so hf-xet
+``Content-Length``; ``Range`` answered with 206); for dataset repos the same under
+``/api/datasets/`` and ``/datasets/{repo}/resolve/``. It never sends ``X-Xet-*`` headers, so hf-xet
 stays out. The ``hub`` fixture points ``HF_ENDPOINT`` at it and keeps the Hugging Face cache in
 ``tmp_path`` (a run's worker, a child process, inherits both); ``only_loopback`` refuses any
 connection elsewhere. Import the fixtures a test module uses from here (pytest puts ``tests/``
@@ -35,6 +36,7 @@ class StandInHub(http.server.ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), HubHandler)
         self.repos: dict[str, dict] = {}
+        self.datasets: dict[str, dict] = {}  # dataset repos, a namespace of their own as on the Hub
         self.requests: list[tuple[str, str, dict]] = []
         self.drop_once: dict[str, int] = {}  # file path -> bytes sent before the connection is cut, once
         self.rate: float | None = None  # bytes a second for file bodies (a slow link), or None: at once
@@ -46,11 +48,11 @@ class StandInHub(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def add_repo(self, repo_id: str, files: dict[str, bytes], branch: str = "main", token: str | None = None,
-                 gated: bool = False) -> str:
-        """Add (or add a commit to) a repo; returns the commit sha."""
+                 gated: bool = False, dataset: bool = False) -> str:
+        """Add (or add a commit to) a model repo, or a dataset repo; returns the commit sha."""
         sha = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
                            + branch.encode()).hexdigest()
-        repo = self.repos.setdefault(repo_id, {"refs": {}, "commits": {}, "token": token, "gated": gated})
+        repo = (self.datasets if dataset else self.repos).setdefault(repo_id, {"refs": {}, "commits": {}, "token": token, "gated": gated})
         repo["refs"][branch] = sha
         repo["commits"][sha] = files
         return sha
@@ -91,9 +93,12 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         hub.requests.append((self.command, path, {k.lower(): v for k, v in self.headers.items()}))
         parts = [unquote(p) for p in path.strip("/").split("/")]
-        api = parts[:2] == ["api", "models"]
+        dataset = parts[:2] == ["api", "datasets"] or parts[:1] == ["datasets"]
+        if parts[:1] == ["datasets"]:
+            parts = parts[1:]
+        api = parts[:2] in (["api", "models"], ["api", "datasets"])
         repo_id = "/".join(parts[2:4] if api else parts[0:2])
-        repo = hub.repos.get(repo_id)
+        repo = (hub.datasets if dataset else hub.repos).get(repo_id)
         if repo is None:
             return self._error(404, "RepoNotFound", body)
         authorized = self.headers.get("Authorization") == f"Bearer {repo['token']}"

@@ -95,3 +95,18 @@ async def test_ctrl_t_saves_the_form_as_a_recipe_that_reads_back_the_same(home):
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, TrainScreen) and read_recipe(saved).values == recipe.values
+
+
+async def test_a_recipe_with_a_hub_dataset_fills_the_hub_dataset_field(home):
+    (home / "recipes" / "hub.yaml").write_text("model: default\ndataset: hf:acme/instr:train\nmethod: lora\n")
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await settled(pilot)
+        form = screen.form
+        screen.load_recipe(home / "recipes" / "hub.yaml")
+        await settled(pilot)
+        assert form.value_of("dataset_hub") == "hf:acme/instr:train" and form.value_of("dataset") == ""
+        assert form.config().dataset == "hf:acme/instr:train"  # typed there, it wins over the list
+        form.query_one("#field-dataset_hub").value = ""
+        form.query_one("#field-dataset").value = str(home / "datasets" / "seed_instructions.jsonl")
+        assert form.config().dataset == str(home / "datasets" / "seed_instructions.jsonl")

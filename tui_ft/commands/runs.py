@@ -218,6 +218,10 @@ def run_show(args) -> int:
     config = read_run_config(run_dir)
     # The commit the run trained from: a Hub model's branch may have moved since.
     config = config | {"model": pinned_model(config.get("model"), config.get("model_revision"))}
+    for key in ("dataset", "eval_dataset"):  # a Hub dataset as its reference, not the cache file read
+        source = config.get(f"{key}_source")
+        if isinstance(source, str) and source:
+            config[key] = source
     if args.recipe:
         print(recipe_text(config, f"tui-ft recipe of run {run_dir.name}: tui-ft train --config FILE trains it again"),
               end="")

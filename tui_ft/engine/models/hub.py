@@ -143,6 +143,11 @@ def _silent(_what: str) -> Iterator[ByteProgress]:
     yield lambda _done, _total: None
 
 
+def current_display() -> Display:
+    """The display :func:`showing_downloads` set for this context, else one that shows nothing."""
+    return _DISPLAY.get() or _silent
+
+
 def fetch_model(hub: HubId, *, weights: bool, allow_network: bool = True, cache_dir: Path | None = None,
                 display: Display | None = None, should_stop: Callable[[], bool] | None = None) -> Path:
     """The snapshot folder of ``hub`` in the Hugging Face cache, downloading what is missing.
@@ -183,7 +188,7 @@ def _small_files(hub: HubId, cache: Path, offline: bool, display: Display) -> Pa
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     options = {"repo_id": hub.repo_id, "revision": hub.revision, "cache_dir": cache, "allow_patterns": SMALL_FILES,
-               "ignore_patterns": SUBFOLDERS, "tqdm_class": _quiet_bar()}
+               "ignore_patterns": SUBFOLDERS, "tqdm_class": quiet_bar()}
     try:
         # A revision already fetched is used as it is: no request at all (a run resolves offline).
         snapshot = Path(snapshot_download(**options, local_files_only=True))
@@ -323,7 +328,7 @@ def _check_disk_space(hub: HubId, storage: Path, needed: int) -> None:
                        "free some space or set HF_HOME to a larger disk")
 
 
-def _quiet_bar():
+def quiet_bar():
     """A tqdm that draws nothing: huggingface_hub's own bars would garble ours and the dashboard's."""
     from tqdm.auto import tqdm
 
@@ -335,8 +340,8 @@ def _quiet_bar():
     return QuietBar
 
 
-def explain(error: BaseException, hub: HubId) -> str:
-    """One line for a failed Hub request: what went wrong and what to do."""
+def explain(error: BaseException, hub: HubId, what: str = "model") -> str:
+    """One line for a failed Hub request: what went wrong and what to do (``what``: a model or a dataset)."""
     import httpx2
     from huggingface_hub import get_token
     from huggingface_hub.errors import (
@@ -351,20 +356,20 @@ def explain(error: BaseException, hub: HubId) -> str:
     if isinstance(error, LocalEntryNotFoundError) and error.__cause__ is not None:
         error = error.__cause__  # snapshot_download looked in the cache after the request failed
     status = getattr(getattr(error, "response", None), "status_code", None)
-    page = f"{endpoint}/{hub.repo_id}"
+    page = f"{endpoint}/{'datasets/' if what == 'dataset' else ''}{hub.repo_id}"
     if isinstance(error, RevisionNotFoundError):
         return f"{hub}: {hub.repo_id} has no revision {hub.revision!r} on {endpoint}: check the branch, tag or commit"
     if isinstance(error, GatedRepoError) or status in (401, 403):
         if get_token() is not None:
-            return (f"{hub}: {endpoint} refused your token ({status}): check HF_TOKEN, and for a gated model accept "
+            return (f"{hub}: {endpoint} refused your token ({status}): check HF_TOKEN, and for a gated {what} accept "
                     f"its licence on {page}")
-        return f"{hub}: private or gated on {endpoint} ({status}): {LOGIN}; accept the model's licence on {page}"
+        return f"{hub}: private or gated on {endpoint} ({status}): {LOGIN}; accept the {what}'s licence on {page}"
     if isinstance(error, RepositoryNotFoundError) or status == 404:
-        return f"{hub}: no such folder here and no such model on {endpoint} (404): check the name"
+        return f"{hub}: no such folder here and no such {what} on {endpoint} (404): check the name"
     if isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError)):
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         return (f"{hub}: cannot reach {endpoint} ({reason}): check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 "
-                "to use only cached models")
+                f"to use only cached {what}s")
     if isinstance(error, HfHubHTTPError) and status is not None:
         return f"{hub}: {endpoint} answered {status}: try again later (a download started again resumes)"
     first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__

@@ -158,13 +158,21 @@ def _check_device(device: str) -> Errors:
     return []
 
 
-def find_dataset(ref: str, home: Path) -> Path:
+def find_dataset(ref: str, home: Path, download: bool = True) -> Path:
     """A dataset path as given, else relative to the workspace (``home``), else ``home/datasets``.
+
+    ``hf:org/name[:split]`` is a Hub dataset: its file in the Hugging Face cache, downloaded
+    unless ``download`` is false (the Train form plans as fields change: it never downloads).
 
     Raises:
         DatasetError: No such file in any of them; the one problem names the folders searched.
     """
+    from tui_ft.engine.data.hub_datasets import fetch_dataset, is_hub_dataset
     from tui_ft.engine.data.readers import DatasetError, Problem
+
+    if is_hub_dataset(ref):
+        return fetch_dataset(ref, offline=not download)
+
 
     path = Path(ref).expanduser()
     if path.exists():

@@ -124,8 +124,8 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
         longest = longest_example_tokens(find_dataset(config.dataset, home), tokenizer, template)
         check_memory(config, resolved.path, longest)
     name = config.name or _unique_name(home, config)
-    dataset = str(find_dataset(config.dataset, home).resolve())
-    eval_dataset = str(find_dataset(config.eval_dataset, home).resolve()) if config.eval_dataset else None
+    dataset, dataset_source = _dataset_file(config.dataset, home)
+    eval_dataset, eval_source = _dataset_file(config.eval_dataset, home) if config.eval_dataset else (None, None)
     record = RunRecord(
         config=dataclasses.replace(config, name=name, template=template, dataset=dataset, eval_dataset=eval_dataset),
         name=name,
@@ -136,6 +136,8 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
         model_revision=resolved.revision if resolved.kind == "hf-cache" else None,
         created=time.time(),
         versions=_versions(),
+        dataset_source=dataset_source,
+        eval_dataset_source=eval_source,
     )
     run_dir = home / "checkpoints" / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,20 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
     write_json_atomic(run_dir / RUN_FILE, record.to_json())
     write_json_atomic(run_dir / STATUS_FILE, _initial_status())
     return run_dir
+
+
+def _dataset_file(ref: str, home: Path) -> tuple[str, str | None]:
+    """The file a run reads for dataset ``ref``, and where it came from when that is the Hub (pinned), else ``None``.
+
+    A Hub dataset's file is kept as the cache's snapshot path, not resolved: the snapshot holds
+    links into ``blobs/``, whose names have no suffix to tell the format by.
+    """
+    from tui_ft.engine.data.hub_datasets import fetch_pinned, is_hub_dataset
+
+    if is_hub_dataset(ref):
+        path, pinned = fetch_pinned(ref)
+        return str(path.absolute()), pinned
+    return str(find_dataset(ref, home).resolve()), None
 
 
 def _initial_status() -> dict:

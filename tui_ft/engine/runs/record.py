@@ -34,6 +34,9 @@ class RunRecord:
         model_revision: The Hub commit of a Hub model (its weights are fetched at exactly it).
         created: When the run was created (``time.time()``).
         versions: Python's and the packages' versions at creation.
+        dataset_source: Where ``dataset`` came from when it is a Hub dataset, pinned at the commit
+            fetched (``hf:org/name@commit:split``); ``config.dataset`` is the cached file read.
+        eval_dataset_source: The same for ``eval_dataset``.
     """
 
     config: TrainConfig
@@ -44,6 +47,8 @@ class RunRecord:
     model_revision: str | None = None
     created: float | None = None
     versions: dict = field(default_factory=dict)
+    dataset_source: str | None = None
+    eval_dataset_source: str | None = None
 
     @classmethod
     def from_json(cls, values: dict) -> RunRecord:
@@ -70,6 +75,8 @@ class RunRecord:
             model_revision=revision if isinstance(revision, str) else None,
             created=created if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
             versions=versions if isinstance(versions, dict) else {},
+            dataset_source=_text_or_none(values.get("dataset_source")),
+            eval_dataset_source=_text_or_none(values.get("eval_dataset_source")),
         )
 
     @classmethod
@@ -99,7 +106,14 @@ class RunRecord:
             "model_revision": self.model_revision,
             "created": self.created,
             "versions": self.versions,
+        } | {  # only where the Hub gave a dataset: every other run.json stays as it was
+            key: value for key, value in (("dataset_source", self.dataset_source),
+                                          ("eval_dataset_source", self.eval_dataset_source)) if value
         }
+
+
+def _text_or_none(value) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _missing_text(value, missing: str) -> str:

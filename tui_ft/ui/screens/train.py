@@ -197,14 +197,18 @@ class TrainScreen(Pane):
         shape = None
         try:
             if config.dataset:
-                eval_path = find_dataset(config.eval_dataset, home) if config.eval_dataset else None
-                shape = run_shape(config, find_dataset(config.dataset, home), eval_path, home)
+                # download=False: a Hub dataset not fetched yet has no shape until the run starts.
+                eval_path = find_dataset(config.eval_dataset, home, download=False) if config.eval_dataset else None
+                shape = run_shape(config, find_dataset(config.dataset, home, download=False), eval_path, home)
         except (DatasetError, OSError, ValueError):
             shape = None  # a file that does not read: the check at launch says why
         try:
             model = resolve_model(config.model, home, convert=False, weights=False, offline=True)
             # Without a tokenizer (none is loaded in the dashboard): the longest example estimated.
-            longest = longest_example_estimate(find_dataset(config.dataset, home)) if config.dataset else None
+            try:
+                longest = longest_example_estimate(find_dataset(config.dataset, home, download=False))
+            except (DatasetError, OSError, ValueError):
+                longest = None  # no dataset yet, or a Hub one not fetched: planned at max_length
             plan = plan_memory(config, model.path, longest=longest)
         except (ModelError, MemoryPlanError, DatasetError, OSError, ValueError):
             plan = None  # a model not on disk yet, or not one the plan reads: no line
@@ -362,7 +366,7 @@ class TrainScreen(Pane):
 
         values = dict(read_recipe(path).values)
         for key in ("dataset", "eval_dataset"):
-            if values.get(key):
+            if values.get(key) and not str(values[key]).startswith("hf:"):  # a Hub dataset stays a reference
                 values[key] = str(find_dataset(values[key], Path(self.app.home)).resolve())
         left_out = self.form.fill_from(values, keep_name=True)
         note = f"; {'; '.join(left_out)}" if left_out else ""

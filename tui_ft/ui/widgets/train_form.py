@@ -189,6 +189,9 @@ class TrainForm(VerticalScroll):
         yield from self._row("dataset", "Dataset", Select([], prompt="choose a file in datasets/", id="field-dataset", compact=True))
         # On a line of its own (beside the list, it narrowed the list and cut itself short).
         yield Static("", id="dataset-note", classes="-empty")
+        yield from self._row("dataset_hub", "or Hub dataset",
+                             Input(placeholder="hf:org/name or hf:org/name:split (overrides the list; fetched at start)",
+                                   id="field-dataset_hub", compact=True))
         yield from self._row("eval_dataset", "Eval dataset",
                              Select([], prompt="hold out part of the training set", id="field-eval_dataset",
                                     compact=True))
@@ -289,9 +292,13 @@ class TrainForm(VerticalScroll):
             self.query_one("#field-model_path", Input).value = ""
         else:  # a folder or a Hub id: typed, as the user would
             self.query_one("#field-model_path", Input).value = model
+        hub_dataset = str(run.get("dataset") or "")
+        self.query_one("#field-dataset_hub", Input).value = hub_dataset if hub_dataset.startswith("hf:") else ""
         for name in ("dataset", "eval_dataset"):
             path = run.get(name)
             self.query_one(f"#field-{name}", Select).clear()
+            if name == "dataset" and hub_dataset.startswith("hf:"):
+                continue  # in the Hub dataset field
             if path and any(choice.path == str(path) for choice in self._datasets):
                 self._wanted[f"field-{name}"] = str(path)
             elif path and self._datasets:
@@ -425,7 +432,8 @@ class TrainForm(VerticalScroll):
         (a parse error hid the others').
         """
         values = dict(self.extra) | {
-            "model": self.value_of("model_path") or self.value_of("model"), "dataset": self.value_of("dataset"),
+            "model": self.value_of("model_path") or self.value_of("model"),
+            "dataset": self.value_of("dataset_hub") or self.value_of("dataset"),
             "eval_dataset": self.value_of("eval_dataset") or None, "method": self.method}
         defaults = self.defaults()
         for field in FIELDS:
@@ -467,6 +475,8 @@ class TrainForm(VerticalScroll):
         for name, message in errors:
             if name == "model" and self.value_of("model_path"):
                 name = "model_path"  # the folder typed is what the message is about
+            if name == "dataset" and self.value_of("dataset_hub"):
+                name = "dataset_hub"
             by_field.setdefault(name, []).append(message)
         general = []
         for name, messages in by_field.items():
