@@ -9,6 +9,15 @@ import pytest
 from tui_ft.engine.processes import EVAL_MODULES, RUN_MODULES, owned_process, start_time
 
 
+def _runs(pid: int, args: tuple[str, ...]) -> bool:
+    import psutil
+
+    try:
+        return start_time(pid) is not None and psutil.Process(pid).cmdline()[-len(args):] == list(args)
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture
 def spawn():
     """Start ``python -c 'sleep' ARG...`` (a command line that names ARG...); killed at the end."""
@@ -17,9 +26,12 @@ def spawn():
     def start(*args: str) -> subprocess.Popen:
         process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *args])
         started.append(process)
+        # Until the child has exec'd: between fork and exec its command line is still pytest's
+        # (a busy machine showed it: the test found "not ours").
         deadline = time.monotonic() + 60
-        while start_time(process.pid) is None and time.monotonic() < deadline:
+        while not _runs(process.pid, args) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert _runs(process.pid, args), f"pid {process.pid} never showed {args} in its command line"
         return process
 
     yield start
