@@ -252,6 +252,12 @@ async def test_running_job_shows_progress_stops_and_reports(bench_home, monkeypa
     # Stands in for the job's worker: a stop signals only a process that runs the evaluation
     # module for this job's folder and started when its status says.
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", EVAL_MODULE, str(job_dir)])
+    import psutil
+
+    for _ in range(1200):  # until it has exec'd: before, its command line is still pytest's, and no stop reaches it
+        if psutil.Process(worker.pid).cmdline()[-2:] == [EVAL_MODULE, str(job_dir)]:
+            break
+        time.sleep(0.05)
     write_json_atomic(job_dir / "job.json", {
         "id": job_dir.name, "refs": ["default", "run-a"], "checkpoint": None, "perplexity": [],
         "benchmarks": [str(bench_home / "datasets" / "seed_heldout.jsonl")]}, parents=True)
