@@ -299,9 +299,12 @@ def find_datasets(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
 
 
+PREFERENCE_METHODS = ("dpo", "reward")  # what trains on prompt/chosen/rejected pairs
+
+
 def trainable_formats(method: str) -> tuple[str, ...]:
-    """The formats ``method`` trains on: preference pairs for DPO, conversations for the others."""
-    return ("preference",) if method == "dpo" else SFT_FORMATS
+    """The formats ``method`` trains on: preference pairs for DPO and a reward model, conversations for the others."""
+    return ("preference",) if method in PREFERENCE_METHODS else SFT_FORMATS
 
 
 def training_refusal(method: str, file_format: str) -> str | None:
@@ -313,12 +316,14 @@ def training_refusal(method: str, file_format: str) -> str | None:
     """
     if file_format in trainable_formats(method):
         return None
-    if method == "dpo":
-        return f"DPO needs a preference dataset (prompt, chosen, rejected), got {file_format}"
+    if method in PREFERENCE_METHODS:
+        what = "DPO" if method == "dpo" else "a reward model"
+        return f"{what} needs a preference dataset (prompt, chosen, rejected), got {file_format}"
     return {
         "benchmark": "a benchmark is for scoring (tui-ft eval --benchmark, or the Benchmark pane), not for training: "
                      "choose an instruction, QA or chat file",
-        "preference": "preference pairs train with DPO (--method dpo): choose an instruction, QA or chat file",
+        "preference": "preference pairs train with DPO (--method dpo) or a reward model (--method reward): "
+                      "choose an instruction, QA or chat file",
         "prompts": "a prompts file has no replies to train on",
     }.get(file_format, f"cannot train on a {file_format} file: choose an instruction, QA or chat file")
 

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-METHODS = ("lora", "qlora", "full", "freeze", "dpo")
+METHODS = ("lora", "qlora", "full", "freeze", "dpo", "reward")
 SCHEDULERS = ("cosine", "linear", "constant")
 TEMPLATE_CHOICES = ("alpaca", "chat")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -132,8 +132,8 @@ class TrainConfig:
 
     @property
     def uses_lora(self) -> bool:
-        """True when the run trains a LoRA adapter (method lora, or DPO in LoRA mode)."""
-        return self.method in ("lora", "qlora") or (self.method == "dpo" and self.dpo_mode == "lora")
+        """True when the run trains a LoRA adapter (lora, qlora, a reward model's body, or DPO in LoRA mode)."""
+        return self.method in ("lora", "qlora", "reward") or (self.method == "dpo" and self.dpo_mode == "lora")
 
 
 def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
@@ -151,6 +151,8 @@ def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
         "full": {"lr": 2e-5, "weight_decay": 0.01, "epochs": 3},
         "freeze": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
         "dpo": {"lr": 5e-4 if dpo_mode == "lora" else 5e-6, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
+        # A LoRA body and a new scalar head (reward.py); measured on dpo_concise.jsonl: see README.
+        "reward": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
     }
     targets = [ALL_LINEAR] if method == "qlora" else list(DEFAULT_LORA_TARGETS)
     return dict(table.get(method, table["lora"]), lora_targets=targets)

@@ -259,7 +259,7 @@ def _count(s: _Setup) -> MemoryPlan:
         gathered = shape.layer_linear_params * s.trained_bytes
         frozen_weights, trainable = frozen_weights // s.ranks, trainable // s.ranks + gathered
         gradients, optimizer = gradients // s.ranks + gathered, optimizer // s.ranks
-    rows = math.ceil(config.batch_size / s.ranks) * (2 if config.method == "dpo" else 1)
+    rows = math.ceil(config.batch_size / s.ranks) * (2 if config.method in ("dpo", "reward") else 1)  # a pair: two rows
     tokens = rows * s.length
     activations, head_grads, notes = _activations(s, tokens, trained_params, lora_params)
     if s.kind == "cuda":

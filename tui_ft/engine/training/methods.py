@@ -85,6 +85,8 @@ def load_base(record: RunRecord, trust_remote_code: bool = False, dtype=torch.fl
     problem = None if trust_remote_code else model_code_problem(record.model_path)
     if problem:
         raise ModelError(problem)
+    if record.config.method == "reward":
+        return load_reward_base(record, trust_remote_code, dtype, device)
     # Straight onto a GPU, shard by shard: a full host-RAM copy per rank (7B × 8 ranks in fp32
     # is 224 GB) is never made. 4-bit weights are quantised as they land on the device.
     placement = {"device_map": {"": device}} if quantization or device.split(":")[0] == "cuda" else {}
@@ -107,6 +109,30 @@ def load_base(record: RunRecord, trust_remote_code: bool = False, dtype=torch.fl
     return model
 
 
+def load_reward_base(record: RunRecord, trust_remote_code: bool = False, dtype=torch.float32, device: str = "cpu"):
+    """The base model with a one-output head on its last token (``AutoModelForSequenceClassification``, ``num_labels=1``).
+
+    The head (``score``) starts from random weights. ``pad_token_id`` is set in the model's
+    config: transformers reads each row's reward at its rightmost token that is not padding.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from tui_ft.engine.models import load_tokenizer
+
+    if record.base_adapter:
+        from tui_ft.engine.models import ModelError
+
+        raise ModelError("a reward model starts from a model, not from a LoRA run: merge that run first "
+                         "(tui-ft export --merged), then train on the merged model")
+    pad_id = load_tokenizer(record.model_path).pad_token_id
+    placement = {"device_map": {"": device}} if device.split(":")[0] == "cuda" else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(record.model_path), num_labels=1, pad_token_id=pad_id, dtype=dtype, local_files_only=True,
+        trust_remote_code=trust_remote_code, use_safetensors=True, **placement)
+    model.config.pad_token_id = pad_id
+    return model
+
+
 def apply_method(model, config: TrainConfig):
     """Set ``requires_grad`` for the method, or wrap the model with a LoRA adapter (peft)."""
     if config.uses_lora:
@@ -115,7 +141,10 @@ def apply_method(model, config: TrainConfig):
         targets = config.lora_targets
         lora = LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=ALL_LINEAR if ALL_LINEAR in targets else list(targets), task_type="CAUSAL_LM",
+            target_modules=ALL_LINEAR if ALL_LINEAR in targets else list(targets),
+            # A reward model's head (transformers' "score") trains in full beside the adapter:
+            # peft's SEQ_CLS task keeps it in modules_to_save, so the adapter folder carries it.
+            task_type="SEQ_CLS" if config.method == "reward" else "CAUSAL_LM",
         )
         # peft makes the adapter fp32 on a 16-bit base unless asked not to; pure bf16 keeps it bf16.
         return get_peft_model(model, lora, autocast_adapter_dtype=config.weight_dtype != "bfloat16")

@@ -118,7 +118,7 @@ class Trainer:
         self.counts = count_params(self.model)
         # The uniform-guess symptom is a token cross-entropy's; DPO's loss is watched for blow-ups only.
         vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
-        self.collapse = CollapseWatch(vocab if config.method != "dpo" else None)
+        self.collapse = CollapseWatch(vocab if config.method not in ("dpo", "reward") else None)
         if self.group.is_main:
             print(self.counts.describe(), flush=True)
         self.steps_per_epoch = steps_per_epoch(len(self.train_data.items), config.batch_size, config.grad_accum)
@@ -373,12 +373,17 @@ def build_objectives(template: str, config: TrainConfig, tokenizer) -> tuple[Obj
 
         records = list(dataset.records)
         build = lambda items: DPOObjective(items, tokenizer, template, config.max_length, config.beta)  # noqa: E731
+    elif config.method == "reward":
+        from tui_ft.engine.training.reward import RewardObjective
+
+        records = list(dataset.records)
+        build = lambda items: RewardObjective(items, tokenizer, template, config.max_length)  # noqa: E731
     else:
         records = sft_examples(dataset)
         build = lambda items: SFTObjective(items, tokenizer, template, config.max_length, config.train_on_prompt)  # noqa: E731
     if config.eval_dataset:
         held = load_dataset(config.eval_dataset)
-        eval_records = list(held.records) if config.method == "dpo" else sft_examples(held)
+        eval_records = list(held.records) if config.method in ("dpo", "reward") else sft_examples(held)
         return build(records), build(eval_records)
     train_idx, eval_idx = split_eval(len(records), config.eval_split, config.seed)
     eval_data = build([records[i] for i in eval_idx]) if eval_idx else None

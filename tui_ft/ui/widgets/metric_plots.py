@@ -86,9 +86,18 @@ DPO_PLOTS = (
 )
 
 
+REWARD_PLOTS = (
+    PlotSpec("Reward model loss", (Curve("train", "train", "loss", BLUE, True), Curve("eval", "eval", "loss", ORANGE)),
+             overlay=True),
+    PlotSpec("Accuracy", (Curve("train", "train", "accuracy", BLUE, True), Curve("eval", "eval", "accuracy", ORANGE))),
+    PlotSpec("Margin", (Curve("train", "train", "margin", BLUE, True), Curve("eval", "eval", "margin", ORANGE))),
+    PlotSpec("Learning rate", (Curve("lr", "train", "lr", PURPLE),)),
+)
+
+
 def plots_for(method: str) -> tuple[PlotSpec, ...]:
-    """The four plots a run of ``method`` shows (DPO plots its rewards instead of perplexity)."""
-    return DPO_PLOTS if method == "dpo" else SFT_PLOTS
+    """The four plots a run of ``method`` shows (DPO and a reward model plot their own measures, not perplexity)."""
+    return {"dpo": DPO_PLOTS, "reward": REWARD_PLOTS}.get(method, SFT_PLOTS)
 
 
 @dataclass(frozen=True)

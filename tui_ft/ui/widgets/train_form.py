@@ -20,9 +20,11 @@ from tui_ft.engine.data import training_refusal
 from tui_ft.engine.runs.config import ConfigError, TrainConfig, method_defaults
 from tui_ft.safe_text import plain
 
-METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "freeze": "freeze", "dpo": "DPO"}
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "freeze": "freeze", "dpo": "DPO",
+                "reward": "a reward model"}
 METHOD_CHOICES = (("LoRA adapter", "lora"), ("QLoRA: LoRA on a 4-bit base", "qlora"), ("full fine-tuning", "full"),
-                  ("freeze the first N layers", "freeze"), ("DPO on preference pairs", "dpo"))
+                  ("freeze the first N layers", "freeze"), ("DPO on preference pairs", "dpo"),
+                  ("reward model on preference pairs", "reward"))
 TEMPLATE_CHOICES = (("the model's default", ""), ("chat (the tokenizer's template)", "chat"),
                     ("alpaca (### Instruction / ### Response)", "alpaca"))
 DEVICE_CHOICES = (("auto (cuda, mps, else cpu)", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("mps", "mps"))
@@ -53,7 +55,7 @@ class Field:
     lora_only: bool = False
 
 
-LORA_METHODS = ("lora", "qlora", "dpo")
+LORA_METHODS = ("lora", "qlora", "dpo", "reward")
 FIELDS = (
     Field("freeze_layers", "Freeze layers", "half", ("freeze",)),
     Field("dpo_mode", "DPO trains", methods=("dpo",)),
