@@ -18,6 +18,8 @@ TEMPLATE_CHOICES = ("alpaca", "chat")
 PRECISIONS = ("auto", "fp32", "bf16")
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16")
 DPO_MODES = ("lora", "full")
+# Experiment trackers a run also reports to (training/trackers.py); report_to=none: neither.
+REPORT_TARGETS = ("tensorboard", "wandb")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output head (QLoRA's default)
 # A run name becomes a folder under checkpoints/: no separators, no leading dot, no "..".
@@ -70,6 +72,8 @@ class TrainConfig:
     train_on_prompt: bool = False
     save_every: int = 100  # 0: checkpoints only on stop
     keep_checkpoints: int = 2
+    # Trackers beside metrics.jsonl: tensorboard, wandb or both (--set report_to=tensorboard,wandb); None: neither.
+    report_to: list[str] | None = None
     seed: int = 42
     nproc: int = 1  # processes under torchrun (GPUs); batch_size stays the global batch
     fsdp: bool = False  # full method, nproc > 1: shard weights, gradients and optimizer state (FSDP2)

@@ -17,6 +17,7 @@ from tui_ft.engine.runs.config import (
     DPO_MODES,
     METHODS,
     PRECISIONS,
+    REPORT_TARGETS,
     RUN_NAME_PATTERN,
     SCHEDULERS,
     TEMPLATE_CHOICES,
@@ -94,7 +95,16 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.weight_dtype in WEIGHT_DTYPES, "weight_dtype", f"must be one of {', '.join(WEIGHT_DTYPES)}")
     errors += _check_device(config.device)
     errors += _check_quantization(config)
+    errors += _check_report_to(config.report_to)
     return errors
+
+
+def _check_report_to(targets: list[str] | None) -> Errors:
+    """Known trackers, each once; ``none`` (read as ``None``) stands alone."""
+    if not targets or (set(targets) <= set(REPORT_TARGETS) and len(set(targets)) == len(targets)):
+        return []
+    return [("report_to", f"must be none, {', '.join(REPORT_TARGETS)} or both comma-separated "
+                          f"({','.join(REPORT_TARGETS)}), got {','.join(targets)!r}")]
 
 
 def _check_quantization(config: TrainConfig) -> Errors:

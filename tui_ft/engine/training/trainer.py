@@ -30,6 +30,7 @@ from tui_ft.engine.training.collapse import CollapseWatch
 from tui_ft.engine.training.distributed import Group, agree, barrier, broadcast_object, claim_device, gather_objects, reduce_stats, shard
 from tui_ft.engine.training.methods import autocast_for, build_model, count_params, save_final
 from tui_ft.engine.training.objective import Objective, StepOutput
+from tui_ft.engine.training.trackers import Trackers, open_trackers
 from tui_ft.engine.workspace import RUN_FILE
 
 OOM_ADVICE = "out of memory: try a smaller --batch-size or a shorter --max-length"
@@ -73,6 +74,7 @@ class Trainer:
         self.config = self.record.config.resolved()
         self.stop_requested = stop_requested or (lambda: False)
         self.metrics: MetricsWriter | None = None
+        self.trackers: Trackers | None = None  # report_to's (rank 0 only)
         self.step = 0
         self.epoch = 0
         self.batch_index = 0  # next batch of the current epoch
@@ -145,6 +147,8 @@ class Trainer:
                         examples=len(self.train_data.items), eval_examples=len(self.eval_data.items) if self.eval_data else 0,
                         dropped=self.train_data.dropped, truncated=self.train_data.truncated, device=self.device,
                         nproc=self.group.world, precision=self.precision)
+        if self.group.is_main:
+            self.trackers = open_trackers(config.report_to, self.run_dir, self.step)
         self._status(state=RunState.RUNNING, total_steps=self.total_steps, message="training")
 
     def _optimizer(self):
@@ -267,7 +271,10 @@ class Trainer:
         """Append a metrics record (rank 0 only) and return it."""
         if self.metrics is None:
             return {"kind": kind, "step": self.step, **values}
-        return self.metrics.log(kind, self.step, self._epoch_float(), **values)
+        record = self.metrics.log(kind, self.step, self._epoch_float(), **values)
+        if self.trackers is not None:
+            self.trackers.log(kind, self.step, values)
+        return record
 
     def evaluate(self) -> dict:
         """Evaluate on the held-out set and log an ``eval`` record (loss and perplexity, or DPO rewards)."""
@@ -421,6 +428,8 @@ def train_run(run_dir: Path, stop_requested: Callable[[], bool] | None = None, g
     finally:
         if trainer.metrics is not None:
             trainer.metrics.close()
+        if trainer.trackers is not None:
+            trainer.trackers.close()
 
 
 FAULT_ENV = "TUI_FT_TEST_FAULT"  # tests only: "RANK:STEP:oom" or "RANK:STEP:crash" fails that rank there
