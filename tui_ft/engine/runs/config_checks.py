@@ -183,7 +183,6 @@ def find_dataset(ref: str, home: Path, download: bool = True) -> Path:
     if is_hub_dataset(ref):
         return fetch_dataset(ref, offline=not download)
 
-
     path = Path(ref).expanduser()
     if path.exists():
         return path
