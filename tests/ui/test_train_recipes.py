@@ -75,7 +75,9 @@ async def test_ctrl_t_saves_the_form_as_a_recipe_that_reads_back_the_same(home):
         form.query_one("#field-dataset").value = str(home / "datasets" / "seed_instructions.jsonl")
         form.query_one("#field-lr").value = "0.0005"
         form.query_one("#field-name").value = "mine"
+        form.query_one("#field-report_to").value = "tensorboard,wandb"
         await pilot.pause()
+        assert form.config().report_to == ["tensorboard", "wandb"]
         await pilot.press("ctrl+t")
         await pilot.pause()
         assert isinstance(app.screen, RecipeDialog)
@@ -85,6 +87,7 @@ async def test_ctrl_t_saves_the_form_as_a_recipe_that_reads_back_the_same(home):
         saved = home / "recipes" / "mine.yaml"
         recipe = read_recipe(saved)
         assert recipe.values["dataset"] == "seed_instructions.jsonl"  # by name: it works in any workspace
+        assert "report_to: [tensorboard, wandb]\n" in saved.read_text()
         expected = form.config().to_dict() | {"dataset": "seed_instructions.jsonl"}
         assert config_from_recipe(recipe).to_dict() == expected
         await pilot.press("ctrl+t")

@@ -32,6 +32,8 @@ DPO_MODE_CHOICES = (("LoRA adapter", "lora"), ("full model", "full"))
 WEIGHT_DTYPE_CHOICES = (("auto: frozen weights bf16, trained ones fp32", "auto"), ("float32: every weight", "float32"),
                         ("bfloat16: every weight (pure bf16)", "bfloat16"))
 CHECKPOINTING_CHOICES = (("off", "false"), ("on: less memory, about a third slower", "true"))
+REPORT_CHOICES = (("metrics.jsonl only", ""), ("TensorBoard too (checkpoints/<run>/tensorboard)", "tensorboard"),
+                  ("Weights & Biases too", "wandb"), ("TensorBoard and Weights & Biases", "tensorboard,wandb"))
 OPTIONAL = {"max_steps", "freeze_layers", "lr", "name"}  # empty means None: the engine's default
 # Numbers: a short field, so what the value means reads right after it ("Eval every 0  about five evaluations").
 NUMBERS = {"freeze_layers", "beta", "lora_rank", "lora_alpha", "lora_dropout", "epochs", "max_steps", "lr", "batch_size",
@@ -77,6 +79,7 @@ FIELDS = (
     Field("template", "Template"),
     Field("device", "Device"),
     Field("weight_dtype", "Weights"),
+    Field("report_to", "Report to"),
     Field("nproc", "Processes", "1; N: torchrun, one per GPU (batch size stays global)"),
     Field("name", "Run name", "automatic: method-dataset-time"),
 )
@@ -97,7 +100,8 @@ MEANINGS = {
 }
 
 SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES,
-           "weight_dtype": WEIGHT_DTYPE_CHOICES, "gradient_checkpointing": CHECKPOINTING_CHOICES}
+           "weight_dtype": WEIGHT_DTYPE_CHOICES, "gradient_checkpointing": CHECKPOINTING_CHOICES,
+           "report_to": REPORT_CHOICES}
 
 
 def format_value(value) -> str:
