@@ -1,10 +1,17 @@
-"""Export a run as one plain Hugging Face model folder (LoRA merged into the base weights)."""
+"""Export a run's model, LoRA merged into the base weights: a Hugging Face folder, a GGUF file, an Ollama folder.
+
+The GGUF and Ollama exports merge into a hidden folder beside their output with
+:func:`export_merged`, write from it (:mod:`.gguf_export`, :mod:`.ollama`), then remove it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -57,6 +64,114 @@ def export_merged(run_dir: Path, out_dir: Path, from_checkpoint: bool = False, t
         out_dir.rmdir()
     os.replace(staging, out_dir)
     return out_dir
+
+
+def export_gguf(run_dir: Path, out_file: Path, quant: str = "f16", from_checkpoint: bool = False,
+                trust_remote_code: bool = False) -> Path:
+    """Write the run's merged model as one GGUF file (tokenizer and chat template in its metadata).
+
+    Args:
+        run_dir: The run folder.
+        out_file: The file to create; an existing file is never replaced.
+        quant: ``f16``, ``bf16`` or ``q8_0`` (:data:`.gguf_export.QUANTS`).
+        from_checkpoint, trust_remote_code: As for :func:`export_merged`.
+
+    Raises:
+        RunError: ``out_file`` exists, the quant is unknown, the model is not a Llama or its
+            tokenizer is not byte-level BPE (all checked before any weight is merged), or as
+            :func:`export_merged`.
+    """
+    from tui_ft.engine.training.gguf_export import write_gguf
+
+    run_dir, out = Path(run_dir), Path(out_file).expanduser().resolve()
+    _check_gguf_export(run_dir, quant, from_checkpoint)
+    if out.exists() or out.is_symlink():
+        raise RunError(f"{out}: already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    try:
+        with _merged_folder(run_dir, out.parent, from_checkpoint, trust_remote_code) as merged:
+            write_gguf(merged, staging, quant, run_dir.name)
+        _publish_file(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
+    return out
+
+
+def export_ollama(run_dir: Path, out_dir: Path, quant: str = "f16", from_checkpoint: bool = False,
+                  trust_remote_code: bool = False) -> Path:
+    """Write a folder for ``ollama create NAME -f OUT_DIR/Modelfile``: ``model.gguf`` and a ``Modelfile``.
+
+    The Modelfile's TEMPLATE is the run's prompt format in Ollama's syntax (:mod:`.ollama`).
+
+    Raises:
+        RunError: ``out_dir`` is not new or empty, the prompt format has no Ollama template here,
+            or as :func:`export_gguf`.
+    """
+    from tui_ft.engine.training.gguf_export import write_gguf
+    from tui_ft.engine.training.ollama import GGUF_NAME, modelfile_text
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser().resolve()
+    record = _check_gguf_export(run_dir, quant, from_checkpoint)
+    name = run_dir.name
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunError(f"{out_dir}: already exists and is not empty")
+    modelfile = modelfile_text(load_tokenizer(record.model_path), record.template, name)  # refused before merging
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        with _merged_folder(run_dir, out_dir.parent, from_checkpoint, trust_remote_code) as merged:
+            write_gguf(merged, staging / GGUF_NAME, quant, name)
+        (staging / "Modelfile").write_text(modelfile)
+        files_as_umask(staging)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _check_gguf_export(run_dir: Path, quant: str, from_checkpoint: bool) -> RunRecord:
+    """The run's record, once everything a GGUF export can refuse before merging has been checked."""
+    from tui_ft.engine.training.gguf_export import QUANTS, check_llama
+    from tui_ft.engine.training.gguf_vocab import bpe_pre_tokenizer
+
+    if quant not in QUANTS:
+        raise RunError(f"--quant {quant}: expected one of {', '.join(QUANTS)}")
+    if not read_run_config(run_dir):
+        raise RunError(f"{run_dir}: not a run folder (no run.json)")
+    record = RunRecord.read(run_dir)
+    name = run_dir.name
+    full_weights = not from_checkpoint and is_model_folder(run_dir / "model")
+    check_llama(run_dir / "model" if full_weights else record.model_path, name)
+    bpe_pre_tokenizer(record.model_path, name)  # the export's tokenizer is the base model's
+    return record
+
+
+@contextlib.contextmanager
+def _merged_folder(run_dir: Path, beside: Path, from_checkpoint: bool, trust_remote_code: bool) -> Iterator[Path]:
+    """The run's merged model in a hidden folder in ``beside`` (the output's filesystem, not a small /tmp), removed after."""
+    folder = beside / f".tmp-{run_dir.name}-merged-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield export_merged(run_dir, folder, from_checkpoint=from_checkpoint, trust_remote_code=trust_remote_code)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _publish_file(staging: Path, out: Path) -> None:
+    """Give the finished ``staging`` file its name ``out``, refusing (never replacing) a file that appeared meanwhile."""
+    try:
+        os.link(staging, out)  # unlike a rename, a link fails when out exists
+    except FileExistsError:
+        raise RunError(f"{out}: already exists") from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV) or out.exists():
+            raise
+        os.replace(staging, out)  # a filesystem without hard links: the check above is the guard
 
 
 def merge_dtype(record: RunRecord):
