@@ -329,7 +329,7 @@ async def test_chat_pane_shows_hostile_model_names_errors_and_replies(home, stea
         def stream(self, messages, settings, should_stop=None, use_adapter=True):
             yield from (HOSTILE[:20], HOSTILE[20:])
 
-    monkeypatch.setattr(chat_model, "load_chat_model", lambda ref, home, dtype="auto": EscapingModel())
+    monkeypatch.setattr(chat_model, "load_chat_model", lambda ref, home, dtype="auto", fits=None: EscapingModel())
     app = app_on("chat", home, model_ref=EVIL_RUN)
     async with app.run_test(size=(160, 40)) as pilot:
         await settle_workers(pilot)

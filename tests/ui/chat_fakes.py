@@ -62,7 +62,7 @@ class FakeLoader:
         self.loaded: dict[str, FakeChatModel] = {}
         self.hold_after = hold_after
 
-    def __call__(self, ref, home, dtype="auto"):
+    def __call__(self, ref, home, dtype="auto", fits=None):
         if ref not in self.loaded:
             self.loaded[ref] = FakeChatModel(ref, has_adapter=ref == "lora-run", is_base=ref == "default",
                                              hold_after=self.hold_after)
