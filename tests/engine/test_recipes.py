@@ -88,7 +88,7 @@ def test_the_shipped_recipes_read_and_check(workspace):
     from tui_ft.engine.runs import validate_config
 
     shipped = sorted((REPO / "recipes").glob("*.yaml"))
-    assert [p.name for p in shipped] == ["dpo-concise.yaml", "qlora-1b.yaml", "veloria-lora.yaml"]
+    assert [p.name for p in shipped] == ["dpo-concise.yaml", "qlora-1b.yaml", "reward-concise.yaml", "veloria-lora.yaml"]
     for path in shipped:
         config = config_from_recipe(read_recipe(path))
         if config.model == "default":  # the Hub one is checked by reading only: no network here
