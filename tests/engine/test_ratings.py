@@ -84,3 +84,46 @@ def test_transcript_markdown_has_every_turn_in_order(tmp_path):
     assert "## Assistant (tuned)\n\nParis." in written.read_text()
     chosen = export_transcript(turns, "run1", tmp_path, path="notes/chat.md")
     assert chosen == tmp_path / "notes" / "chat.md" and chosen.is_file()
+
+
+def test_ratings_of_different_replies_to_one_prompt_make_preference_pairs():
+    from tui_ft.engine.evaluation.ratings import preference_pairs
+
+    records = [rating(5, 5, 5, reply="Four."), rating(2, 3, 2, reply="It might be 5."),
+               rating(4, 4, 4, reply="Four."),  # rated twice: its mean, 13.5, still beats 7
+               rating(3, 3, 3, reply="Around four, I think."), rating(3, 3, 3, reply="Four-ish."),  # a tie: no pair
+               rating(5, 5, 5, prompt="Capital of France?", reply="Paris."),  # alone for its prompt: no pair
+               rating(1, 1, 1, prompt="  ", reply="x")]  # no prompt: skipped
+    pairs = preference_pairs(records)
+    assert pairs == [
+        {"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "Around four, I think."},
+        {"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "Four-ish."},
+        {"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "It might be 5."},
+        {"prompt": "What is 2+2?", "chosen": "Around four, I think.", "rejected": "It might be 5."},
+        {"prompt": "What is 2+2?", "chosen": "Four-ish.", "rejected": "It might be 5."},
+    ]
+
+
+def test_pairs_from_ratings_cli_joins_a_runs_ratings_with_its_base_models(tmp_path, run_dir):
+    import subprocess
+    import sys
+
+    append_rating(run_dir, rating(5, 4, 5, reply="Four."))  # the tuned reply, in the run's folder
+    append_rating(ratings_path("default", tmp_path), rating(2, 2, 3, reply="2+2 is a sum...", model="default"))
+    command = [sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "data", "pairs-from-ratings", "run1"]
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == [
+        {"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "2+2 is a sum..."}]
+    assert done.stderr.strip() == "1 pair from 2 ratings of 1 prompt"
+    out = tmp_path / "pairs.jsonl"
+    written = subprocess.run(command + ["--out", str(out)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert written.returncode == 0 and out.read_text() == done.stdout
+    checked = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "data", "check", str(out)],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert checked.returncode == 0, checked.stdout  # a preference file the reward model and DPO train on
+    again = subprocess.run(command + ["--out", str(out)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert again.returncode == 2 and again.stderr.strip() == f"tui-ft: {out}: already exists"
+    lonely = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "data", "pairs-from-ratings",
+                             "nobody"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert lonely.returncode == 2 and "nobody: no pairs in 0 ratings" in lonely.stderr

@@ -1,4 +1,4 @@
-"""``tui-ft data check|show``: validate dataset files and show what training will see."""
+"""``tui-ft data check|show|pairs-from-ratings``: validate dataset files, show what training will see, make pairs from ratings."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def add_parser(commands) -> None:
     show.add_argument("--examples", type=int, default=3, help="how many examples to render")
     show.add_argument("--train-on-prompt", action="store_true", help="show the loss on every token")
     show.set_defaults(handler=run_show)
+    pairs = sub.add_parser("pairs-from-ratings",
+                           help="preference pairs from Chat ratings of a run's replies and its base model's")
+    pairs.add_argument("model", metavar="RUN", help="a run (its ratings and its base model's), or any model reference")
+    pairs.add_argument("--out", metavar="FILE", help="a .jsonl file to create (default: standard output)")
+    pairs.set_defaults(handler=run_pairs)
 
 
 def run_check(args) -> int:
@@ -86,4 +91,41 @@ def run_show(args) -> int:
             text.append(clean(segment), style="bold green" if trained else "dim")  # the file's text: no escapes
         console.print(text)
     console.print("[dim]dim: prompt (no loss)[/]  [bold green]green: trained tokens[/]")
+    return 0
+
+
+def run_pairs(args) -> int:
+    """Write the preference pairs the ratings of ``args.model`` (and its base model's) make."""
+    import orjson
+
+    from tui_ft.cli import UserError
+    from tui_ft.engine.evaluation.ratings import preference_pairs, ratings_path, read_ratings
+    from tui_ft.engine.runs.folder import read_run_config
+    from tui_ft.engine.workspace import find_run_dir
+
+    refs = [args.model]
+    run_dir = find_run_dir(args.model, args.home)
+    base = read_run_config(run_dir).get("model") if run_dir else None
+    if isinstance(base, str) and base:
+        refs.append(base)  # the Chat pane's compare (ctrl+b) files the base model's replies under it
+    records = [record for ref in refs for record in read_ratings(ratings_path(ref, args.home))]
+    pairs = preference_pairs(records)
+    if not pairs:
+        raise UserError(f"{args.model}: no pairs in {len(records)} ratings: rate two different replies to the same "
+                        "prompt (in Chat, ctrl+b compares base and tuned, ctrl+r rates each)")
+    text = b"".join(orjson.dumps(pair) + b"\n" for pair in pairs)
+    if args.out:
+        try:
+            with open(args.out, "xb") as out:  # never over an existing file
+                out.write(text)
+        except FileExistsError:
+            raise UserError(f"{args.out}: already exists") from None
+        except OSError as error:
+            raise UserError(f"{args.out}: cannot be written ({error.strerror or error})") from None
+    else:
+        sys.stdout.buffer.write(text)
+    prompts = len({pair["prompt"] for pair in pairs})
+    plural = lambda count, word: f"{count} {word}{'' if count == 1 else 's'}"  # noqa: E731
+    print(f"{plural(len(pairs), 'pair')} from {plural(len(records), 'rating')} of {plural(prompts, 'prompt')}"
+          + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0

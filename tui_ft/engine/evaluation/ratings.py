@@ -122,3 +122,27 @@ def summarize_ratings(records: list[dict]) -> RatingSummary:
         return RatingSummary()
     means = {name: sum(r[name] for r in records) / len(records) for name in RATING_FIELDS}
     return RatingSummary(len(records), means)
+
+
+def preference_pairs(records: list[dict]) -> list[dict]:
+    """Preference pairs (``prompt``, ``chosen``, ``rejected``) from ratings of different replies to one prompt.
+
+    A reply's score is the sum of its three ratings (their mean when it was rated more than once);
+    every two replies to the same prompt (and system prompt) with different scores make a pair,
+    the higher one chosen. The pairs train a reward model or DPO: the chapter's human-preference loop.
+    """
+    by_prompt: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for record in records:
+        prompt, reply = record.get("prompt"), record.get("reply")
+        if not isinstance(prompt, str) or not isinstance(reply, str) or not prompt.strip() or not reply.strip():
+            continue
+        key = (str(record.get("system_prompt") or ""), prompt)
+        by_prompt.setdefault(key, {}).setdefault(reply, []).append(sum(record[name] for name in RATING_FIELDS))
+    pairs = []
+    for (_system, prompt), replies in by_prompt.items():
+        ranked = sorted(((sum(totals) / len(totals), reply) for reply, totals in replies.items()),
+                        key=lambda scored: -scored[0])
+        for index, (better_score, better) in enumerate(ranked):
+            pairs += [{"prompt": prompt, "chosen": better, "rejected": worse}
+                      for worse_score, worse in ranked[index + 1:] if better_score > worse_score]
+    return pairs
