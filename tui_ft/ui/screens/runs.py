@@ -28,7 +28,7 @@ from tui_ft.engine.runs.state import LIVE_STATES, RESUMABLE_STATES, RunState
 from tui_ft.safe_text import clean
 from tui_ft.ui import keys
 from tui_ft.ui.screens.pane import Pane
-from tui_ft.ui.widgets.export_dialog import ExportDialog
+from tui_ft.ui.widgets.export_dialog import ExportChoice, ExportDialog
 from tui_ft.ui.widgets.key_footer import KeyFooter
 from tui_ft.ui.widgets.metric_plots import MetricPlot, plots_for
 from tui_ft.ui.widgets.pane_tabs import PaneTabs
@@ -48,8 +48,8 @@ from tui_ft.views.run_monitor import (
 )
 
 
-def export_merged_cli(home: Path, name: str, out: Path) -> str:
-    """Run ``tui-ft export NAME --merged OUT`` in a child process; returns an error line or ``""``.
+def export_cli(home: Path, name: str, flags: list[str]) -> str:
+    """Run ``tui-ft export NAME FLAGS...`` in a child process; returns an error line or ``""``.
 
     A child process, not a thread: loading torch and the weights would hold this process's
     interpreter for seconds and freeze the dashboard.
@@ -57,12 +57,17 @@ def export_merged_cli(home: Path, name: str, out: Path) -> str:
     from tui_ft.engine.processes import child_env, python_command
 
     # Without the current folder on sys.path: a module planted in the workspace is never imported.
-    command = python_command("tui_ft", "--home", str(home), "export", name, "--merged", str(out))
+    command = python_command("tui_ft", "--home", str(home), "export", name, *flags)
     result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env())
     if result.returncode == 0:
         return ""
     lines = (result.stderr or result.stdout).strip().splitlines()
     return lines[-1] if lines else f"export failed (exit {result.returncode})"
+
+
+def export_merged_cli(home: Path, name: str, out: Path) -> str:
+    """Run ``tui-ft export NAME --merged OUT`` in a child process (:func:`export_cli`)."""
+    return export_cli(home, name, ["--merged", str(out)])
 
 
 def folder_bytes(path: Path) -> int:
@@ -160,11 +165,11 @@ class RunsScreen(Pane):
             self.old, self.new, self.error = old, new, error
 
     class ExportFinished(Message):
-        """A merged export ended (``error`` is empty on success)."""
+        """An export ended (``error`` is empty on success); ``what`` names it ("merged", "as GGUF f16")."""
 
-        def __init__(self, name: str, out: Path, error: str):
+        def __init__(self, name: str, out: Path, error: str, what: str = "merged"):
             super().__init__()
-            self.name, self.out, self.error = name, out, error
+            self.name, self.out, self.error, self.what = name, out, error, what
 
     def __init__(self):
         super().__init__()
@@ -609,21 +614,25 @@ class RunsScreen(Pane):
             return
         name = row.info.name
 
-        def export_to(out: str | None) -> None:
-            if out:
-                self.notify(f"Exporting {name} merged to {out}…")
-                self.export_run(name, Path(out).expanduser())
+        def export_to(choice: ExportChoice | None) -> None:
+            if choice is not None:
+                self.notify(f"Exporting {name} {choice.label} to {choice.path}…")
+                self.export_run(name, choice)
 
-        self.app.push_screen(ExportDialog(name, row.info.path / "merged"), export_to)
+        self.app.push_screen(ExportDialog(name, row.info.path), export_to)
 
     # Not exclusive: exports of two runs may go on side by side.
-    @work(thread=True, group="runs-export", exclusive=False, exit_on_error=False, description="Exporting a merged model")
-    def export_run(self, name: str, out: Path) -> None:
-        self.post_message(self.ExportFinished(name, out, export_merged_cli(self.app.home, name, out)))
+    @work(thread=True, group="runs-export", exclusive=False, exit_on_error=False, description="Exporting a run's model")
+    def export_run(self, name: str, choice: ExportChoice) -> None:
+        if choice.format == "merged":
+            error = export_merged_cli(self.app.home, name, choice.path)
+        else:
+            error = export_cli(self.app.home, name, choice.cli_flags())
+        self.post_message(self.ExportFinished(name, choice.path, error, choice.label))
 
     @on(ExportFinished)
     def export_finished(self, message: ExportFinished) -> None:
         if message.error:
             self.notify(f"Export of {message.name} failed: {message.error}", severity="error", timeout=10)
         else:
-            self.notify(f"Exported {message.name} merged to {message.out}", timeout=10)
+            self.notify(f"Exported {message.name} {message.what} to {message.out}", timeout=10)
