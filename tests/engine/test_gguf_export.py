@@ -317,7 +317,8 @@ def test_default_model_end_to_end_through_the_cli(default_model_path, tmp_path, 
     out = tmp_path / "ollama"
     capsys.readouterr()  # training's own output
     assert main(["--home", str(home), "export", "smol-lora", "--ollama", str(out), "--quant", "q8_0"]) == 0
-    assert capsys.readouterr().out == f"{out}\n"
+    printed = capsys.readouterr()
+    assert printed.out == f"{out}\n" and f"ollama create smol-lora -f {out / 'Modelfile'}" in printed.err
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in (out / "Modelfile").read_text()
     merged = export_merged(run_dir, tmp_path / "merged")
     ids = prompt_ids(load_tokenizer(merged))

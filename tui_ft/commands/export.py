@@ -24,6 +24,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from rich.console import Console
@@ -31,13 +32,15 @@ def run(args) -> int:
     from tui_ft.cli import UserError
     from tui_ft.engine.models import fetch_run_weights
     from tui_ft.engine.runs import RunError, read_run_config, run_dir_for
-    from tui_ft.engine.training.export import export_gguf, export_merged, export_ollama
+    from tui_ft.engine.training.export import check_gguf_export, export_gguf, export_merged, export_ollama
 
     if args.merged is not None and args.quant != "f16":
         raise UserError("--quant applies to --gguf and --ollama, not --merged")
     options = {"from_checkpoint": args.from_checkpoint, "trust_remote_code": args.trust_remote_code}
     try:
         run_dir = run_dir_for(args.home, args.name)
+        if args.merged is None:  # a model GGUF cannot hold is refused before any download
+            check_gguf_export(run_dir, args.quant, args.from_checkpoint)
         # A Hub base model's missing weights first, with their own bar (not under the spinner).
         if not (run_dir / "model").is_dir() or args.from_checkpoint:
             fetch_run_weights(read_run_config(run_dir))
@@ -51,4 +54,6 @@ def run(args) -> int:
     except RunError as error:
         raise UserError(str(error)) from None
     print(out)
+    if args.ollama is not None:
+        print(f"load it into Ollama: ollama create {args.name} -f {out / 'Modelfile'}", file=sys.stderr)
     return 0

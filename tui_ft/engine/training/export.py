@@ -84,7 +84,7 @@ def export_gguf(run_dir: Path, out_file: Path, quant: str = "f16", from_checkpoi
     from tui_ft.engine.training.gguf_export import write_gguf
 
     run_dir, out = Path(run_dir), Path(out_file).expanduser().resolve()
-    _check_gguf_export(run_dir, quant, from_checkpoint)
+    check_gguf_export(run_dir, quant, from_checkpoint)
     if out.exists() or out.is_symlink():
         raise RunError(f"{out}: already exists")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def export_ollama(run_dir: Path, out_dir: Path, quant: str = "f16", from_checkpo
     from tui_ft.engine.training.ollama import GGUF_NAME, modelfile_text
 
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser().resolve()
-    record = _check_gguf_export(run_dir, quant, from_checkpoint)
+    record = check_gguf_export(run_dir, quant, from_checkpoint)
     name = run_dir.name
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RunError(f"{out_dir}: already exists and is not empty")
@@ -134,8 +134,12 @@ def export_ollama(run_dir: Path, out_dir: Path, quant: str = "f16", from_checkpo
     return out_dir
 
 
-def _check_gguf_export(run_dir: Path, quant: str, from_checkpoint: bool) -> RunRecord:
-    """The run's record, once everything a GGUF export can refuse before merging has been checked."""
+def check_gguf_export(run_dir: Path, quant: str, from_checkpoint: bool) -> RunRecord:
+    """The run's record, once everything a GGUF export can refuse before merging has been checked.
+
+    Only ``config.json`` and the tokenizer are read: for a Hub model, what ``create_run`` fetched,
+    so ``export`` refuses before it downloads the weights.
+    """
     from tui_ft.engine.training.gguf_export import QUANTS, check_llama
     from tui_ft.engine.training.gguf_vocab import bpe_pre_tokenizer
 
@@ -145,6 +149,9 @@ def _check_gguf_export(run_dir: Path, quant: str, from_checkpoint: bool) -> RunR
         raise RunError(f"{run_dir}: not a run folder (no run.json)")
     record = RunRecord.read(run_dir)
     name = run_dir.name
+    if record.config.method == "reward":
+        raise RunError(f"{name}: a reward model scores replies; GGUF and Ollama are for models that chat "
+                       "(export --merged writes it as a sequence-classification folder)")
     full_weights = not from_checkpoint and is_model_folder(run_dir / "model")
     check_llama(run_dir / "model" if full_weights else record.model_path, name)
     bpe_pre_tokenizer(record.model_path, name)  # the export's tokenizer is the base model's
