@@ -80,6 +80,11 @@ def test_a_reward_model_learns_the_pairs_and_loads_anywhere_with_the_same_scores
     with torch.no_grad():
         assert merged(**encoded).logits[:, 0].tolist() == pytest.approx(ours, abs=2e-2)  # merged into the bf16 base
 
+    from tui_ft.engine.runs import RunError
+    from tui_ft.engine.training.export import export_gguf
+
+    with pytest.raises(RunError, match="rm: a reward model scores replies; GGUF and Ollama are for models that chat"):
+        export_gguf(run_dir, tmp_path / "rm.gguf")
     # A reward model scores; it does not chat, and the model pickers leave it out.
     with pytest.raises(ModelError, match="rm: a reward model: it scores replies"):
         resolve_model("rm", workspace)

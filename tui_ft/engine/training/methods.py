@@ -124,11 +124,18 @@ def load_reward_base(record: RunRecord, trust_remote_code: bool = False, dtype=t
 
         raise ModelError("a reward model starts from a model, not from a LoRA run: merge that run first "
                          "(tui-ft export --merged), then train on the merged model")
+    from transformers.utils import logging as hf_logging
+
     pad_id = load_tokenizer(record.model_path).pad_token_id
     placement = {"device_map": {"": device}} if device.split(":")[0] == "cuda" else {}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(record.model_path), num_labels=1, pad_token_id=pad_id, dtype=dtype, local_files_only=True,
-        trust_remote_code=trust_remote_code, use_safetensors=True, **placement)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists score.weight as missing: new by design
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(record.model_path), num_labels=1, pad_token_id=pad_id, dtype=dtype, local_files_only=True,
+            trust_remote_code=trust_remote_code, use_safetensors=True, **placement)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = pad_id
     return model
 
