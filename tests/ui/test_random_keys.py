@@ -129,6 +129,7 @@ def fakes(monkeypatch, tmp_path):
 
     monkeypatch.setattr(runs_pane, "resume_run", resume_run)
     monkeypatch.setattr(runs_pane, "export_merged_cli", lambda home, name, out: "")
+    monkeypatch.setattr(runs_pane, "export_cli", lambda *args, **kwargs: "")  # GGUF and Ollama go through it
 
 
 @pytest.fixture
