@@ -21,7 +21,7 @@ def run(args) -> int:
     import orjson
 
     from tui_ft.cli import UserError
-    from tui_ft.engine.runs import RunError, run_dir_for
+    from tui_ft.engine.runs import RunError, read_run_config, run_dir_for
     from tui_ft.safe_text import clean
 
     if not args.prompt.strip() or not all(reply.strip() for reply in args.replies):
@@ -30,6 +30,10 @@ def run(args) -> int:
         run_dir = run_dir_for(args.home, args.run)
     except RunError as error:
         raise UserError(str(error)) from None
+    method = read_run_config(run_dir).get("method")
+    if method != "reward":  # said before torch and the weights load (seconds)
+        raise UserError(f"{args.run}: not a reward model (its method is {clean(str(method))}); "
+                        "train one with --method reward")
     from transformers.utils import logging as hf_logging
 
     from tui_ft.engine.training.reward import load_reward_model, score_replies
