@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -95,20 +93,21 @@ def test_problems_are_one_line_each(hub, cache, monkeypatch):
     assert "HF_HUB_OFFLINE is set" in problem("hf:acme/instr")  # never fetched: nothing downloaded offline
 
 
-def test_train_with_a_hub_dataset_records_its_file(hub, cache, workspace, tiny_model_dir):
+def test_train_with_a_hub_dataset_records_its_file(hub, cache, workspace, tiny_model_dir, capsys, monkeypatch):
+    from tui_ft.cli import main
+
+    monkeypatch.chdir(workspace)
     hub.add_repo("acme/instr", {"data/train-00000-of-00001.parquet": parquet(ROWS)}, dataset=True)
-    made = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "train", "--model",
-                           str(tiny_model_dir), "--dataset", "hf:acme/instr", "--method", "lora", "--name", "hubdata",
-                           "--create-only"], capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=workspace)
-    assert made.returncode == 0, made.stderr
+    # In this process (a child would import torch and transformers again: seconds each).
+    assert main(["--home", str(workspace), "train", "--model", str(tiny_model_dir), "--dataset", "hf:acme/instr",
+                 "--method", "lora", "--name", "hubdata", "--create-only"]) == 0, capsys.readouterr().err
     config = json.loads((workspace / "checkpoints" / "hubdata" / "run.json").read_text())
     assert config["dataset"].endswith("train-00000-of-00001.parquet") and str(cache) in config["dataset"]
     commit = hub.datasets["acme/instr"]["refs"]["main"]
     assert config["dataset_source"] == f"hf:acme/instr@{commit}:train"  # pinned: the branch may move on
-    recipe = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "runs", "show", "hubdata",
-                             "--recipe"], capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=workspace)
-    assert f"dataset: hf:acme/instr@{commit}:train\n" in recipe.stdout
-    bad = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "train", "--model",
-                          str(tiny_model_dir), "--dataset", "hf:acme/instr:dev", "--method", "lora"],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=workspace)
-    assert bad.returncode == 1 and bad.stderr.strip() == "tui-ft: hf:acme/instr:dev: no split 'dev'; it has train"
+    capsys.readouterr()
+    assert main(["--home", str(workspace), "runs", "show", "hubdata", "--recipe"]) == 0
+    assert f"dataset: hf:acme/instr@{commit}:train\n" in capsys.readouterr().out
+    assert main(["--home", str(workspace), "train", "--model", str(tiny_model_dir), "--dataset", "hf:acme/instr:dev",
+                 "--method", "lora"]) == 1
+    assert capsys.readouterr().err.strip() == "tui-ft: hf:acme/instr:dev: no split 'dev'; it has train"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tui_ft.cli import main
 from tui_ft.engine.models import ModelError, list_models, resolve_model
 from tui_ft.engine.runs import create_run, read_metrics, read_status
 from tui_ft.engine.runs.config import TrainConfig
@@ -37,7 +38,8 @@ def test_bradley_terry_loss_is_the_log_sigmoid_of_the_margin():
     assert bradley_terry_loss(chosen, rejected)[1].item() == pytest.approx(0.6931, abs=1e-4)  # no preference: ln 2
 
 
-def test_a_reward_model_learns_the_pairs_and_loads_anywhere_with_the_same_scores(workspace, tiny_model_dir, tmp_path):
+def test_a_reward_model_learns_the_pairs_and_loads_anywhere_with_the_same_scores(workspace, tiny_model_dir, tmp_path,
+                                                                                 capsys):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -90,11 +92,11 @@ def test_a_reward_model_learns_the_pairs_and_loads_anywhere_with_the_same_scores
         resolve_model("rm", workspace)
     assert "rm" not in [m["ref"] for m in list_models(workspace)]
 
-    scored = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "score", "rm", "--prompt",
-                             "Tell me about rain.", "--reply", replies[0], "--reply", replies[1], "--json"],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert scored.returncode == 0, scored.stderr
-    assert [row["reward"] for row in json.loads(scored.stdout)] == pytest.approx(ours, abs=1e-4)
+    capsys.readouterr()
+    # In this process: torch and the weights are loaded already (a child would load them again).
+    assert main(["--home", str(workspace), "score", "rm", "--prompt", "Tell me about rain.", "--reply", replies[0],
+                 "--reply", replies[1], "--json"]) == 0
+    assert [row["reward"] for row in json.loads(capsys.readouterr().out)] == pytest.approx(ours, abs=1e-4)
 
 
 def test_score_refuses_what_is_not_a_reward_model(workspace):
