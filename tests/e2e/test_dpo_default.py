@@ -45,8 +45,8 @@ def held_out_margins(chat, pairs) -> tuple[list[float], list[float]]:
 
 def test_dpo_on_the_shipped_pairs_raises_the_held_out_margin_and_changes_the_chat(workspace, default_model_path):
     command = [str(TUI_FT), "--home", str(workspace), "train", "--model", "default", "--method", "dpo",
-               "--dataset", str(PAIRS.resolve()), "--max-steps", "8", "--batch-size", "4", "--lr", "8e-4",
-               "--set", "eval_split=0.2", "--set", "eval_every=8", "--name", "dpo"]
+               "--dataset", str(PAIRS.resolve()), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3",
+               "--set", "eval_split=0.2", "--set", "eval_every=6", "--name", "dpo"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=dict(os.environ, COLUMNS="100"))
     assert done.returncode == 0, done.stderr
     run_dir = workspace / "checkpoints" / "dpo"
@@ -54,12 +54,12 @@ def test_dpo_on_the_shipped_pairs_raises_the_held_out_margin_and_changes_the_cha
 
     records = read_metrics(run_dir)
     train = [r for r in records if r["kind"] == "train"]
-    assert len(train) == 8
+    assert len(train) == 6
     assert all({"rewards_chosen", "rewards_rejected", "rewards_margin", "rewards_accuracy"} <= r.keys() for r in train)
     assert train[0]["loss"] == pytest.approx(0.6931, abs=0.01)  # policy == reference at the first step
-    assert sum(r["loss"] for r in train[-4:]) / 4 < 0.5  # measured: 0.18 (steps 5-8 at lr 8e-4)
+    assert sum(r["loss"] for r in train[-4:]) / 4 < 0.5  # measured: 0.30 (steps 3-6 at lr 1e-3)
     final_eval = [r for r in records if r["kind"] == "eval"][-1]
-    assert final_eval["rewards_accuracy"] >= 0.8 and final_eval["rewards_margin"] > 0.3  # measured: 1.0, 2.05
+    assert final_eval["rewards_accuracy"] >= 0.8 and final_eval["rewards_margin"] > 0.3  # measured: 1.0, 1.88
 
     # The same held-out pairs the run set aside (its seed and split), scored independently.
     pairs = list(load_dataset(PAIRS).records)
@@ -71,7 +71,7 @@ def test_dpo_on_the_shipped_pairs_raises_the_held_out_margin_and_changes_the_cha
     assert chat.has_adapter
     before, after = held_out_margins(chat, [pairs[i] for i in held])
     gains = [a - b for a, b in zip(after, before, strict=False)]
-    assert sum(gains) / len(gains) > 2.0, gains  # nats: the tuned model prefers the chosen replies more
+    assert sum(gains) / len(gains) > 2.0, gains  # nats: the tuned model prefers the chosen replies more (measured 18.8)
     assert sum(g > 0 for g in gains) >= 8, gains
     assert sum(m > 0 for m in after) >= sum(m > 0 for m in before)
 
