@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from tui_ft.engine.data import PreferencePair, preference_examples
 from tui_ft.engine.data.templates import IGNORE_INDEX, tokenize_example
-from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, to_device, trained_token_count
-from tui_ft.engine.training.objective import StepOutput, selected_logits
+from tui_ft.engine.training.batching import collate_tokenized, to_device, trained_token_count
+from tui_ft.engine.training.objective import PairBatches, StepOutput, selected_logits
 
 REFERENCE_FILE = "reference_logps.safetensors"
 
@@ -58,7 +58,7 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-class DPOObjective:
+class DPOObjective(PairBatches):
     """The DPO objective over preference pairs (an :class:`~tui_ft.engine.training.objective.Objective`).
 
     A step's loss is the mean over every pair in the step (all micro-batches together).
@@ -79,16 +79,6 @@ class DPOObjective:
         self.beta = beta
         self.pad_id = tokenizer.pad_token_id
         self.reference = None  # (pairs, 2) tensor: reference log-prob of chosen, rejected
-
-    def lengths(self) -> list[int]:
-        return [max(len(c.input_ids), len(r.input_ids)) for c, r in self.items]
-
-    def weight(self, indices: list[int]) -> int:
-        """What a step's loss is normalised by: pairs."""
-        return len(indices)
-
-    def eval_batches(self, batch_size: int) -> list[list[int]]:
-        return sorted_batches(self.lengths(), batch_size)
 
     def collate(self, indices: list[int], device) -> dict:
         """Chosen rows first, then rejected rows, padded together; plus the cached reference values."""

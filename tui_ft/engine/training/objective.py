@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from tui_ft.engine.training.batching import sorted_batches
+
 # Architectures whose logits are exactly lm_head(last hidden state): for them the output head
 # runs only on the positions that carry loss (models with logit scaling or soft-capping do not).
 PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2"}
@@ -69,6 +71,23 @@ class Objective(Protocol):
 
     def summarize(self, stats: list[dict]) -> dict:
         """A step's metrics from its micro-batches' statistics."""
+
+
+class PairBatches:
+    """What DPO and the reward model share: items are ``(chosen, rejected)`` tokenized pairs,
+    batched by the longer of the two, and a step's loss is a mean over pairs."""
+
+    items: list
+
+    def lengths(self) -> list[int]:
+        return [max(len(c.input_ids), len(r.input_ids)) for c, r in self.items]
+
+    def weight(self, indices: list[int]) -> int:
+        """What a step's loss is normalised by: pairs."""
+        return len(indices)
+
+    def eval_batches(self, batch_size: int) -> list[list[int]]:
+        return sorted_batches(self.lengths(), batch_size)
 
 
 def selected_logits(model, input_ids, attention_mask, mask, position_ids=None, index=None):

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from tui_ft.engine.data import PreferencePair, preference_examples
 from tui_ft.engine.data.templates import tokenize_example
-from tui_ft.engine.training.batching import collate_tokenized, sorted_batches, to_device
-from tui_ft.engine.training.objective import StepOutput
+from tui_ft.engine.training.batching import collate_tokenized, to_device
+from tui_ft.engine.training.objective import PairBatches, StepOutput
 
 HEAD = "score"  # transformers' name for the sequence-classification head of decoder models
 
@@ -39,7 +39,7 @@ def rewards(model, input_ids, attention_mask):
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
 
 
-class RewardObjective:
+class RewardObjective(PairBatches):
     """The reward model's objective over preference pairs (an :class:`~tui_ft.engine.training.objective.Objective`).
 
     A step's loss is the mean over every pair in the step (all micro-batches together).
@@ -58,16 +58,6 @@ class RewardObjective:
             self.truncated += chosen.truncated or rejected.truncated
             self.items.append((chosen, rejected))
         self.pad_id = tokenizer.pad_token_id
-
-    def lengths(self) -> list[int]:
-        return [max(len(c.input_ids), len(r.input_ids)) for c, r in self.items]
-
-    def weight(self, indices: list[int]) -> int:
-        """What a step's loss is normalised by: pairs."""
-        return len(indices)
-
-    def eval_batches(self, batch_size: int) -> list[list[int]]:
-        return sorted_batches(self.lengths(), batch_size)
 
     def prepare(self, model, run_dir: Path, device, autocast, eval_data=None, group=None) -> None:
         """Nothing to compute before training (DPO's reference pass has no counterpart here)."""
