@@ -184,8 +184,8 @@ def read_run_json(run_dir: Path) -> dict:
 
 
 def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: Progress | None,
-                 runs: tuple[Path, ...] = (), offline: bool = False) -> ModelRef:
-    config = read_run_json(run_dir)
+                 runs: tuple[Path, ...] = (), offline: bool = False, config: dict | None = None) -> ModelRef:
+    config = read_run_json(run_dir) if config is None else config
     if config.get("method") == REWARD_METHOD:
         raise ModelError(f"{ref}: a reward model: it scores replies (tui-ft score {ref} --prompt P --reply R), "
                          "it does not chat or answer")
@@ -211,13 +211,6 @@ def _resolve_run(ref: str, run_dir: Path, home: Path, convert: bool, progress: P
     raise ModelError(f"{ref}: the run has no final weights yet (no adapter/ or model/); wait for it to finish")
 
 
-def _is_reward_run(run_dir: Path) -> bool:
-    try:
-        return read_run_json(run_dir).get("method") == REWARD_METHOD
-    except ModelError:
-        return False  # listed, then reported by the resolver with the reason
-
-
 def pinned_model(model, revision) -> str:
     """A run's Hub model at the commit the run recorded (``org/name@commit``): its branch may have moved since."""
     hub = parse_hub_id(model) if isinstance(model, str) and isinstance(revision, str) and revision else None
@@ -237,10 +230,12 @@ def list_models(home: Path | None = None) -> list[dict]:
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
         if not (run_dir / RUN_FILE).is_file() or not has_final_weights(run_dir):
             continue  # not a run, or still training: nothing to pick yet
-        if _is_reward_run(run_dir):
-            continue  # it scores replies: not a model to chat with or to benchmark
         try:
-            resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None, offline=True)
+            config = read_run_json(run_dir)
+            if config.get("method") == REWARD_METHOD:
+                continue  # it scores replies: not a model to chat with or to benchmark
+            resolved = _resolve_run(run_dir.name, run_dir, home, convert=False, progress=None, offline=True,
+                                    config=config)
         except (ModelError, OSError, ValueError, TypeError, KeyError, RecursionError) as error:
             warn_skipped(run_dir / RUN_FILE, str(error))
             continue

@@ -120,12 +120,13 @@ def create_run(config: TrainConfig, home: Path, check_plan: bool = True) -> Path
     resolved = resolve_model(config.model, home, weights=False)
     tokenizer = load_tokenizer(resolved.path)
     template = config.template or default_template(tokenizer)
-    if check_plan:  # config.json and the longest example are enough: refused before any weights download
-        longest = longest_example_tokens(find_dataset(config.dataset, home), tokenizer, template)
-        check_memory(config, resolved.path, longest)
-    name = config.name or _unique_name(home, config)
+    # Found once (a Hub dataset asks the Hub each time it is looked for).
     dataset, dataset_source = _dataset_file(config.dataset, home)
     eval_dataset, eval_source = _dataset_file(config.eval_dataset, home) if config.eval_dataset else (None, None)
+    if check_plan:  # config.json and the longest example are enough: refused before any weights download
+        longest = longest_example_tokens(Path(dataset), tokenizer, template)
+        check_memory(config, resolved.path, longest)
+    name = config.name or _unique_name(home, config)
     record = RunRecord(
         config=dataclasses.replace(config, name=name, template=template, dataset=dataset, eval_dataset=eval_dataset),
         name=name,

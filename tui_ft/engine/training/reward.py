@@ -113,7 +113,7 @@ def load_reward_model(run_dir: Path, device: str = "cpu", trust_remote_code: boo
     """
     from peft import PeftModel
 
-    from tui_ft.engine.models import ModelError, check_adapter
+    from tui_ft.engine.models import ModelError, check_adapter, load_tokenizer
     from tui_ft.engine.runs.record import RunRecord
     from tui_ft.engine.training.methods import load_reward_base
 
@@ -126,6 +126,4 @@ def load_reward_model(run_dir: Path, device: str = "cpu", trust_remote_code: boo
         raise ModelError(f"{Path(run_dir).name}: no final weights yet (no adapter/): wait for it to finish")
     model = load_reward_base(record, trust_remote_code, torch.float32, device)
     model = PeftModel.from_pretrained(model, check_adapter(adapter)).to(device).eval()
-    from tui_ft.engine.models import load_tokenizer
-
     return model, load_tokenizer(record.model_path), record.template or "chat"
