@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     from tui_ft.commands.download_bar import download_display
     from tui_ft.engine.data.readers import DatasetError
     from tui_ft.engine.models import ModelError, showing_downloads
-    from tui_ft.engine.runs.recipe import RecipeError
     from tui_ft.safe_text import clean
 
     args = build_parser().parse_args(argv)
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with showing_downloads(download_display()):  # a Hub model any command fetches: a bar on stderr
             return args.handler(args) or 0
-    except (DatasetError, RecipeError) as error:
+    except DatasetError as error:  # a recipe's problems too (RecipeError)
         for problem in error.problems:  # file names and contents: someone else's text (tui_ft/safe_text.py)
             print(f"tui-ft: {clean(problem)}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import dataclasses
 import difflib
 from pathlib import Path
 
-from tui_ft.engine.data.readers import Problem
+from tui_ft.engine.data.readers import DatasetError, Problem
 from tui_ft.engine.files import read_regular
 from tui_ft.engine.runs.config import ConfigError, TrainConfig
 
@@ -44,12 +44,12 @@ OTHER_NAMES = {
 }
 
 
-class RecipeError(Exception):
-    """A recipe that cannot be used: every problem, each ``path:line: message``."""
+class RecipeError(DatasetError):
+    """A recipe that cannot be used: every problem, each ``path:line: message``.
 
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+    A :class:`DatasetError` (a file's problems, each at its line): the CLI prints both the same
+    way without importing this module, and the runs package with it, on every command.
+    """
 
 
 @dataclasses.dataclass
