@@ -119,13 +119,22 @@ def tokenizer(default_model_path):
 
 @pytest.fixture
 def reap():
-    """Kill the workers a test started (give their pids to it) if the test fails before they end."""
+    """Kill the workers a test started (give their pids to it) if the test fails before they end.
+
+    Only a process that is still the one given (the same start time): a worker that ended has
+    its pid reused, and under xdist that can be the other worker's process (an evaluation job
+    died with no traceback that way, SIGKILLed by this fixture of another test).
+    """
     import os
     import signal
 
-    pids = []
-    yield pids.append
-    for pid in pids:
+    from tui_ft.engine.processes import start_time
+
+    started = []
+    yield lambda pid: started.append((pid, start_time(pid)))
+    for pid, when in started:
+        if when is None or start_time(pid) != when:
+            continue  # gone, or another process by now
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
