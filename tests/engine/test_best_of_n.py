@@ -135,3 +135,51 @@ def test_reward_runs_listed_are_the_finished_reward_models(reward_home, tmp_path
     (chat_run / "adapter" / "adapter_config.json").write_text("{}")
     assert list_reward_runs(home) == ["rm"]
     assert list_reward_runs(tmp_path / "empty") == []
+
+
+@pytest.mark.parametrize(("flags", "line"), [
+    (["--best-of", "3", "--temperature", "1"], "--best-of 3 needs a reward model to pick the best: --reward REWARD_RUN"),
+    (["--reward", "rm", "--best-of", "3"],
+     "best of 3 needs sampling: set a temperature above 0 (greedy decoding writes the same reply every time)"),
+    (["--reward", "rm", "--best-of", "17", "--temperature", "1"], "best of n must be a whole number from 1 to 16, got 17"),
+    (["--reward", "nope"], "nope: no run of that name (a reward model is a run trained with --method reward)"),
+    (["--reward", "chatty"], "chatty: not a reward model (its method is lora); train one with --method reward"),
+    (["--reward", ""], "--reward is empty: give a run trained with --method reward"),
+])
+def test_chat_cli_refuses_bad_reward_flags_in_one_line(tmp_path, flags, line):
+    import subprocess
+    import sys
+
+    run = tmp_path / "checkpoints" / "chatty"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"name": "chatty", "method": "lora", "model": "default",
+                                              "model_path": "/models/x", "template": "chat"}))
+    done = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "chat", "default", "--prompt", "hi",
+                           *flags], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"tui-ft: {line}\n")
+
+
+def test_chat_cli_prints_the_reward_and_the_best_of_n(reward_home, capsys):
+    from tui_ft.cli import main
+    from tui_ft.engine.evaluation.reward_judge import RewardJudge
+    from tui_ft.engine.generation.chat_model import load_chat_model
+
+    model_path = json.loads((reward_home / "checkpoints" / "rm" / "run.json").read_text())["model_path"]
+    common = ["--home", str(reward_home), "chat", model_path, "--prompt", "Tell me about rain.", "--reward", "rm",
+              "--max-new-tokens", "6", "--temperature", "1", "--seed", "0", "--dtype", "float32"]
+    capsys.readouterr()
+    assert main(common + ["--best-of", "3"]) == 0
+    out, err = capsys.readouterr()
+    # The same samples and rewards as the engine gives for those settings (seeded).
+    chat = load_chat_model(model_path, reward_home, dtype="float32")
+    expected = sample_best_of(chat, RewardJudge("rm", reward_home), [{"role": "user", "content": "Tell me about rain."}],
+                              GenerationSettings(max_new_tokens=6, temperature=1.0, seed=0), 3)
+    rewards = [f"{c.reward:+.3f}" for c in expected.candidates]
+    assert out == expected.best.text + "\n"
+    assert err.splitlines()[-1] == f"reward {rewards[0]} (rm, best of 3); the others: {rewards[1]}, {rewards[2]}"
+
+    assert main(common) == 0  # one reply: streamed as always, its reward on stderr
+    out, err = capsys.readouterr()
+    judged = score_replies_to(RewardJudge("rm", reward_home), [{"role": "user", "content": "Tell me about rain."}],
+                              [out.removesuffix("\n")])
+    assert err.splitlines()[-1] == f"reward {judged[0]:+.3f} (rm)"

@@ -1,4 +1,9 @@
-"""``tui-ft chat REF``: talk to a model or a run, as a REPL or one reply to ``--prompt``."""
+"""``tui-ft chat REF``: talk to a model or a run, as a REPL or one reply to ``--prompt``.
+
+With ``--reward REWARD_RUN`` a reward model scores every reply (stderr, like ``--stats``: stdout
+keeps the reply alone); with ``--best-of N`` too, N replies are sampled and the best one is
+printed, the others' rewards on stderr.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,10 @@ def add_parser(commands) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
     parser.add_argument("--base", action="store_true", help="a run with an adapter answers with the adapter off")
     parser.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
+    parser.add_argument("--reward", metavar="REWARD_RUN",
+                        help="a finished --method reward run: print each reply's reward on stderr")
+    parser.add_argument("--best-of", type=int, default=1, metavar="N",
+                        help="with --reward: sample N replies (needs --temperature above 0) and print the best")
     parser.set_defaults(handler=run)
 
 
@@ -53,8 +62,10 @@ def _settings(args):
     return settings
 
 
-def _say(chat, messages, settings, args) -> str:
+def _say(chat, messages, settings, args, judge=None) -> str:
     """Stream one reply to stdout; Ctrl+C stops the reply (not the program) in the REPL."""
+    if judge is not None and args.best_of > 1:
+        return _say_best_of(chat, messages, settings, args, judge)
     pieces: list[str] = []
     try:
         for piece in chat.stream(messages, settings, use_adapter=not args.base, template=args.template):
@@ -70,13 +81,62 @@ def _say(chat, messages, settings, args) -> str:
     if chat.last_notice:
         print(f"tui-ft: {chat.last_notice}", file=sys.stderr)
     if args.stats and chat.last_stats is not None:
-        s = chat.last_stats
-        print(
-            f"{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s, first token {s.time_to_first_token:.3f} s "
-            f"(prompt {s.prompt_tokens} tokens, stopped by {s.stopped_by})",
-            file=sys.stderr,
-        )
-    return "".join(pieces)
+        _print_stats(chat.last_stats)
+    reply = "".join(pieces)
+    if judge is not None:
+        from tui_ft.engine.generation.best_of_n import format_reward, score_replies_to
+
+        print(f"reward {format_reward(score_replies_to(judge, messages, [reply])[0])} ({judge.name})", file=sys.stderr)
+    return reply
+
+
+def _print_stats(s) -> None:
+    print(
+        f"{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s, first token {s.time_to_first_token:.3f} s "
+        f"(prompt {s.prompt_tokens} tokens, stopped by {s.stopped_by})",
+        file=sys.stderr,
+    )
+
+
+def _say_best_of(chat, messages, settings, args, judge) -> str:
+    """Sample ``--best-of`` replies, print the best on stdout and every reward on stderr.
+
+    Ctrl+C in the REPL drops this answer (the conversation goes on without it), as it stops a
+    streamed reply.
+    """
+    from tui_ft.engine.generation.best_of_n import format_reward, sample_best_of
+
+    progress = sys.stderr.isatty()
+    shown = []  # the samples whose progress line was written
+
+    def sampled(sample: int, _piece: str) -> None:
+        if progress and sample not in shown:
+            shown.append(sample)
+            sys.stderr.write(f"\rsampling {sample + 1}/{args.best_of}…")
+            sys.stderr.flush()
+
+    try:
+        result = sample_best_of(chat, judge, messages, settings, args.best_of, use_adapter=not args.base,
+                                on_piece=sampled, template=args.template)
+    except KeyboardInterrupt:
+        if args.prompt is not None:
+            raise
+        result = None
+    if progress:
+        sys.stderr.write("\r\033[K")
+    if result is None or result.best is None:
+        print("[stopped]")
+        return ""
+    best = result.best
+    print(best.text)
+    if best.notice:
+        print(f"tui-ft: {best.notice}", file=sys.stderr)
+    if args.stats and best.stats is not None:
+        _print_stats(best.stats)
+    others = ", ".join(format_reward(c.reward) for c in result.candidates[1:])
+    print(f"reward {format_reward(best.reward)} ({judge.name}, best of {result.requested})"
+          + (f"; the others: {others}" if others else ""), file=sys.stderr)
+    return best.text
 
 
 def _typed_lines():
@@ -110,6 +170,7 @@ def _chat(args) -> int:
     settings = _settings(args)  # bad values fail before the slow imports
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
+    judge = _reward_judge(args, settings)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     import torch
@@ -123,12 +184,13 @@ def _chat(args) -> int:
     chat = load_chat_model(args.ref, args.home, args.dtype, fits=check_loading)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
-        _say(chat, history + [{"role": "user", "content": args.prompt}], settings, args)
+        _say(chat, history + [{"role": "user", "content": args.prompt}], settings, args, judge)
         return 0
     interactive = sys.stdin.isatty()
     if interactive:
         dtype = str(next(chat.model.parameters()).dtype).replace("torch.", "")
-        print(f"{args.ref} ({chat.template} template, {dtype}): {HELP_LINE}", file=sys.stderr)
+        judged = f", rewards by {judge.name}" + (f", best of {args.best_of}" if args.best_of > 1 else "") if judge else ""
+        print(f"{args.ref} ({chat.template} template, {dtype}{judged}): {HELP_LINE}", file=sys.stderr)
     messages = list(history)
     for line in _typed_lines() if interactive else sys.stdin:
         text = line.strip()
@@ -141,5 +203,24 @@ def _chat(args) -> int:
         if not text:
             continue
         messages.append({"role": "user", "content": text})
-        messages.append({"role": "assistant", "content": _say(chat, messages, settings, args)})
+        messages.append({"role": "assistant", "content": _say(chat, messages, settings, args, judge)})
     return 0
+
+
+def _reward_judge(args, settings):
+    """The reward model of ``--reward`` (checked, not loaded yet), or None; bad flags fail here, before any weights load."""
+    from tui_ft.cli import UserError
+    from tui_ft.engine.generation.best_of_n import best_of_problems
+
+    problems = best_of_problems(args.best_of, settings)
+    if problems:
+        raise UserError(problems[0])
+    if args.reward is None:
+        if args.best_of > 1:
+            raise UserError(f"--best-of {args.best_of} needs a reward model to pick the best: --reward REWARD_RUN")
+        return None
+    if not args.reward.strip():
+        raise UserError("--reward is empty: give a run trained with --method reward")
+    from tui_ft.engine.evaluation.reward_judge import RewardJudge
+
+    return RewardJudge(args.reward, args.home)  # a ModelError (one line) for no such run, not a reward model, no weights
