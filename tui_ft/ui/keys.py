@@ -62,8 +62,10 @@ DATASET_BINDINGS = [
 ]
 
 # -- Chat pane -------------------------------------------------------------------------------
-# ctrl keys, because the prompt input has focus; ctrl+e is a priority binding since the input
-# would otherwise take it (end of line, which the End key still does).
+# ctrl keys, because the prompt input has focus; ctrl+e and ctrl+w are priority bindings since
+# the input would otherwise take them (end of line, which the End key still does; delete a word,
+# which ctrl+backspace still does). The reward keys are left out of the footer (its room is
+# taken at 80 columns): the help screen and the palette list them.
 CHAT_BINDINGS = [
     Binding(
         "escape", "stop", "Stop", id="chat.stop", tooltip="Stop the reply being generated; when idle, leave the prompt so 1-5 switch panes"
@@ -71,9 +73,15 @@ CHAT_BINDINGS = [
     Binding("ctrl+b", "toggle_compare", "Compare", id="chat.compare", tooltip="Answer with the base model and the tuned run side by side"),
     Binding("ctrl+r", "rate", "Rate", id="chat.rate", tooltip="Rate the last reply: helpfulness, accuracy, clarity (1–5)"),
     Binding("ctrl+n", "new_conversation", "New", id="chat.new", tooltip="Start a new conversation"),
-    Binding("ctrl+s", "settings", "Settings", id="chat.settings", tooltip="Sampling settings and the system prompt"),
+    Binding("ctrl+s", "settings", "Settings", id="chat.settings", tooltip="Sampling settings, the system prompt, best-of-n and the reward model"),
     Binding("ctrl+e", "export", "Export", id="chat.export", priority=True, tooltip="Export the transcript to Markdown"),
     Binding("ctrl+l", "pick_model", "Model", id="chat.model", tooltip="Pick a model or run"),
+    Binding("ctrl+w", "pick_reward", "Reward model", id="chat.reward", priority=True, show=False,
+            tooltip="Pick a reward model (a --method reward run): every reply shows its reward; best-of-n "
+                    "(n in ctrl+s) shows its favourite of n sampled replies"),
+    Binding("ctrl+o", "next_candidate", "Next candidate", id="chat.candidate", show=False,
+            tooltip="Best-of-n: show the next of the last prompt's sampled replies and its reward "
+                    "(ratings and the conversation go on from the one shown)"),
 ]
 
 # The rating bar is a modal screen: its digits never reach the prompt input or the pane keys.

@@ -120,7 +120,8 @@ def sample_best_of(chat, judge, messages: list[dict], settings: GenerationSettin
         should_stop: Checked between tokens; True ends the sampling. The replies finished by
             then are kept; the one cut short is kept only when no reply was finished.
         use_adapter: False answers with a run's base model.
-        on_piece: Called with ``(sample, piece)`` for each piece of text as it comes.
+        on_piece: Called with ``(sample, piece)`` for each piece of text as it comes, and with
+            an empty piece as each sample begins (progress shows before its first token).
         template: Overrides the chat model's template.
 
     Raises:
@@ -138,6 +139,8 @@ def sample_best_of(chat, judge, messages: list[dict], settings: GenerationSettin
             stopped = True
             break
         pieces = []
+        if on_piece is not None:
+            on_piece(sample, "")
         for piece in chat.stream(messages, sample_settings(settings, sample), should_stop=should_stop,
                                  use_adapter=use_adapter, **extra):
             pieces.append(piece)
@@ -160,11 +163,21 @@ def sample_best_of(chat, judge, messages: list[dict], settings: GenerationSettin
 
 def list_reward_runs(home: Path) -> list[str]:
     """The names of the runs in ``home`` that are finished reward models (final weights saved), by name."""
-    from tui_ft.engine.models.references import REWARD_METHOD
-    from tui_ft.engine.runs import list_runs
+    from tui_ft.engine.models import ModelError
+    from tui_ft.engine.models.references import REWARD_METHOD, read_run_json
+    from tui_ft.engine.workspace import CHECKPOINTS
 
-    return sorted(info.name for info in list_runs(home)
-                  if info.method == REWARD_METHOD and (info.path / "adapter" / "adapter_config.json").is_file())
+    root = Path(home) / CHECKPOINTS
+    names = []
+    for run_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (run_dir / "adapter" / "adapter_config.json").is_file():  # cheap, and most runs stop here
+            continue
+        try:
+            if read_run_json(run_dir).get("method") == REWARD_METHOD:
+                names.append(run_dir.name)
+        except ModelError:  # an unreadable run.json: not offered (the Runs pane says what is wrong with it)
+            continue
+    return names
 
 
 def format_reward(reward: float) -> str:

@@ -8,7 +8,7 @@ one shows each token without waiting for the next.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.text import Text
@@ -25,7 +25,7 @@ from tui_ft.engine.generation.sampling import GenerationSettings
 from tui_ft.engine.workspace import find_run_dir
 from tui_ft.safe_text import clean, plain
 from tui_ft.ui import keys
-from tui_ft.ui.screens.pane import Pane
+from tui_ft.ui.screens.chat_reward import RewardJudgingPane
 from tui_ft.ui.widgets.chat_conversation import BASE, SINGLE, TUNED, Conversation, Exchange, Reply
 from tui_ft.ui.widgets.chat_dialogs import ChatSettings, ExportScreen, SettingsScreen
 from tui_ft.ui.widgets.chat_prompt import PromptInput
@@ -37,8 +37,8 @@ from tui_ft.ui.widgets.pane_tabs import PaneTabs
 REPAINT_EVERY_S = 0.05  # at most ~20 repaints a second, however fast the model is
 
 
-class ChatScreen(Pane):
-    """Chat with a model or a run."""
+class ChatScreen(RewardJudgingPane):
+    """Chat with a model or a run; a reward model, when picked, judges the replies (:mod:`.chat_reward`)."""
 
     BINDINGS = keys.CHAT_BINDINGS
     AUTO_FOCUS = "#prompt"
@@ -58,11 +58,11 @@ class ChatScreen(Pane):
     """The model or run the next prompt goes to."""
 
     class ModelsListed(Message):
-        """The models and runs to pick from were listed."""
+        """The models and runs to pick from were listed, and the finished reward models."""
 
-        def __init__(self, models: list[dict]):
+        def __init__(self, models: list[dict], reward_runs: list[str]):
             super().__init__()
-            self.models = models
+            self.models, self.reward_runs = models, reward_runs
 
     class ModelLoaded(Message):
         """A model (and, for compare mode, its base) finished loading, or failed to."""
@@ -72,18 +72,19 @@ class ChatScreen(Pane):
             self.ref, self.chat, self.base_chat, self.base_ref, self.error = ref, chat, base_chat, base_ref, error
 
     class ReplyStreamed(Message):
-        """More text of a reply arrived."""
+        """More text of a reply arrived (of best-of-n's sample ``sample``; -1 when not sampling several)."""
 
-        def __init__(self, reply: Reply, text: str):
+        def __init__(self, reply: Reply, text: str, sample: int = -1):
             super().__init__()
-            self.reply, self.text = reply, text
+            self.reply, self.text, self.sample = reply, text, sample
 
     class ReplyEnded(Message):
-        """A reply ended: finished, stopped by the user, or failed."""
+        """A reply ended: finished, stopped by the user, or failed; best-of-n's ``result`` judged by ``judge``."""
 
-        def __init__(self, reply: Reply, stats=None, notice: str = "", error: str = ""):
+        def __init__(self, reply: Reply, stats=None, notice: str = "", error: str = "", result=None, judge=None):
             super().__init__()
             self.reply, self.stats, self.notice, self.error = reply, stats, notice, error
+            self.result, self.judge = result, judge
 
     def __init__(self):
         super().__init__()
@@ -119,9 +120,10 @@ class ChatScreen(Pane):
 
     @work(thread=True, group="chat-models", exclusive=True, exit_on_error=False, description="Listing models")
     def list_models(self) -> None:
+        from tui_ft.engine.generation.best_of_n import list_reward_runs
         from tui_ft.engine.models import list_models
 
-        self.post_message(self.ModelsListed(list_models(self.app.home)))
+        self.post_message(self.ModelsListed(list_models(self.app.home), list_reward_runs(self.app.home)))
 
     @work(thread=True, group="chat-load", exclusive=True, exit_on_error=False, description="Loading the model")
     def load_models(self, ref: str, with_base: bool) -> None:
@@ -148,7 +150,10 @@ class ChatScreen(Pane):
             self.post_message(self.ModelLoaded(ref, error=line if isinstance(error, ModelError) else f"could not load {ref}: {line}"))
 
     @work(thread=True, group="chat-reply", exclusive=True, exit_on_error=False, description="Generating a reply")
-    def stream_replies(self, jobs: list[tuple[Reply, object, list[dict]]], settings: GenerationSettings) -> None:
+    def stream_replies(self, jobs: list[tuple[Reply, object, list[dict]]], settings: GenerationSettings,
+                       judge=None) -> None:
+        from tui_ft.engine.generation.best_of_n import sample_best_of
+
         worker = get_current_worker()
         for reply, chat, messages in jobs:
             if worker.is_cancelled:  # stopped during the first column: the second is not started
@@ -157,6 +162,13 @@ class ChatScreen(Pane):
             # The engine runs one reply at a time per model, so a stopped reply that is still
             # finishing its last token makes this one wait instead of racing it.
             try:
+                if reply.best_of > 1:  # n samples, judged here: the worker's thread, not the UI's
+                    result = sample_best_of(chat, judge, messages, settings, reply.best_of,
+                                            should_stop=lambda: worker.is_cancelled, use_adapter=reply.use_adapter,
+                                            on_piece=lambda sample, piece, reply=reply: self.post_message(
+                                                self.ReplyStreamed(reply, piece, sample)))
+                    self.post_message(self.ReplyEnded(reply, result=result, judge=judge))
+                    continue
                 for piece in chat.stream(messages, settings, should_stop=lambda: worker.is_cancelled,
                                          use_adapter=reply.use_adapter):
                     self.post_message(self.ReplyStreamed(reply, piece))
@@ -169,7 +181,7 @@ class ChatScreen(Pane):
 
     @on(ModelsListed)
     def show_models(self, message: ModelsListed) -> None:
-        self.models = message.models
+        self.models, self.reward_runs = message.models, message.reward_runs
         self.refresh_model_options()
 
     @on(Select.Changed, "#model")
@@ -215,8 +227,13 @@ class ChatScreen(Pane):
 
     @on(ReplyStreamed)
     def reply_streamed(self, message: ReplyStreamed) -> None:
-        message.reply.text += message.text
-        self.unpainted.add(message.reply)  # shown by the next repaint_replies tick
+        reply = message.reply
+        if message.sample != reply.sampling:  # best-of-n's next sample: shown in place of the last
+            reply.sampling, reply.text = message.sample, ""
+            self.show_reward(reply)
+            self.set_status(f"sampling {message.sample + 1}/{reply.best_of} with {reply.model}… (Escape stops)")
+        reply.text += message.text
+        self.unpainted.add(reply)  # shown by the next repaint_replies tick
 
     def repaint_replies(self) -> None:
         """Show the text that arrived since the last tick (called every ``REPAINT_EVERY_S``)."""
@@ -232,8 +249,15 @@ class ChatScreen(Pane):
     def reply_ended(self, message: ReplyEnded) -> None:
         reply = message.reply
         reply.done, reply.stats, reply.notice = True, message.stats, message.notice or message.error
+        reply.failed = bool(message.error)
         self.repaint_replies()
-        stopped = message.error or message.notice == "not started" or getattr(message.stats, "stopped_by", "") == "cancelled"
+        if message.result is not None and message.result.candidates:  # best-of-n: the best is shown first
+            reply.candidates = message.result.candidates
+            reply.show_candidate(0)
+            if reply.widget is not None:
+                reply.widget.set_text(reply.text)
+        stopped = message.error or message.notice == "not started" or getattr(reply.stats, "stopped_by", "") == "cancelled"
+        stopped = stopped or (message.result is not None and message.result.stopped)
         if reply.widget is not None:
             reply.widget.set_class(bool(message.error), "failed")
             reply.widget.set_class(bool(stopped) and not message.error, "stopped")
@@ -242,6 +266,7 @@ class ChatScreen(Pane):
             self.notify(message.error, severity="error", title="Generation")
         self.active_replies.discard(reply)
         self.streaming = bool(self.active_replies)
+        self.reward_after_reply(reply, message.judge)
         exchange = self.last_exchange()
         if exchange is not None and reply in exchange.replies.values():
             self.set_status(describe_replies(list(exchange.replies.values()), self.streaming))
@@ -307,20 +332,33 @@ class ChatScreen(Pane):
         jobs = [(reply, chat, conversation.history(label, system) + [{"role": "user", "content": prompt}])
                 for label, (reply, chat) in replies.items()]
         settings = self.settings.generation
-        exchange = Exchange(prompt, {label: reply for label, (reply, _) in replies.items()}, asdict(settings), system)
+        best_of = self.settings.best_of
+        if best_of > 1 and self.judge is None:
+            why = "is still loading" if self.reward_run else "is not picked (ctrl+w)"
+            self.notify(f"Best of {best_of} needs a reward model to pick the best, and it {why}: one reply for now.",
+                        severity="warning")
+            best_of = 1
+        exchange = Exchange(prompt, {label: reply for label, (reply, _) in replies.items()},
+                            asdict(settings) | {"best_of": best_of}, system)
+        for reply in exchange.replies.values():
+            reply.best_of = best_of
         conversation.add_exchange(exchange, titles)
         self.active_replies.update(exchange.replies.values())
         self.streaming = True
-        self.set_status(f"generating with {ref}… (Escape stops)")
-        self.stream_replies(jobs, settings)
+        self.set_status(f"generating with {ref}… (Escape stops)" if best_of == 1 else
+                        f"sampling {best_of} replies with {ref}… (Escape stops)")
+        self.stream_replies(jobs, settings, self.judge if best_of > 1 else None)
 
     def last_exchange(self) -> Exchange | None:
         exchanges = self.query_one(Conversation).exchanges
         return exchanges[-1] if exchanges else None
 
     def set_status(self, text: str | Text) -> None:
-        """Show ``text`` under the conversation; a ``str`` is shown plain (it often holds a model's name)."""
-        self.query_one("#status", Static).update(plain(text) if isinstance(text, str) else text)
+        """Show ``text`` under the conversation, and the reward model; a ``str`` is shown plain (it often holds a model's name)."""
+        line = plain(text) if isinstance(text, str) else text.copy()
+        if self.reward_status():
+            line.append("  · ", style="dim").append(clean(self.reward_status()), style="cyan")
+        self.query_one("#status", Static).update(line)
 
     def refresh_ratings(self) -> None:
         """Show the mode and the count and means of the picked model's ratings."""
@@ -379,7 +417,7 @@ class ChatScreen(Pane):
             reply = exchange.replies[result.pop("target")]
             record = {"prompt": exchange.prompt, "reply": reply.text, "model": reply.model,
                       "use_adapter": reply.use_adapter, "settings": exchange.settings,
-                      "system_prompt": exchange.system_prompt, **result}
+                      "system_prompt": exchange.system_prompt, **self.rating_extras(reply), **result}
             path = ratings_path(reply.model, self.app.home)
             try:
                 append_rating(path, record)
@@ -400,12 +438,14 @@ class ChatScreen(Pane):
     def action_settings(self) -> None:
         def save(result: ChatSettings | None) -> None:
             if result is not None:
-                self.settings = result
+                self.settings = replace(result, reward_model=self.reward_run)
                 g = result.generation
                 self.set_status(f"settings: temperature {g.temperature:g}, top-p {g.top_p:g}, top-k {g.top_k}, "
-                                f"max new tokens {g.max_new_tokens}, repetition penalty {g.repetition_penalty:g}")
+                                f"max new tokens {g.max_new_tokens}, repetition penalty {g.repetition_penalty:g}"
+                                + (f", best of {result.best_of}" if result.best_of > 1 else ""))
+                self.choose_reward(result.reward_model)  # says so in the status line when it changed
 
-        self.app.push_screen(SettingsScreen(self.settings), save)
+        self.app.push_screen(SettingsScreen(self.settings, self.reward_runs), save)
 
     def action_export(self) -> None:
         conversation = self.query_one(Conversation)

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
+from tui_ft.engine.generation.best_of_n import Candidate, format_reward
 from tui_ft.safe_text import clean
 
 SINGLE, BASE, TUNED = "reply", "base", "tuned"  # reply labels: one model, or the two compare columns
@@ -35,6 +36,8 @@ class ChatMessage(Static):
         super().__init__(classes=role, **kwargs)
         self.title = title
         self.text = text
+        self.suffix = ""  # a dim note after the text, such as (stopped)
+        self.note = ""  # a dim last line: the reply's reward, or best-of-n's progress and candidate
 
     def on_mount(self) -> None:
         self.show()
@@ -44,13 +47,22 @@ class ChatMessage(Static):
         self.text = text
         self.show()
 
+    def set_note(self, note: str) -> None:
+        """Show ``note`` (a reward, best-of-n's progress) on a dim line under the text; empty hides it."""
+        if note != self.note:
+            self.note = note
+            self.show(self.suffix)
+
     def show(self, suffix: str = "") -> None:
         """Repaint the title and text; ``suffix`` is a dim note such as ``(stopped)``."""
+        self.suffix = suffix
         # The model's name and reply may carry escape sequences (a shared model's tokenizer): removed.
         content = Text(clean(self.title) + "\n", style="bold")
         content.append(clean(self.text) or ("…" if not suffix else ""))
         if suffix:
             content.append(f" {suffix}", style="dim italic")
+        if self.note:
+            content.append(f"\n{self.note}", style="italic cyan")
         self.update(content)
 
 
@@ -66,6 +78,12 @@ class Reply:
         stats: The engine's ``StreamStats`` once the reply ended.
         notice: The engine's notice (history truncated), if any.
         done: True once the reply ended (finished, stopped or failed).
+        failed: True when the reply failed (nothing to judge).
+        reward: The reward model's score of the text shown (None: not scored).
+        best_of: How many replies are sampled for this one (1: best-of-n off).
+        sampling: The sample being written now (best-of-n), -1 when none.
+        candidates: The sampled replies, best reward first (best-of-n); the one shown is
+            ``candidates[shown]``, and ``text``, ``reward`` and ``stats`` are its own.
     """
 
     label: str
@@ -75,7 +93,31 @@ class Reply:
     stats: object = None
     notice: str = ""
     done: bool = False
+    failed: bool = False
+    reward: float | None = None
+    best_of: int = 1
+    sampling: int = -1
+    candidates: list[Candidate] = field(default_factory=list)
+    shown: int = 0
     widget: ChatMessage | None = field(default=None, repr=False)
+
+    def show_candidate(self, index: int) -> None:
+        """Make candidate ``index`` the reply: its text is rated, exported and continued from."""
+        candidate = self.candidates[index]
+        self.shown = index
+        self.text, self.reward, self.stats, self.notice = candidate.text, candidate.reward, candidate.stats, candidate.notice
+
+    def reward_note(self) -> str:
+        """The reply's dim last line: ``reward +1.234``; best-of-n ``sampling 2/4…`` or ``best · 1/4 · reward +1.234``."""
+        reward = "" if self.reward is None else f"reward {format_reward(self.reward)}"
+        if self.sampling >= 0 and not self.done:
+            return f"sampling {self.sampling + 1}/{self.best_of}…"
+        if self.candidates and self.best_of > 1:
+            place = f"{self.shown + 1}/{len(self.candidates)}" + (f" of {self.best_of}" if len(self.candidates) < self.best_of else "")
+            parts = ["best" if self.shown == 0 and self.reward is not None else "", place, reward,
+                     "ctrl+o next" if len(self.candidates) > 1 else ""]
+            return " · ".join(part for part in parts if part)
+        return reward
 
 
 @dataclass

@@ -9,9 +9,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Select, Static
 
+from tui_ft.engine.generation.best_of_n import MAX_BEST_OF, best_of_problems
 from tui_ft.engine.generation.sampling import GenerationSettings
+from tui_ft.safe_text import plain
 from tui_ft.ui import keys
 
 # (field, label) of each number the user can set; the parser is the field's type.
@@ -27,10 +29,19 @@ FIELDS = (
 
 @dataclass
 class ChatSettings:
-    """Everything that shapes a reply besides the model and the conversation."""
+    """Everything that shapes a reply besides the model and the conversation.
+
+    Attributes:
+        generation: How each reply is generated.
+        system_prompt: The conversation's system message (empty: none).
+        best_of: Replies sampled per answer, the reward model's best shown (1: off).
+        reward_model: The reward run that judges every reply (empty: none).
+    """
 
     generation: GenerationSettings
     system_prompt: str = ""
+    best_of: int = 1
+    reward_model: str = ""
 
 
 DIALOG_CSS = """
@@ -45,7 +56,11 @@ DIALOG_CSS = """
 {name} Input:focus {{ background: $primary 40%; }}
 {name} .dialog-error {{ color: $error; height: auto; }}
 {name} .dialog-hint {{ color: $text-muted; }}
+{name} Select {{ width: 1fr; }}
+{name} Select > SelectCurrent {{ padding: 0 1; }}
 """
+
+NO_REWARD_MODEL = ""  # the reward model choice "none"
 
 
 class SettingsScreen(ModalScreen[ChatSettings | None]):
@@ -54,9 +69,10 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
     BINDINGS = keys.CHAT_DIALOG_BINDINGS
     DEFAULT_CSS = DIALOG_CSS.format(name="SettingsScreen")
 
-    def __init__(self, current: ChatSettings):
+    def __init__(self, current: ChatSettings, reward_runs: list[str] = ()):
         super().__init__()
         self.current = current
+        self.reward_runs = list(reward_runs)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -69,6 +85,15 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             with Horizontal(classes="row"):
                 yield Label("system prompt")
                 yield Input(self.current.system_prompt, id="set-system", placeholder="(none)", select_on_focus=False)
+            with Horizontal(classes="row"):
+                yield Label(f"best of n (1 = off, ≤{MAX_BEST_OF})")
+                yield Input(str(self.current.best_of), id="set-best_of", select_on_focus=False)
+            with Horizontal(classes="row"):
+                yield Label("reward model")
+                runs = self.reward_runs + [r for r in [self.current.reward_model] if r and r not in self.reward_runs]
+                # Run names label the options: Text, as a str label would be read as markup.
+                yield Select([(plain("none"), NO_REWARD_MODEL)] + [(plain(run), run) for run in runs], allow_blank=False,
+                             value=self.current.reward_model, id="set-reward", compact=True)
             yield Static("", id="settings-error", classes="dialog-error")
             yield Static("Enter saves · Tab next field · Escape cancels", classes="dialog-hint")
 
@@ -85,12 +110,19 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
                 values[name] = kind(raw)
             except ValueError:
                 problems.append(f"{label.split(' (')[0]}: {'a whole number' if kind is int else 'a number'} is needed, got {raw!r}")
+        raw_best_of = self.query_one("#set-best_of", Input).value.strip()
+        try:
+            best_of = int(raw_best_of)
+        except ValueError:
+            problems.append(f"best of n: a whole number is needed, got {raw_best_of!r}")
         if problems:
             return None, problems
         generation = replace(self.current.generation, **values)
-        problems = generation.problems()
+        problems = generation.problems() + best_of_problems(best_of, generation)
         system = self.query_one("#set-system", Input).value.strip()
-        return (None if problems else ChatSettings(generation, system)), problems
+        reward = self.query_one("#set-reward", Select).value
+        settings = ChatSettings(generation, system, best_of, reward if isinstance(reward, str) else NO_REWARD_MODEL)
+        return (None if problems else settings), problems
 
     @on(Input.Submitted)
     def save(self) -> None:
