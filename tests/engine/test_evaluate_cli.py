@@ -44,7 +44,7 @@ def test_eval_choice_benchmark_table(workspace, tiny_model_dir, capsys, monkeypa
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
-        (["default"], 2, "tui-ft: nothing to evaluate: give --benchmark PATH or --perplexity PATH"),
+        (["default"], 2, "tui-ft: nothing to evaluate: give --benchmark PATH, --perplexity PATH or --reward RUN --prompts PATH"),
         (["nope-model", "--benchmark", "datasets/seed_benchmark.jsonl"], 2, "tui-ft: nope-model: unknown model"),
         (["default", "--benchmark", "missing.jsonl"], 1, "tui-ft: missing.jsonl: no such file in "),
         (["default", "--benchmark", "datasets/seed_benchmark.jsonl", "--max-new-tokens", "0"], 2,

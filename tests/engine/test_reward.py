@@ -109,3 +109,41 @@ def test_score_refuses_what_is_not_a_reward_model(workspace):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip() == ("tui-ft: chatty: not a reward model (its method is lora); "
                                    "train one with --method reward")
+
+
+def test_a_full_reward_model_trains_every_weight_and_saves_a_classifier_folder(workspace, tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    config = TrainConfig(model=str(tiny_model_dir), dataset=str(preference_file(workspace / "datasets" / "gb.jsonl")),
+                         method="reward", reward_mode="full", lr=1e-3, max_steps=12, batch_size=4, eval_split=0.25,
+                         eval_every=12, warmup_ratio=0.0, seed=3, name="rm-full")
+    assert not config.uses_lora and config.trains_every_weight
+    assert config.resolved().lr == 1e-3 and TrainConfig(method="reward", reward_mode="full").resolved().lr == 1e-5
+    assert TrainConfig(method="reward").resolved().lr == 2e-4 and TrainConfig(method="reward").uses_lora
+    run_dir = create_run(config, workspace)
+    assert train_run(run_dir) == "finished"
+    assert (run_dir / "model" / "config.json").is_file() and not (run_dir / "adapter").exists()
+    records = read_metrics(run_dir)
+    train = [r for r in records if r["kind"] == "train"]
+    assert sum(r["loss"] for r in train[-3:]) / 3 < train[0]["loss"] - 0.3, [r["loss"] for r in train]
+    assert [r for r in records if r["kind"] == "eval"][-1]["accuracy"] == 1.0
+
+    model, tokenizer, template = load_reward_model(run_dir)
+    replies = ["Good good good: tea is good.", "Bad bad bad: tea is bad."]
+    ours = score_replies(model, tokenizer, template, "Tell me about tea.", replies)
+    assert ours[0] > ours[1]
+    # Any tool loads the folder on its own: a one-output sequence classifier.
+    independent = AutoModelForSequenceClassification.from_pretrained(run_dir / "model", dtype=torch.float32).eval()
+    assert independent.config.num_labels == 1
+    text = [tokenizer.apply_chat_template([{"role": "user", "content": "Tell me about tea."},
+                                           {"role": "assistant", "content": reply}], tokenize=False) for reply in replies]
+    encoded = tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        assert independent(**encoded).logits[:, 0].tolist() == pytest.approx(ours, abs=1e-4)
+
+
+def test_reward_mode_is_checked(workspace):
+    from tui_ft.engine.runs import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_mode: must be lora or full"):
+        create_run(TrainConfig(dataset="dpo_concise.jsonl", method="reward", reward_mode="half"), workspace)

@@ -94,7 +94,7 @@ CASES = {
     "chat-repetition-penalty-zero": (CHAT + ["--repetition-penalty", "0"], "repetition penalty must be above 0"),
     "chat-empty-prompt": (["chat", "{tiny}", "--prompt", "  "], "--prompt is empty"),
     "chat-model-unknown": (["chat", "llama-9000", "--prompt", "hi"], "llama-9000: unknown model"),
-    "eval-nothing": (["eval", "{tiny}"], "nothing to evaluate: give --benchmark PATH or --perplexity PATH"),
+    "eval-nothing": (["eval", "{tiny}"], "nothing to evaluate: give --benchmark PATH, --perplexity PATH or --reward RUN --prompts PATH"),
     "eval-dataset-missing-file": (["eval", "{tiny}", "--perplexity", "missing.jsonl"], "missing.jsonl: no such file in "),
     "eval-benchmark-invalid": (["eval", "{tiny}", "--benchmark", "{broken}"], "broken.jsonl:2: missing field"),
     "eval-max-length-one": (EVAL + ["--max-length", "1"], "--max-length must be at least 2"),

@@ -184,6 +184,35 @@ async def test_method_shows_its_fields_defaults_and_dataset_check(home):
         assert str(form.query_one("#dataset-note").render()) == "1 not for LoRA: seed_benchmark.jsonl (benchmark)"
 
 
+async def test_full_dpo_and_a_full_reward_model_get_their_own_learning_rate(home):
+    app = app_on("train", home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        form = screen.form
+        visible = lambda name: not form.query_one(f"#row-{name}").has_class("-hidden")  # noqa: E731
+        form.query_one("#field-method", Select).value = "dpo"
+        await pilot.pause()
+        assert form.value_of("lr") == "0.0005" and visible("dpo_mode") and not visible("reward_mode")
+        form.query_one("#field-dpo_mode", Select).value = "full"  # every weight: 100x lower, as the engine's default
+        await pilot.pause()
+        assert form.value_of("lr") == "5e-06" and not visible("lora_rank")
+        form.query_one("#field-dpo_mode", Select).value = "lora"
+        await pilot.pause()
+        assert form.value_of("lr") == "0.0005" and visible("lora_rank")
+        form.query_one("#field-method", Select).value = "reward"
+        await pilot.pause()
+        assert form.value_of("lr") == "0.0002" and visible("reward_mode") and visible("lora_rank")
+        fill(screen, lr="0.003")  # the user's own value stays whatever the mode
+        form.query_one("#field-reward_mode", Select).value = "full"
+        await pilot.pause()
+        assert form.value_of("lr") == "0.003" and not visible("lora_rank") and not visible("dpo_mode")
+        await pilot.press("ctrl+o")  # the defaults of a full reward model
+        await pilot.pause()
+        assert form.value_of("lr") == "1e-05"
+        config = form.config()
+        assert (config.method, config.reward_mode, config.lr) == ("reward", "full", 1e-05)
+
+
 async def wait_for_state(pilot, screen: RunsScreen, name: str, states: tuple[str, ...], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     state = None

@@ -1,4 +1,4 @@
-"""``tui-ft eval REF... --benchmark PATH | --perplexity PATH``: score models, keep the results.
+"""``tui-ft eval REF... --benchmark PATH | --perplexity PATH | --reward RUN --prompts PATH``: score models, keep the results.
 
 Results are stored (see :mod:`tui_ft.engine.evaluation.store`) and served from disk the next time
 unless ``--no-cache``; ``--detach`` starts a background job and returns at once.
@@ -18,12 +18,18 @@ ORDER = 60
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "eval", help="benchmark scores and perplexity of models and runs",
-        description="Score models on benchmarks (contains / exact / choice) or measure perplexity on a dataset.",
+        description="Score models on benchmarks (contains / exact / choice), measure perplexity on a dataset, "
+                    "or have a reward model judge their replies to a prompt sheet (mean reward).",
     )
     parser.add_argument("refs", nargs="+", metavar="REF",
                         help="model: default, a model folder, a cached model, a run name or a Hub id org/name[@revision]")
     parser.add_argument("--benchmark", action="append", default=[], metavar="PATH", help="a benchmark file (repeatable)")
     parser.add_argument("--perplexity", action="append", default=[], metavar="PATH", help="a dataset whose replies are scored (repeatable)")
+    parser.add_argument("--reward", metavar="REWARD_RUN",
+                        help="a finished --method reward run that judges the models' greedy replies to --prompts")
+    parser.add_argument("--prompts", action="append", default=[], metavar="PATH",
+                        help="prompts for --reward to judge the replies to: a prompts file, or any dataset's questions "
+                             "(repeatable)")
     parser.add_argument("--template", choices=("alpaca", "chat"), help="prompt template (default: the run's, else the model's own)")
     parser.add_argument(
         "--scorer", choices=("contains", "exact", "choice"), help="default: choice when every item has choices, else contains"
@@ -44,8 +50,10 @@ def run(args) -> int:
     use_device(args.device)
     from tui_ft.cli import UserError
 
-    if not args.benchmark and not args.perplexity:
-        raise UserError("nothing to evaluate: give --benchmark PATH or --perplexity PATH")
+    if bool(args.reward) != bool(args.prompts):
+        raise UserError("--reward RUN and --prompts PATH go together: a reward model judges the replies to prompts")
+    if not args.benchmark and not args.perplexity and not args.prompts:
+        raise UserError("nothing to evaluate: give --benchmark PATH, --perplexity PATH or --reward RUN --prompts PATH")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.max_length is not None and args.max_length < 2:
@@ -63,6 +71,7 @@ def run(args) -> int:
             results = evaluate_many(
                 args.refs, args.home, args.benchmark, args.perplexity, args.checkpoint, args.template, settings,
                 args.scorer, args.max_length, use_cache=not args.no_cache, progress=update,
+                reward_prompts=args.prompts, reward=args.reward,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
@@ -80,7 +89,7 @@ def _run_detached(args) -> int:
     try:
         job_dir = start_eval_job(args.home, args.refs, args.benchmark, args.perplexity, args.checkpoint,
                                  template=args.template, scorer=args.scorer, max_new_tokens=args.max_new_tokens,
-                                 use_cache=not args.no_cache)
+                                 use_cache=not args.no_cache, reward_prompts=args.prompts, reward=args.reward)
     except ValueError as error:
         raise UserError(str(error)) from None
     print(orjson.dumps({"job": str(job_dir)}).decode() if args.json else job_dir)
@@ -140,11 +149,21 @@ def _print_table(results: list[dict], show_items: bool) -> None:
         if record["kind"] == "benchmark":
             table.add_row(plain(model), plain(record["benchmark"]), plain(record["scorer"]), f"{record['score']:.3f}",
                           str(record["n"]), stored)
+        elif record["kind"] == "reward":
+            table.add_row(plain(model), plain(record["prompts"]), plain(f"reward:{record['reward_model_name']}"),
+                          f"{record['reward']:+.3f}", str(record["n"]), stored)
         else:
             table.add_row(plain(model), plain(record["dataset"]), "perplexity", f"{record['perplexity']:.3f}",
                           str(record["tokens"]), stored)
     console.print(table)
     for record in results if show_items else []:
+        if record["kind"] == "reward":
+            items = Table("reward", "prompt", "reply",
+                          title=plain(f"{record['model']} · {record['prompts']} · {record['reward_model_name']}"))
+            for item in record["items"]:
+                items.add_row(f"{item['reward']:+.3f}", plain(item["prompt"]), plain(item["reply"]))
+            console.print(items)
+            continue
         if record["kind"] != "benchmark":
             continue
         items = Table("", "prompt", "expected", "reply", title=plain(f"{record['model']} · {record['benchmark']}"))

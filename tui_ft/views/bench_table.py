@@ -1,7 +1,8 @@
 """The Benchmark table, headless: who was scored on what, built from the stored results.
 
-Rows are models, runs and their intermediate checkpoints; columns are benchmarks (score, 0..1)
-and perplexity datasets. A benchmark scored with a scorer other than its default (``tui-ft eval
+Rows are models, runs and their intermediate checkpoints; columns are benchmarks (score, 0..1),
+perplexity datasets, and prompt sheets judged by a reward model (the mean reward of the replies,
+one column per sheet and reward model). A benchmark scored with a scorer other than its default (``tui-ft eval
 --scorer exact``) gets a column of its own, so a 0% under ``exact`` never hides a 100% under
 ``contains``. Cells are stored result records (:func:`tui_ft.engine.evaluation.store.load_results`),
 the newest winning when several share a cell (other templates or generation settings). Running evaluation jobs are read from their
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tui_ft.engine.evaluation import default_scorer, display_path
 from tui_ft.engine.evaluation.jobs import FINAL_STATES, jobs_dir, read_job_status
-from tui_ft.engine.evaluation.store import EXPORTS_FOLDER, load_results, result_files
+from tui_ft.engine.evaluation.store import EXPORTS_FOLDER, VALUE_KEYS, load_results, result_files
 from tui_ft.engine.files import open_no_follow, warn_skipped, write_json_atomic
 from tui_ft.engine.runs.state import RunState
 
@@ -30,6 +31,7 @@ BENCHMARK_FORMATS = ("benchmark", "qa", "instruction")  # files benchmark_items 
 # perplexity only; `tui-ft eval --benchmark` still reads one when asked.
 OFFERED_BENCHMARK_FORMATS = ("benchmark", "qa")
 PERPLEXITY_FORMATS = ("instruction", "qa", "chat")  # supervised files: replies to score
+KIND_ORDER = {"benchmark": 0, "perplexity": 1, "reward": 2}  # the columns' order, left to right
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,11 @@ class Column:
     Attributes:
         scorer: ``""`` for a benchmark's default scorer (``choice`` when every item has choices,
             else ``contains``: what ``tui-ft eval`` uses without ``--scorer``) and for perplexity;
-            else the other scorer (``exact``...), which gets a column of its own.
+            else the other scorer (``exact``...), which gets a column of its own. For a
+            ``reward`` column: the reward run's name.
     """
 
-    kind: str  # "benchmark" or "perplexity"
+    kind: str  # "benchmark", "perplexity" or "reward"
     path: str
     file_format: str = field(default="", compare=False)  # the file's format, when read from datasets/
     scorer: str = ""
@@ -61,7 +64,10 @@ class Column:
 
     @property
     def label(self) -> str:
-        """The header: the file's stem, then the scorer unless default, then ``%`` for a score or ``ppl``."""
+        """The header: the file's stem, then the scorer unless default, then ``%`` for a score or ``ppl``;
+        for a reward model's judgement, ``reward:`` and its run."""
+        if self.kind == "reward":
+            return f"{Path(self.path).stem} reward:{self.scorer}"
         if self.kind != "benchmark":
             return f"{Path(self.path).stem} ppl"
         return f"{Path(self.path).stem} {self.scorer} %" if self.scorer else f"{Path(self.path).stem} %"
@@ -104,11 +110,11 @@ class BenchTable:
         return self.cells.get((row.key, column.key))
 
     def value(self, row: Row, column: Column) -> float | None:
-        """The number a cell sorts by: the score (0..1) or the perplexity."""
+        """The number a cell sorts by: the score (0..1), the perplexity or the mean reward."""
         record = self.cell(row, column)
         if record is None:
             return None
-        return record.get("score") if column.kind == "benchmark" else record.get("perplexity")
+        return record.get(VALUE_KEYS[column.kind])
 
     def find_row(self, ref: str, checkpoint: str | None) -> Row | None:
         """The row a job's reference names (a run may be named by its folder path too)."""
@@ -126,8 +132,8 @@ def _resolved(path: str) -> str:
 
 
 def sort_columns(columns) -> list[Column]:
-    """Benchmarks first, then perplexity datasets, each by path; a benchmark's default scorer before its others."""
-    return sorted(set(columns), key=lambda c: (c.kind != "benchmark", c.path, c.scorer))
+    """Benchmarks first, then perplexity datasets, then rewards, each by path; a benchmark's default scorer before its others."""
+    return sorted(set(columns), key=lambda c: (KIND_ORDER.get(c.kind, 3), c.path, c.scorer))
 
 
 @lru_cache(maxsize=256)
@@ -157,6 +163,8 @@ def column_of(record: dict, home: Path) -> Column:
     """The column a result record belongs to (records without a ``scorer`` go to the default one)."""
     if record["kind"] == "benchmark":
         return benchmark_column(record["benchmark"], record.get("scorer"), home)
+    if record["kind"] == "reward":
+        return Column("reward", record["prompts"], scorer=record["reward_model_name"])
     return Column("perplexity", record["dataset"])
 
 
@@ -243,21 +251,23 @@ def build_table(home: Path, results: list[dict] | None = None, rows: list[Row] |
 
 
 def cell_text(record: dict | None) -> str:
-    """A cell's text: ``60.0%`` for a score, ``12.34`` for a perplexity, empty for nothing."""
+    """A cell's text: ``60.0%`` for a score, ``12.34`` for a perplexity, ``+1.23`` for a mean reward, empty for nothing."""
     if record is None:
         return ""
     if record["kind"] == "benchmark":
         return f"{100 * record['score']:.1f}%"
+    if record["kind"] == "reward":
+        return f"{record['reward']:+.2f}"
     value = record["perplexity"]
     return f"{value:.2f}" if value < 10_000 else f"{value:.3g}"
 
 
 def sort_rows(table: BenchTable, rows: list[Row], column: Column, best_first: bool = True) -> list[Row]:
-    """``rows`` ordered by ``column``: best first (highest score, lowest perplexity) or worst first.
+    """``rows`` ordered by ``column``: best first (highest score or reward, lowest perplexity) or worst first.
 
     Empty cells always go last; ties keep their order.
     """
-    higher_is_better = column.kind == "benchmark"
+    higher_is_better = column.kind != "perplexity"
     descending = higher_is_better == best_first
     filled = [row for row in rows if table.value(row, column) is not None]
     empty = [row for row in rows if table.value(row, column) is None]
@@ -265,10 +275,12 @@ def sort_rows(table: BenchTable, rows: list[Row], column: Column, best_first: bo
 
 
 def candidate_columns(home: Path) -> list[Column]:
-    """What can be evaluated from ``datasets/``: valid benchmark-like files, and SFT files for perplexity."""
+    """What can be evaluated from ``datasets/``: valid benchmark-like files, SFT files for perplexity, and
+    prompt sheets for each finished reward model to judge."""
     from tui_ft.engine.data import find_datasets, load_dataset
+    from tui_ft.engine.models import list_reward_models
 
-    found = []
+    found, judges = [], list_reward_models(home)
     for path in find_datasets(Path(home) / "datasets"):
         try:
             dataset = load_dataset(path, strict=False)
@@ -281,6 +293,8 @@ def candidate_columns(home: Path) -> list[Column]:
             found.append(Column("benchmark", shown, dataset.format))
         if dataset.format in PERPLEXITY_FORMATS:
             found.append(Column("perplexity", shown, dataset.format))
+        if dataset.format == "prompts":
+            found += [Column("reward", shown, dataset.format, scorer=judge) for judge in judges]
     return sort_columns(found)
 
 
@@ -307,10 +321,11 @@ class JobCell:
 
 @lru_cache(maxsize=256)
 def _task_size(kind: str, path: str, mtime_ns: int) -> int:
-    from tui_ft.engine.data import benchmark_items, load_dataset, sft_examples
+    from tui_ft.engine.data import benchmark_items, load_dataset, prompt_items, sft_examples
 
     dataset = load_dataset(path, strict=False)
-    return len(benchmark_items(dataset) if kind == "benchmark" else sft_examples(dataset))
+    items = {"benchmark": benchmark_items, "reward": prompt_items}.get(kind, sft_examples)
+    return len(items(dataset))
 
 
 def task_size(kind: str, path: Path) -> int:
@@ -342,14 +357,18 @@ def _job_cells(status: dict, home: Path) -> list[JobCell]:
     job = status.get("job") or {}
     refs, checkpoint = job.get("refs", []), job.get("checkpoint")
     tasks = [("benchmark", p) for p in job.get("benchmarks", [])] + [("perplexity", p) for p in job.get("perplexity", [])]
+    tasks += [("reward", p) for p in job.get("reward_prompts", [])]
     sizes = [task_size(kind, Path(p)) for kind, p in tasks]
-    finished = {(r.get("model"), r.get("benchmark") or r.get("dataset")) for r in status.get("results", [])}
+    finished = {(r.get("model"), r.get("benchmark") or r.get("dataset") or r.get("prompts"))
+                for r in status.get("results", [])}
     state = status.get("state", RunState.QUEUED)
     done, start, cells, current_seen = status.get("done", 0), 0, [], False
     for ref in refs:
         for (kind, path), size in zip(tasks, sizes, strict=False):
             shown = display_path(Path(path), home)
-            column = benchmark_column(shown, job.get("scorer"), home) if kind == "benchmark" else Column(kind, shown)
+            column = (benchmark_column(shown, job.get("scorer"), home) if kind == "benchmark"
+                      else Column(kind, shown, scorer=Path(job.get("reward") or "").name) if kind == "reward"
+                      else Column(kind, shown))
             share, start = max(0, min(done - start, size)), start + size
             if (ref, column.path) in finished:
                 continue
@@ -399,7 +418,8 @@ def csv_cell(value):
 
 
 def _cell_export(record: dict) -> dict:
-    keys = ("score", "n", "scorer", "score_norm") if record["kind"] == "benchmark" else ("perplexity", "tokens", "nll")
+    keys = {"benchmark": ("score", "n", "scorer", "score_norm"), "perplexity": ("perplexity", "tokens", "nll"),
+            "reward": ("reward", "n", "reward_model_name")}[record["kind"]]
     return {k: record[k] for k in (*keys, "template", "created") if k in record}
 
 

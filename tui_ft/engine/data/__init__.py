@@ -24,6 +24,7 @@ from tui_ft.engine.data.formats import (
     find_datasets,
     load_dataset,
     preference_examples,
+    prompt_items,
     sft_examples,
     trainable_formats,
     training_refusal,
@@ -33,5 +34,5 @@ from tui_ft.engine.data.readers import DatasetError, Problem
 __all__ = [
     "FORMATS", "BenchmarkItem", "Dataset", "DatasetError", "Example", "PreferencePair", "Problem", "PromptItem",
     "benchmark_items", "check_dataset", "detect_format", "find_datasets", "load_dataset", "preference_examples",
-    "sft_examples", "trainable_formats", "training_refusal",
+    "prompt_items", "sft_examples", "trainable_formats", "training_refusal",
 ]

@@ -353,6 +353,25 @@ def preference_examples(pair: PreferencePair) -> tuple[Example, Example]:
     return _pair_as_example(pair, pair.chosen), _pair_as_example(pair, pair.rejected)
 
 
+def prompt_items(dataset: Dataset) -> list[PromptItem]:
+    """Each record's first user message, as a prompt to answer: a prompt sheet, or any other file's questions.
+
+    A reward evaluation (``tui-ft eval --reward``) answers these; a file's reference replies,
+    if any, are ignored.
+    """
+    if dataset.format == "prompts":
+        return list(dataset.records)
+    if dataset.format in ("benchmark", "preference"):
+        return [PromptItem(record.prompt, record.line) for record in dataset.records]
+    items = []
+    for example in dataset.records:  # instruction, qa and chat files
+        user = next((m["content"] for m in example.messages if m["role"] == "user"), None)
+        if user is None:  # a chat record of system and assistant turns only: nothing was asked
+            continue
+        items.append(PromptItem(f"{user}\n\n{example.input}" if example.input else user, example.line))
+    return items
+
+
 def benchmark_items(dataset: Dataset) -> list[BenchmarkItem]:
     """The dataset's records as benchmark items; QA and instruction files count as benchmarks too."""
     if dataset.format == "benchmark":

@@ -4,12 +4,15 @@ This is the module the CLI (``tui-ft eval``) and the Benchmark pane call (throug
 :mod:`tui_ft.engine.evaluation`). The scoring itself is in :mod:`.scoring`, the result files in
 :mod:`.store`, and the detached jobs in :mod:`.jobs`.
 
-A result record (the ``--json`` shape, also what is stored) has ``kind`` (``benchmark`` or
-``perplexity``), ``model`` (the reference as given), ``checkpoint`` (``None`` for the final
-weights, or ``"step-N"``), ``template``, and either ``benchmark``, ``scorer``, ``settings``,
-``score`` (0..1), ``n``, ``items`` (each ``prompt``, ``expected``, ``reply``, ``correct``,
-``line``) or ``dataset``, ``perplexity``, ``nll``, ``tokens``, ``max_length``; plus
-``created``, ``seconds``, ``key``, ``fingerprint`` and ``cached`` (served from the store).
+A result record (the ``--json`` shape, also what is stored) has ``kind`` (``benchmark``,
+``perplexity`` or ``reward``), ``model`` (the reference as given), ``checkpoint`` (``None`` for
+the final weights, or ``"step-N"``), ``template``, and either ``benchmark``, ``scorer``,
+``settings``, ``score`` (0..1), ``n``, ``items`` (each ``prompt``, ``expected``, ``reply``,
+``correct``, ``line``), or ``dataset``, ``perplexity``, ``nll``, ``tokens``, ``max_length``, or
+(a reward model's judgement, :mod:`.reward_judge`) ``prompts``, ``reward_model`` (its identity),
+``reward_model_name``, ``settings``, ``reward`` (the mean), ``n``, ``items`` (each ``prompt``,
+``reply``, ``reward``, ``line``); plus ``created``, ``seconds``, ``key``, ``fingerprint`` and
+``cached`` (served from the store).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui_ft.engine.data import benchmark_items, load_dataset, sft_examples
+from tui_ft.engine.data import benchmark_items, load_dataset, prompt_items, sft_examples
 from tui_ft.engine.data.readers import DatasetError, Problem
 from tui_ft.engine.evaluation import store
 from tui_ft.engine.evaluation.model_session import ModelSession
+from tui_ft.engine.evaluation.reward_judge import RewardJudge, run_reward_eval
 from tui_ft.engine.evaluation.scoring import (
     DEFAULT_MAX_NEW_TOKENS,
     SCORERS,
@@ -41,10 +45,10 @@ class EvalTask:
     """A validated benchmark or perplexity dataset, ready to score.
 
     Attributes:
-        kind: ``benchmark`` or ``perplexity``.
+        kind: ``benchmark``, ``perplexity`` or ``reward``.
         path: The file.
         display: The path as results name it (relative to the workspace when inside it).
-        records: Benchmark items, or conversations for perplexity.
+        records: Benchmark items, conversations for perplexity, or prompts for a reward model to judge.
         sha256: The file's content hash (results of an edited file are recomputed).
     """
 
@@ -74,7 +78,7 @@ def display_path(path: Path, home: Path) -> str:
 
 
 def load_task(kind: str, path: str | Path, home: Path) -> EvalTask:
-    """Read and validate a benchmark (``kind="benchmark"``) or a perplexity dataset.
+    """Read and validate a benchmark (``kind="benchmark"``), a perplexity dataset, or prompts (``reward``).
 
     Raises:
         DatasetError: The file is missing or invalid (every problem, with its line).
@@ -83,6 +87,10 @@ def load_task(kind: str, path: str | Path, home: Path) -> EvalTask:
     dataset = load_dataset(resolved)
     if kind == "benchmark":
         records = benchmark_items(dataset)
+    elif kind == "reward":
+        records = prompt_items(dataset)
+        if not records:
+            raise DatasetError([Problem(str(resolved), 1, f"a {dataset.format} file has no prompts to answer")])
     else:
         records = sft_examples(dataset)
         if not records:
@@ -122,10 +130,11 @@ def pick_scorer(task: EvalTask, scorer: str | None) -> str:
 def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = None, settings=None,
                   scorer: str | None = None, max_length: int | None = None, batch_size: int = 8,
                   use_cache: bool = True, progress: Progress | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> dict:
+                  should_stop: Callable[[], bool] | None = None, judge: RewardJudge | None = None) -> dict:
     """Score one model on one task, reusing a stored result when one matches.
 
-    The model's weights load only when something must be computed.
+    The model's weights load only when something must be computed. A ``reward`` task needs
+    ``judge``, the reward model that scores the replies.
     """
     template = session.template(template)
     identity = {"kind": task.kind, "model": session.identity, "checkpoint": session.checkpoint, "template": template}
@@ -134,9 +143,16 @@ def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = 
         settings = None if scorer == "choice" else (settings or default_settings())
         identity |= {"benchmark": task.display, "scorer": scorer,
                      "settings": dataclasses.asdict(settings) if settings is not None else None}
+    elif task.kind == "reward":
+        if judge is None:
+            raise ValueError("a reward evaluation needs a reward model")
+        settings = settings or default_settings()
+        identity |= {"prompts": task.display, "reward_model": judge.identity, "settings": dataclasses.asdict(settings)}
     else:
         identity |= {"dataset": task.display, "max_length": max_length}
     fingerprint = {"sha256": task.sha256, "weights": session.weights_stamp()}
+    if judge is not None and task.kind == "reward":  # a reward model trained again judges again
+        fingerprint["reward_weights"] = judge.weights_stamp()
     folder = session.results_dir
     path = store.result_path(folder, identity)
     total = len(task.records)
@@ -149,6 +165,9 @@ def evaluate_task(session: ModelSession, task: EvalTask, template: str | None = 
     if task.kind == "benchmark":
         result = run_benchmark(model, tokenizer, task.records, template, settings, scorer, progress, should_stop)
         values = result.to_dict()
+    elif task.kind == "reward":
+        result = run_reward_eval(model, tokenizer, task.records, template, judge, settings, progress, should_stop)
+        values = result.to_dict() | {"reward_model_name": judge.name}
     else:
         if should_stop and should_stop():
             raise EvaluationStopped()
@@ -207,21 +226,17 @@ def evaluate_many(refs: Sequence[str], home: Path, benchmarks: Sequence[str | Pa
                   template: str | None = None, settings=None, scorer: str | None = None,
                   max_length: int | None = None, use_cache: bool = True, progress: Progress | None = None,
                   should_stop: Callable[[], bool] | None = None,
-                  on_result: Callable[[dict], None] | None = None) -> list[dict]:
+                  on_result: Callable[[dict], None] | None = None, *, reward_prompts: Sequence[str | Path] = (),
+                  reward: str | None = None) -> list[dict]:
     """Evaluate every model on every benchmark and dataset, loading each model at most once.
 
     Every file and model is checked before anything is computed, so a typo fails at once.
     ``progress`` counts items over the whole plan; ``on_result`` receives each record as it
-    is made. Other arguments are as for :func:`evaluate`.
+    is made. ``reward_prompts`` are prompt sheets whose replies the reward run ``reward``
+    scores. Other arguments are as for :func:`evaluate`.
     """
-    tasks = [load_task("benchmark", p, home) for p in benchmarks]
-    tasks += [load_task("perplexity", p, home) for p in perplexity_paths]
-    if not tasks:
-        raise ValueError("nothing to evaluate: give a benchmark or a perplexity dataset")
+    tasks, judge = check_plan(home, benchmarks, perplexity_paths, reward_prompts, reward, scorer)
     sessions = [ModelSession(ref, Path(home), checkpoint) for ref in refs]
-    for task in tasks:
-        if task.kind == "benchmark":
-            pick_scorer(task, scorer)  # a choice scorer on items without choices fails now
     total = len(sessions) * sum(len(t.records) for t in tasks)
     if progress:
         progress(0, total)  # checked: the plan is known (the CLI's bar appears now, while a model loads)
@@ -229,10 +244,35 @@ def evaluate_many(refs: Sequence[str], home: Path, benchmarks: Sequence[str | Pa
     for session in sessions:
         for task in tasks:
             report = (lambda d, _t, base=done: progress(base + d, total)) if progress else None
-            record = evaluate_task(session, task, template, settings, scorer, max_length, 8, use_cache, report, should_stop)
+            record = evaluate_task(session, task, template, settings, scorer, max_length, 8, use_cache, report, should_stop,
+                                   judge)
             done += len(task.records)
             results.append(record)
             if on_result:
                 on_result(record)
         session.release()  # one model in memory at a time
     return results
+
+
+def check_plan(home: Path, benchmarks: Sequence[str | Path] = (), perplexity_paths: Sequence[str | Path] = (),
+               reward_prompts: Sequence[str | Path] = (), reward: str | None = None,
+               scorer: str | None = None) -> tuple[list[EvalTask], RewardJudge | None]:
+    """Read every file and resolve the reward model, before anything is computed: the tasks and the judge.
+
+    Raises:
+        DatasetError: A file is missing or invalid, or ``choice`` was asked of items without choices.
+        ModelError: The reward run does not exist, is not a reward model, or has no weights yet.
+        ValueError: Nothing to evaluate, or prompts without a reward model (or the other way round).
+    """
+    if bool(reward_prompts) != bool(reward):
+        raise ValueError("a reward evaluation needs both a reward model (--reward RUN) and prompts (--prompts FILE)")
+    judge = RewardJudge(reward, Path(home)) if reward else None
+    tasks = [load_task("benchmark", p, home) for p in benchmarks]
+    tasks += [load_task("perplexity", p, home) for p in perplexity_paths]
+    tasks += [load_task("reward", p, home) for p in reward_prompts]
+    if not tasks:
+        raise ValueError("nothing to evaluate: give a benchmark, a perplexity dataset or prompts for a reward model")
+    for task in tasks:
+        if task.kind == "benchmark":
+            pick_scorer(task, scorer)  # a choice scorer on items without choices fails now
+    return tasks, judge

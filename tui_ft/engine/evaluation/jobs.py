@@ -53,7 +53,7 @@ def _as_list(paths) -> list[str]:
 
 def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, checkpoint: str | None = None, *,
                    template: str | None = None, scorer: str | None = None, max_new_tokens: int | None = None,
-                   use_cache: bool = True) -> Path:
+                   use_cache: bool = True, reward_prompts=None, reward: str | None = None) -> Path:
     """Check the inputs, then start a detached evaluation job and return its folder at once.
 
     Args:
@@ -66,23 +66,20 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
         scorer: ``contains``, ``exact`` or ``choice`` (default: by the items).
         max_new_tokens: Generation limit for benchmarks (default 64).
         use_cache: Reuse stored results.
+        reward_prompts: A prompt sheet (or a list of them) whose replies ``reward`` judges.
+        reward: A finished reward run (``--method reward``), by name or folder.
 
     Raises:
         DatasetError, ModelError, ValueError: Bad input, found before anything starts.
     """
-    from tui_ft.engine.evaluation.evaluate import ModelSession, load_task, pick_scorer
+    from tui_ft.engine.evaluation.evaluate import ModelSession, check_plan
 
     home = Path(home).resolve()
     refs = [refs] if isinstance(refs, str) else list(refs)
-    benchmarks, datasets = _as_list(benchmark), _as_list(perplexity_path)
     if not refs:
         raise ValueError("no model to evaluate")
-    if not benchmarks and not datasets:
-        raise ValueError("nothing to evaluate: give a benchmark or a perplexity dataset")
-    tasks = [load_task("benchmark", p, home) for p in benchmarks] + [load_task("perplexity", p, home) for p in datasets]
-    for task in tasks:
-        if task.kind == "benchmark":
-            pick_scorer(task, scorer)
+    tasks, judge = check_plan(home, _as_list(benchmark), _as_list(perplexity_path), _as_list(reward_prompts), reward,
+                              scorer)
     for ref in refs:
         ModelSession(ref, home, checkpoint)  # resolves only; no weights are loaded here
     job_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -94,6 +91,8 @@ def start_eval_job(home: Path, refs, benchmark=None, perplexity_path=None, check
         # Absolute: the worker runs in the workspace, not in the caller's current folder.
         "benchmarks": [str(t.path.resolve()) for t in tasks if t.kind == "benchmark"],
         "perplexity": [str(t.path.resolve()) for t in tasks if t.kind == "perplexity"],
+        "reward_prompts": [str(t.path.resolve()) for t in tasks if t.kind == "reward"],
+        "reward": str(judge.run_dir) if judge else None,  # the folder: the job never picks another run of that name
     }
     write_json_atomic(job_dir / "job.json", job)
     total = len(refs) * sum(len(t.records) for t in tasks)

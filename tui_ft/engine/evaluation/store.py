@@ -77,6 +77,7 @@ def result_key(identity: dict) -> str:
 IDENTITY_FIELDS = {  # what evaluate_task keys a result by, beside the model's identity; see identity_of
     "benchmark": ("kind", "checkpoint", "template", "benchmark", "scorer", "settings"),
     "perplexity": ("kind", "checkpoint", "template", "dataset", "max_length"),
+    "reward": ("kind", "checkpoint", "template", "prompts", "reward_model", "settings"),
 }
 
 
@@ -87,7 +88,7 @@ def identity_of(record: dict) -> dict:
 
 def result_path(folder: Path, identity: dict) -> Path:
     """The file a result with ``identity`` is stored in, inside ``folder``."""
-    source = Path(identity.get("benchmark") or identity.get("dataset") or "result").stem
+    source = Path(identity.get("benchmark") or identity.get("dataset") or identity.get("prompts") or "result").stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", source)[:40]
     checkpoint = f"{identity['checkpoint']}-" if identity.get("checkpoint") else ""
     return folder / f"{identity['kind']}-{checkpoint}{name}-{result_key(identity)}.json"
@@ -130,6 +131,9 @@ def load_results(home: Path) -> list[dict]:
     return sorted(records, key=lambda r: (r.get("created") or "", r["file"]))
 
 
+VALUE_KEYS = {"benchmark": "score", "perplexity": "perplexity", "reward": "reward"}  # a result's number, by kind
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
@@ -143,16 +147,17 @@ def result_problem(record) -> str | None:
     if not isinstance(record, dict) or not record:
         return "not a JSON object, or unreadable"
     kind = record.get("kind")
-    if kind not in ("benchmark", "perplexity"):
-        return "kind is neither benchmark nor perplexity"
+    if kind not in VALUE_KEYS:
+        return "kind is not benchmark, perplexity or reward"
     needed = {"model": (str,), "created": (str, type(None)), "checkpoint": (str, type(None)),
               "model_id": (str, type(None)), "scorer": (str, type(None)), "template": (str, type(None))}
-    needed |= {"benchmark": (str,)} if kind == "benchmark" else {"dataset": (str,)}
+    needed |= {"benchmark": {"benchmark": (str,)}, "perplexity": {"dataset": (str,)},
+               "reward": {"prompts": (str,), "reward_model": (str,), "reward_model_name": (str,)}}[kind]
     for key, kinds in needed.items():
         value = record.get(key)
         if not isinstance(value, kinds):
             return f"{key} is {type(value).__name__}, not {' or '.join(k.__name__ for k in kinds)}"
-    value_key = "score" if kind == "benchmark" else "perplexity"
+    value_key = VALUE_KEYS[kind]
     if not _number(record.get(value_key)):
         return f"{value_key} is not a number"
     return None

@@ -42,10 +42,12 @@ class StatusWriter:
             self.write()
 
     def add_result(self, record: dict) -> None:
-        summary = {key: record.get(key) for key in ("model", "checkpoint", "kind", "benchmark", "dataset", "scorer",
-                                                     "score", "n", "perplexity", "tokens", "cached", "key")}
-        name = record.get("benchmark") or record.get("dataset")
-        value = f"{record['score']:.3f}" if record["kind"] == "benchmark" else f"ppl {record['perplexity']:.3f}"
+        summary = {key: record.get(key) for key in ("model", "checkpoint", "kind", "benchmark", "dataset", "prompts",
+                                                     "scorer", "score", "n", "perplexity", "tokens", "reward",
+                                                     "reward_model_name", "cached", "key")}
+        name = record.get("benchmark") or record.get("dataset") or record.get("prompts")
+        value = {"benchmark": lambda: f"{record['score']:.3f}", "perplexity": lambda: f"ppl {record['perplexity']:.3f}",
+                 "reward": lambda: f"reward {record['reward']:+.3f} ({record['reward_model_name']})"}[record["kind"]]()
         print(f"{record['model']} · {name}: {value}{' (stored)' if record.get('cached') else ''}", flush=True)
         self.write(results=self.status["results"] + [summary], message=f"{record['model']} · {name}: {value}")
 
@@ -86,7 +88,7 @@ def run_job(job_dir: Path) -> int:
             job["refs"], Path(job["home"]), job["benchmarks"], job["perplexity"], job.get("checkpoint"),
             job.get("template"), settings, job.get("scorer"), use_cache=job.get("use_cache", True),
             progress=writer.progress, should_stop=should_stop,
-            on_result=writer.add_result,
+            on_result=writer.add_result, reward_prompts=job.get("reward_prompts") or [], reward=job.get("reward"),
         )
     except EvaluationStopped:
         writer.write(state=RunState.STOPPED, message="stopped")

@@ -22,11 +22,18 @@ from tui_ft.engine.models.model_folder import (
     remote_code_problem,
     weight_names,
 )
-from tui_ft.engine.models.references import ModelRef, fetch_run_weights, list_models, pinned_model, resolve_model
+from tui_ft.engine.models.references import (
+    ModelRef,
+    fetch_run_weights,
+    list_models,
+    list_reward_models,
+    pinned_model,
+    resolve_model,
+)
 
 __all__ = [
     "DEFAULT_REF", "DownloadStopped", "ModelError", "ModelRef", "check_adapter", "download_message", "ensure_default_model",
     "fetch_run_weights", "gguf_path", "is_model_folder", "showing_downloads",
-    "list_models", "load_model", "load_tokenizer", "model_code_problem", "pinned_model", "remote_code_problem",
+    "list_models", "list_reward_models", "load_model", "load_tokenizer", "model_code_problem", "pinned_model", "remote_code_problem",
     "resolve_model", "weight_names",
 ]

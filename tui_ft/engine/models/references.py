@@ -244,3 +244,17 @@ def list_models(home: Path | None = None) -> list[dict]:
     return models
 
 
+def list_reward_models(home: Path) -> list[str]:
+    """The names of the workspace's finished reward runs (``--method reward``): the judges a user can pick."""
+    runs = Path(home) / CHECKPOINTS
+    names = []
+    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
+        if (run_dir / RUN_FILE).is_file() and has_final_weights(run_dir):
+            try:
+                if read_run_json(run_dir).get("method") == REWARD_METHOD:
+                    names.append(run_dir.name)
+            except ModelError:
+                continue  # a damaged run.json: list_models names it once
+    return names
+
+

@@ -18,6 +18,7 @@ TEMPLATE_CHOICES = ("alpaca", "chat")
 PRECISIONS = ("auto", "fp32", "bf16")
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16")
 DPO_MODES = ("lora", "full")
+REWARD_MODES = DPO_MODES  # a reward model's body: a LoRA adapter (its head trained in full) or every weight
 # Experiment trackers a run also reports to (training/trackers.py); report_to=none: neither.
 REPORT_TARGETS = ("tensorboard", "wandb")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -88,6 +89,7 @@ class TrainConfig:
     ignore_memory_plan: bool = False  # start even when the memory plan says the run will not fit
     beta: float = 0.1  # DPO temperature
     dpo_mode: str = "lora"  # DPO trains a LoRA adapter or the full model
+    reward_mode: str = "lora"  # a reward model trains a LoRA adapter on the body (and its head), or every weight
     trust_remote_code: bool = False
 
     @classmethod
@@ -130,33 +132,45 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the method defaults filled in where a field is ``None``."""
-        defaults = method_defaults(self.method, self.dpo_mode)
+        defaults = method_defaults(self.method, self.mode)
         changes = {k: v for k, v in defaults.items() if getattr(self, k, 0) is None}
         return dataclasses.replace(self, **changes)
 
     @property
+    def mode(self) -> str:
+        """``lora`` or ``full`` for DPO (``dpo_mode``) and reward models (``reward_mode``); ``""`` for other methods."""
+        return {"dpo": self.dpo_mode, "reward": self.reward_mode}.get(self.method, "")
+
+    @property
     def uses_lora(self) -> bool:
-        """True when the run trains a LoRA adapter (lora, qlora, a reward model's body, or DPO in LoRA mode)."""
-        return self.method in ("lora", "qlora", "reward") or (self.method == "dpo" and self.dpo_mode == "lora")
+        """True when the run trains a LoRA adapter (lora, qlora, or DPO or a reward model in LoRA mode)."""
+        return self.method in ("lora", "qlora") or (self.method in ("dpo", "reward") and self.mode == "lora")
+
+    @property
+    def trains_every_weight(self) -> bool:
+        """Full fine-tuning, full DPO and a full reward model: nothing is frozen."""
+        return self.method == "full" or (self.method in ("dpo", "reward") and self.mode == "full")
 
 
-def method_defaults(method: str, dpo_mode: str = "lora") -> dict:
+def method_defaults(method: str, mode: str = "lora") -> dict:
     """Sensible per-method values for a form to show when the method changes.
 
     LoRA trains few parameters and tolerates a high learning rate; full fine-tuning needs a
     low one. DPO through a LoRA adapter took 5e-4 to learn the shipped preference pairs
     (``dpo_concise.jsonl``, default model: held-out reward accuracy 1.0 after 12 steps of 4
     pairs; at 5e-5 it stayed at chance). Full DPO moves every weight and learned the same pairs
-    at 5e-6 (held-out accuracy 1.0, margin 0.87 after 12 steps).
+    at 5e-6 (held-out accuracy 1.0, margin 0.87 after 12 steps). ``mode`` is the DPO or reward
+    model's ``lora`` or ``full``.
     """
     table = {
         "lora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
         "qlora": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
         "full": {"lr": 2e-5, "weight_decay": 0.01, "epochs": 3},
         "freeze": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
-        "dpo": {"lr": 5e-4 if dpo_mode == "lora" else 5e-6, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
-        # A LoRA body and a new scalar head (reward.py); measured on dpo_concise.jsonl: see README.
-        "reward": {"lr": 2e-4, "weight_decay": 0.0, "epochs": 3},
+        "dpo": {"lr": 5e-4 if mode == "lora" else 5e-6, "weight_decay": 0.0, "epochs": 3, "beta": 0.1},
+        # A LoRA body and a new scalar head (reward.py), or every weight; measured on
+        # dpo_concise.jsonl: see README.
+        "reward": {"lr": 2e-4 if mode == "lora" else 1e-5, "weight_decay": 0.0, "epochs": 3},
     }
     targets = [ALL_LINEAR] if method == "qlora" else list(DEFAULT_LORA_TARGETS)
     return dict(table.get(method, table["lora"]), lora_targets=targets)

@@ -18,6 +18,7 @@ from tui_ft.engine.runs.config import (
     METHODS,
     PRECISIONS,
     REPORT_TARGETS,
+    REWARD_MODES,
     RUN_NAME_PATTERN,
     SCHEDULERS,
     TEMPLATE_CHOICES,
@@ -92,6 +93,7 @@ def check_values(config: TrainConfig) -> Errors:
     need(config.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     need(is_finite_positive(config.beta), "beta", "must be a positive number")
     need(config.dpo_mode in DPO_MODES, "dpo_mode", "must be lora or full")
+    need(config.reward_mode in REWARD_MODES, "reward_mode", "must be lora or full")
     need(config.weight_dtype in WEIGHT_DTYPES, "weight_dtype", f"must be one of {', '.join(WEIGHT_DTYPES)}")
     errors += _check_device(config.device)
     errors += _check_quantization(config)

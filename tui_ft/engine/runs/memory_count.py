@@ -229,7 +229,7 @@ def checkpoint_bytes(model: Path | dict) -> int:
 def _setup(config: TrainConfig, shape: ModelShape, file_bytes: int = 0, longest: int | None = None) -> _Setup:
     kind = resolve_device_kind(config.device)
     ranks = max(1, config.nproc)
-    every_weight = config.method == "full" or (config.method == "dpo" and config.dpo_mode == "full")
+    every_weight = config.trains_every_weight
     half = 2
     if config.weight_dtype == "float32" or (config.weight_dtype == "auto" and every_weight):
         frozen = 4.0

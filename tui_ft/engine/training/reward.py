@@ -11,7 +11,8 @@ reward above the rejected one's:
 Steps log ``loss``, ``accuracy`` (the share of pairs whose chosen reply scored higher) and
 ``margin`` (the mean of r(chosen) − r(rejected)). The model is saved as a PEFT adapter of a
 sequence-classification model (the head in ``modules_to_save``), which transformers and peft
-load on their own; ``export --merged`` writes a plain sequence-classification folder.
+load on their own; ``export --merged`` writes a plain sequence-classification folder. With
+``reward_mode=full`` every weight trains and the run's ``model/`` is that folder already.
 """
 
 from __future__ import annotations
@@ -96,17 +97,28 @@ class RewardObjective(PairBatches):
 def score_replies(model, tokenizer, template: str, prompt: str, replies: list[str], max_length: int = 2048,
                   device: str = "cpu") -> list[float]:
     """The reward of each reply to ``prompt``, rendered as training rendered the pairs."""
-    pairs = [PreferencePair(prompt, reply, reply) for reply in replies]
-    rows = [tokenize_example(preference_examples(pair)[0], tokenizer, template, max_length) for pair in pairs]
-    batch = to_device(collate_tokenized(rows, tokenizer.pad_token_id), device)
-    return rewards(model, batch["input_ids"], batch["attention_mask"]).tolist()
+    return score_pairs(model, tokenizer, template, [(prompt, reply) for reply in replies], max_length, device)
+
+
+@torch.no_grad()
+def score_pairs(model, tokenizer, template: str, pairs: list[tuple[str, str]], max_length: int = 2048,
+                device: str = "cpu", batch_size: int = 8) -> list[float]:
+    """The reward of each ``(prompt, reply)``, ``batch_size`` at a time, rendered as training rendered the pairs."""
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        rows = [tokenize_example(preference_examples(PreferencePair(prompt, reply, reply))[0], tokenizer, template,
+                                 max_length) for prompt, reply in pairs[start:start + batch_size]]
+        batch = to_device(collate_tokenized(rows, tokenizer.pad_token_id), device)
+        scores += rewards(model, batch["input_ids"], batch["attention_mask"]).tolist()
+    return scores
 
 
 def load_reward_model(run_dir: Path, device: str = "cpu", trust_remote_code: bool = False):
-    """A finished reward run's model, tokenizer and template, ready to score (eval mode, fp32 on the CPU).
+    """A finished reward run's model, tokenizer and template, ready to score (eval mode, fp32).
 
     Loaded the way any tool would load it: the base as ``AutoModelForSequenceClassification``
-    and the run's adapter (its head included) with peft.
+    and the run's adapter (its head included) with peft; a full reward model's ``model/`` folder
+    as ``AutoModelForSequenceClassification`` alone.
 
     Raises:
         ModelError: Not a reward run, no final weights yet, or a base model with its own code.
@@ -121,9 +133,23 @@ def load_reward_model(run_dir: Path, device: str = "cpu", trust_remote_code: boo
     if record.config.method != "reward":
         raise ModelError(f"{Path(run_dir).name}: not a reward model (its method is {record.config.method}); "
                          "train one with --method reward")
-    adapter = Path(run_dir) / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelError(f"{Path(run_dir).name}: no final weights yet (no adapter/): wait for it to finish")
+    from tui_ft.engine.models.model_folder import has_final_weights, is_model_folder
+
+    if not has_final_weights(Path(run_dir)):
+        raise ModelError(f"{Path(run_dir).name}: no final weights yet: wait for it to finish")
+    full = Path(run_dir) / "model"
+    if is_model_folder(full):
+        from transformers import AutoModelForSequenceClassification
+
+        from tui_ft.engine.models import model_code_problem
+
+        problem = None if trust_remote_code else model_code_problem(full)
+        if problem:
+            raise ModelError(problem)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(full), dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
+            use_safetensors=True).to(device).eval()
+        return model, load_tokenizer(full), record.template or "chat"
     model = load_reward_base(record, trust_remote_code, torch.float32, device)
-    model = PeftModel.from_pretrained(model, check_adapter(adapter)).to(device).eval()
+    model = PeftModel.from_pretrained(model, check_adapter(Path(run_dir) / "adapter")).to(device).eval()
     return model, load_tokenizer(record.model_path), record.template or "chat"

@@ -32,8 +32,9 @@ def half_dtype(device: str) -> torch.dtype:
 
 
 def trains_every_weight(config: TrainConfig) -> bool:
-    """Full fine-tuning (and full DPO): nothing is frozen, so nothing is worth storing in 16 bits under ``auto``."""
-    return config.method == "full" or (config.method == "dpo" and config.dpo_mode == "full")
+    """Full fine-tuning (full DPO, a full reward model): nothing is frozen, so nothing is worth storing in 16 bits
+    under ``auto``."""
+    return config.trains_every_weight
 
 
 def load_dtype(config: TrainConfig, device: str) -> torch.dtype:

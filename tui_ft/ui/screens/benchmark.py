@@ -162,6 +162,7 @@ class BenchmarkScreen(Pane):
         path = str(Path(column.path) if Path(column.path).is_absolute() else home / column.path)
         # A benchmark's column under another scorer (from `tui-ft eval --scorer`) is evaluated with that scorer.
         target = ({"benchmark": path, "scorer": column.scorer or None} if column.kind == "benchmark"
+                  else {"reward_prompts": path, "reward": column.scorer} if column.kind == "reward"
                   else {"perplexity_path": path})
         by_checkpoint: dict[str | None, list[str]] = {}
         for row in rows:  # one job per checkpoint name: a job evaluates one checkpoint of its refs
@@ -368,6 +369,7 @@ class BenchmarkScreen(Pane):
         names = ", ".join(row.label for row in message.rows)
         column = message.column
         what = (f"perplexity of {Path(column.path).name}" if column.kind == "perplexity"
+                else f"{Path(column.path).name} (reward model {column.scorer})" if column.kind == "reward"
                 else f"{Path(column.path).name}{f' (scorer {column.scorer})' if column.scorer else ''}")
         self.notify(f"Evaluating {names} on {what} in the background.", title="Evaluation started")
         started = {row.key for row in message.rows}

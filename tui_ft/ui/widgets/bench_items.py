@@ -1,4 +1,4 @@
-"""Drill-down of one Benchmark cell: every item with its prompt, expected answer, reply and ✓/✗."""
+"""Drill-down of one Benchmark cell: every item with its prompt, expected answer, reply and ✓/✗ (or its reward)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,18 @@ def mark(correct: bool) -> Text:
     return Text("✓", style="bold green") if correct else Text("✗", style="bold red")
 
 
+def reward_text(value) -> Text:
+    """A reward, signed, green when positive."""
+    if not isinstance(value, (int, float)):
+        return Text("?")
+    return Text(f"{value:+.3f}", style="green" if value > 0 else "red")
+
+
 def summary(record: dict, row_label: str) -> str:
     """One line about the result: what, how much, how it was scored."""
+    if record["kind"] == "reward":
+        return (f"{row_label} · {record['prompts']} — mean reward {record['reward']:+.3f} over {record['n']} replies · "
+                f"reward model {record['reward_model_name']} · template {record.get('template', '?')}")
     if record["kind"] == "benchmark":
         right = sum(1 for item in record.get("items", []) if item.get("correct"))
         return (f"{row_label} · {record['benchmark']} — {right}/{record['n']} correct ({cell_text(record)}) · "
@@ -66,6 +76,14 @@ class BenchItemsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#bench-items", DataTable)
         items = self.record.get("items") or []
+        if self.record["kind"] == "reward":
+            table.add_columns("#", "reward", "prompt", "reply")
+            for number, item in enumerate(items, 1):
+                table.add_row(str(number), reward_text(item.get("reward")), one_line(item.get("prompt", "")),
+                              one_line(item.get("reply", ""), 2 * SHORT))
+            self.show_item(0)
+            table.focus()
+            return
         if self.record["kind"] != "benchmark":
             table.display = False
             self.query_one("#bench-item-detail", Static).update(plain(
@@ -94,11 +112,16 @@ class BenchItemsScreen(Screen[None]):
         if item.get("line"):
             text.append(f" (line {item['line']})", style="dim")
         text.append("  ")
-        text.append_text(mark(item.get("correct", False)))
+        if self.record["kind"] == "reward":
+            text.append("reward ")
+            text.append_text(reward_text(item.get("reward")))
+        else:
+            text.append_text(mark(item.get("correct", False)))
         text.append("\nprompt: ", style="bold")
         text.append(clean(item.get("prompt", "")))
-        text.append("\nexpected: ", style="bold")
-        text.append(clean(item.get("expected", "")), style="cyan")
+        if self.record["kind"] != "reward":
+            text.append("\nexpected: ", style="bold")
+            text.append(clean(item.get("expected", "")), style="cyan")
         text.append("\nreply: ", style="bold")
         text.append(clean(item.get("reply", "")))
         self.query_one("#bench-item-detail", Static).update(text)

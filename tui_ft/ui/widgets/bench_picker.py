@@ -15,6 +15,8 @@ from tui_ft.views.bench_table import Column
 def option_label(column: Column) -> str:
     """How the picker names a column (files in ``datasets/`` by their name there; a scorer other than the default first)."""
     path = column.path.removeprefix("datasets/")
+    if column.kind == "reward":
+        return f"reward:{column.scorer} · {path}"
     kind = "ppl" if column.kind == "perplexity" else f"{column.scorer} score" if column.scorer else "score"
     return f"{kind} · {path}"
 

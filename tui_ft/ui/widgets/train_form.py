@@ -61,6 +61,7 @@ LORA_METHODS = ("lora", "qlora", "dpo", "reward")
 FIELDS = (
     Field("freeze_layers", "Freeze layers", "half", ("freeze",)),
     Field("dpo_mode", "DPO trains", methods=("dpo",)),
+    Field("reward_mode", "Reward model trains", methods=("reward",)),
     Field("beta", "DPO beta", "0.1", ("dpo",)),
     Field("lora_rank", "LoRA rank", "8", LORA_METHODS, lora_only=True),
     Field("lora_alpha", "LoRA alpha", "16", LORA_METHODS, lora_only=True),
@@ -99,7 +100,7 @@ MEANINGS = {
     "nproc": lambda text, lr: ("" if _count(text) in (None, 1) else f"{text} processes under torchrun, one a GPU"),
 }
 
-SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES,
+SELECTS = {"dpo_mode": DPO_MODE_CHOICES, "reward_mode": DPO_MODE_CHOICES, "template": TEMPLATE_CHOICES, "device": DEVICE_CHOICES,
            "weight_dtype": WEIGHT_DTYPE_CHOICES, "gradient_checkpointing": CHECKPOINTING_CHOICES,
            "report_to": REPORT_CHOICES}
 
@@ -174,6 +175,7 @@ class TrainForm(VerticalScroll):
     def __init__(self, *, id: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, can_focus=False)  # tab goes straight to the first field
         self.method = "lora"
+        self.modes = {"dpo_mode": "lora", "reward_mode": "lora"}  # the mode Selects, as the form last saw them
         defaults = TrainConfig().to_dict() | method_defaults("lora")
         self.initial = {name: format_value(value) for name, value in defaults.items()}
         self._rows: dict[str, Horizontal] = {}  # by field name: looked up without walking the form
@@ -276,7 +278,9 @@ class TrainForm(VerticalScroll):
         method = str(run.get("method") or "lora")
         self.method = method  # first, so that the Changed event below finds it set and keeps our values
         self.query_one("#field-method", Select).value = method
-        values = TrainConfig().to_dict() | method_defaults(method) | {k: v for k, v in run.items() if v is not None}
+        self.modes = {name: str(run.get(name) or "lora") for name in self.modes}  # likewise
+        values = (TrainConfig().to_dict() | self.method_defaults()
+                  | {k: v for k, v in run.items() if v is not None})
         for field in FIELDS:
             widget = self.query_one(f"#field-{field.name}")
             text = "" if field.name == "name" and not keep_name else format_value(values.get(field.name))
@@ -317,7 +321,7 @@ class TrainForm(VerticalScroll):
 
     def keep_extra(self, run: dict) -> None:
         """Keep ``run``'s settings that no field shows (and that differ from the defaults), and list them."""
-        defaults = TrainConfig().to_dict() | method_defaults(self.method)
+        defaults = TrainConfig().to_dict() | self.method_defaults()
         shown = {field.name for field in FIELDS} | {"model", "dataset", "eval_dataset", "method", "name"}
         # Never carried from a file: running a model's own code, or past the memory plan, is asked each time.
         never = {"trust_remote_code", "ignore_memory_plan"}
@@ -343,13 +347,9 @@ class TrainForm(VerticalScroll):
     def method_changed(self, event: Select.Changed) -> None:
         if event.value == self.method or event.value == Select.NULL:
             return
-        old, new = method_defaults(self.method), method_defaults(str(event.value))
-        for key in DEFAULT_KEYS:
-            field = self.query_one(f"#field-{key}", Input)
-            # Only replace what the user left at the previous method's default.
-            if field.value.strip() in ("", format_value(old.get(key, TrainConfig().to_dict().get(key)))):
-                field.value = format_value(new.get(key, TrainConfig().to_dict().get(key)))
+        old = self.method_defaults()
         self.method = str(event.value)
+        self.replace_defaults(old, self.method_defaults())
         for field in FIELDS:
             if field.name in DEFAULT_KEYS and field.name not in OPTIONAL:
                 self.query_one(f"#field-{field.name}", Input).placeholder = self.placeholder(field)
@@ -364,12 +364,36 @@ class TrainForm(VerticalScroll):
         return METHOD_NAMES.get(self.method, self.method)
 
     @on(Select.Changed, "#field-dpo_mode")
-    def dpo_mode_changed(self) -> None:
+    @on(Select.Changed, "#field-reward_mode")
+    def mode_changed(self, event: Select.Changed) -> None:
+        name = event.select.id.removeprefix("field-")
+        if not isinstance(event.value, str) or event.value == self.modes.get(name):
+            return  # set by fill_from, which keeps the run's own values
+        old, self.modes[name] = self.modes.get(name, "lora"), event.value
+        # Full DPO or a full reward model wants a learning rate ~50× lower than through LoRA:
+        # the lr a user left at the other mode's default follows the mode.
+        if name == f"{self.method}_mode":
+            self.replace_defaults(method_defaults(self.method, old), self.method_defaults())
         self.show_method_fields()
+
+    def mode(self) -> str:
+        """The DPO or reward model's mode picked now (``lora`` or ``full``); ``lora`` for other methods."""
+        return self.modes.get(f"{self.method}_mode", "lora")
+
+    def method_defaults(self) -> dict:
+        """The defaults of the method (and mode) picked now."""
+        return method_defaults(self.method, self.mode())
+
+    def replace_defaults(self, old: dict, new: dict) -> None:
+        """Put ``new`` defaults in the fields the user left at the ``old`` ones (or empty), and show the new placeholders."""
+        for key in DEFAULT_KEYS:
+            field = self.query_one(f"#field-{key}", Input)
+            if field.value.strip() in ("", format_value(old.get(key, TrainConfig().to_dict().get(key)))):
+                field.value = format_value(new.get(key, TrainConfig().to_dict().get(key)))
 
     def defaults(self) -> dict:
         """The value each field takes when left empty: the engine's defaults and the method's."""
-        return TrainConfig().to_dict() | method_defaults(self.method)
+        return TrainConfig().to_dict() | self.method_defaults()
 
     def placeholder(self, field: Field) -> str:
         """What an empty field shows in grey: the value it stands for (a description for an optional one)."""
@@ -390,7 +414,7 @@ class TrainForm(VerticalScroll):
 
     def apply_method_defaults(self) -> None:
         """Put the current method's defaults back into the fields they cover."""
-        defaults = TrainConfig().to_dict() | method_defaults(self.method)
+        defaults = TrainConfig().to_dict() | self.method_defaults()
         for key in DEFAULT_KEYS:
             self.query_one(f"#field-{key}", Input).value = format_value(defaults[key])
 
@@ -398,8 +422,7 @@ class TrainForm(VerticalScroll):
         """Whether ``field`` matters for the method (and DPO mode) chosen now."""
         if field.methods and self.method not in field.methods:
             return False
-        dpo_mode = self.query_one("#field-dpo_mode", Select).value
-        return not (field.lora_only and self.method == "dpo" and dpo_mode != "lora")
+        return not (field.lora_only and self.method in ("dpo", "reward") and self.mode() != "lora")
 
     def show_method_fields(self) -> None:
         for field in FIELDS:
