@@ -145,6 +145,7 @@ def test_reward_runs_listed_are_the_finished_reward_models(reward_home, tmp_path
     (["--reward", "nope"], "nope: no run of that name (a reward model is a run trained with --method reward)"),
     (["--reward", "chatty"], "chatty: not a reward model (its method is lora); train one with --method reward"),
     (["--reward", ""], "--reward is empty: give a run trained with --method reward"),
+    (["--reward", "rm-no-base"], "rm-no-base: the reward model could not be loaded: "),
 ])
 def test_chat_cli_refuses_bad_reward_flags_in_one_line(tmp_path, flags, line):
     import subprocess
@@ -154,9 +155,15 @@ def test_chat_cli_refuses_bad_reward_flags_in_one_line(tmp_path, flags, line):
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"name": "chatty", "method": "lora", "model": "default",
                                               "model_path": "/models/x", "template": "chat"}))
+    broken = tmp_path / "checkpoints" / "rm-no-base"  # finished, but its base model is gone
+    (broken / "adapter").mkdir(parents=True)
+    (broken / "run.json").write_text(json.dumps({"name": "rm-no-base", "method": "reward", "model": "default",
+                                                 "model_path": str(tmp_path / "gone"), "template": "chat"}))
+    (broken / "adapter" / "adapter_config.json").write_text("{}")
     done = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(tmp_path), "chat", "default", "--prompt", "hi",
                            *flags], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"tui-ft: {line}\n")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"tui-ft: {line}") and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_chat_cli_prints_the_reward_and_the_best_of_n(reward_home, capsys):

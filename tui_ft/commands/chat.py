@@ -181,6 +181,8 @@ def _chat(args) -> int:
         torch.set_num_threads(args.threads)
     from tui_ft.engine.runs.memory_plan import check_loading
 
+    if judge is not None:
+        _load_judge(judge)  # before the chat model: a broken reward run fails at once
     chat = load_chat_model(args.ref, args.home, args.dtype, fits=check_loading)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
@@ -224,3 +226,14 @@ def _reward_judge(args, settings):
     from tui_ft.engine.evaluation.reward_judge import RewardJudge
 
     return RewardJudge(args.reward, args.home)  # a ModelError (one line) for no such run, not a reward model, no weights
+
+
+def _load_judge(judge) -> None:
+    """Load the reward model now: a broken one fails in one line before any reply is generated."""
+    from tui_ft.cli import UserError
+
+    try:
+        judge.score([])  # the first call loads the weights
+    except Exception as error:  # noqa: BLE001  a reward run can be broken in any way (a missing base, bad weights)
+        line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserError(f"{judge.name}: the reward model could not be loaded: {line}") from None
