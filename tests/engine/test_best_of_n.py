@@ -12,12 +12,12 @@ from tui_ft.engine.generation.best_of_n import (
     MAX_BEST_OF,
     best_of_problems,
     judged_prompt,
-    list_reward_runs,
     sample_best_of,
     sample_settings,
     score_replies_to,
 )
 from tui_ft.engine.generation.sampling import GenerationSettings
+from tui_ft.engine.models import list_reward_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -133,8 +133,8 @@ def test_reward_runs_listed_are_the_finished_reward_models(reward_home, tmp_path
     (chat_run / "adapter").mkdir(parents=True)
     (chat_run / "run.json").write_text(json.dumps({"name": "lora-run", "method": "lora", "model": "default"}))
     (chat_run / "adapter" / "adapter_config.json").write_text("{}")
-    assert list_reward_runs(home) == ["rm"]
-    assert list_reward_runs(tmp_path / "empty") == []
+    assert list_reward_models(home) == ["rm"]
+    assert list_reward_models(tmp_path / "empty") == []
 
 
 @pytest.mark.parametrize(("flags", "line"), [

@@ -147,3 +147,16 @@ def test_reward_mode_is_checked(workspace):
 
     with pytest.raises(ConfigError, match="reward_mode: must be lora or full"):
         create_run(TrainConfig(dataset="dpo_concise.jsonl", method="reward", reward_mode="half"), workspace)
+
+
+def test_score_says_so_when_the_reward_models_base_is_gone(workspace):
+    run = workspace / "checkpoints" / "orphan"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"name": "orphan", "method": "reward", "model": "/gone/model",
+                                              "model_path": "/gone/model", "template": "chat"}))
+    done = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(workspace), "score", "orphan", "--prompt", "hi",
+                           "--reply", "hello"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("tui-ft: orphan: its base model /gone/model is not a model folder any more "
+                                   "(moved or deleted): the adapter needs it")

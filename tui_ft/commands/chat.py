@@ -233,7 +233,7 @@ def _load_judge(judge) -> None:
     from tui_ft.cli import UserError
 
     try:
-        judge.score([])  # the first call loads the weights
+        judge.load()
     except Exception as error:  # noqa: BLE001  a reward run can be broken in any way (a missing base, bad weights)
         line = (str(error).splitlines() or [type(error).__name__])[0]
         raise UserError(f"{judge.name}: the reward model could not be loaded: {line}") from None

@@ -140,8 +140,8 @@ def _print_table(results: list[dict], show_items: bool) -> None:
 
     console = Console()
     table = Table("model", "benchmark or dataset", "scorer", "score/ppl", "n/tokens", "")
-    for column in table.columns[:2]:
-        column.overflow = "fold"  # a path cut to "datasets/see…" names nothing
+    for column in table.columns[:3]:
+        column.overflow = "fold"  # a path cut to "datasets/see…" (or a reward model to "reward:rewa…") names nothing
     for record in results:
         model = record["model"] + (f" @ {record['checkpoint']}" if record.get("checkpoint") else "")
         stored = "stored" if record.get("cached") else f"{record.get('seconds', 0):.1f} s"

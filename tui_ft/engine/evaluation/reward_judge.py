@@ -60,14 +60,25 @@ class RewardJudge:
         """Size and time of its weights: a reward model trained again scores again."""
         return store.weights_stamp(self.weights)
 
+    def load(self) -> None:
+        """Load the weights now (seconds) unless loaded; :meth:`score` loads them on its first call otherwise.
+
+        Raises:
+            ModelError: The weights or the base model cannot be loaded (one line).
+        """
+        if self._loaded is not None:
+            return
+        from tui_ft.engine.models.devices import inference_device
+        from tui_ft.engine.training.reward import load_reward_model
+
+        device = inference_device()
+        self._loaded = (*load_reward_model(self.run_dir, device=device), device)
+
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """The reward of each ``(prompt, reply)``; the model loads on the first call."""
-        from tui_ft.engine.models.devices import inference_device
-        from tui_ft.engine.training.reward import load_reward_model, score_pairs
+        from tui_ft.engine.training.reward import score_pairs
 
-        if self._loaded is None:
-            device = inference_device()
-            self._loaded = (*load_reward_model(self.run_dir, device=device), device)
+        self.load()
         model, tokenizer, template, device = self._loaded
         return score_pairs(model, tokenizer, template, list(pairs), device=device, batch_size=SCORE_BATCH)
 

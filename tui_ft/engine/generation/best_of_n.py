@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from tui_ft.engine.generation.sampling import GenerationSettings
 
@@ -159,25 +158,6 @@ def sample_best_of(chat, judge, messages: list[dict], settings: GenerationSettin
         candidate.reward = float(reward)
     candidates.sort(key=lambda c: -c.reward)  # stable: ties keep the order of sampling
     return BestOf(candidates, best_of, stopped)
-
-
-def list_reward_runs(home: Path) -> list[str]:
-    """The names of the runs in ``home`` that are finished reward models (final weights saved), by name."""
-    from tui_ft.engine.models import ModelError
-    from tui_ft.engine.models.references import REWARD_METHOD, read_run_json
-    from tui_ft.engine.workspace import CHECKPOINTS
-
-    root = Path(home) / CHECKPOINTS
-    names = []
-    for run_dir in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (run_dir / "adapter" / "adapter_config.json").is_file():  # cheap, and most runs stop here
-            continue
-        try:
-            if read_run_json(run_dir).get("method") == REWARD_METHOD:
-                names.append(run_dir.name)
-        except ModelError:  # an unreadable run.json: not offered (the Runs pane says what is wrong with it)
-            continue
-    return names
 
 
 def format_reward(reward: float) -> str:

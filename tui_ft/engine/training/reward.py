@@ -150,6 +150,9 @@ def load_reward_model(run_dir: Path, device: str = "cpu", trust_remote_code: boo
             str(full), dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code,
             use_safetensors=True).to(device).eval()
         return model, load_tokenizer(full), record.template or "chat"
+    if record.model_path is None or not is_model_folder(Path(record.model_path)):  # moved or deleted since
+        raise ModelError(f"{Path(run_dir).name}: its base model {record.model_path} is not a model folder any more "
+                         "(moved or deleted): the adapter needs it")
     model = load_reward_base(record, trust_remote_code, torch.float32, device)
     model = PeftModel.from_pretrained(model, check_adapter(Path(run_dir) / "adapter")).to(device).eval()
     return model, load_tokenizer(record.model_path), record.template or "chat"

@@ -120,10 +120,9 @@ class ChatScreen(RewardJudgingPane):
 
     @work(thread=True, group="chat-models", exclusive=True, exit_on_error=False, description="Listing models")
     def list_models(self) -> None:
-        from tui_ft.engine.generation.best_of_n import list_reward_runs
-        from tui_ft.engine.models import list_models
+        from tui_ft.engine.models import list_models, list_reward_models
 
-        self.post_message(self.ModelsListed(list_models(self.app.home), list_reward_runs(self.app.home)))
+        self.post_message(self.ModelsListed(list_models(self.app.home), list_reward_models(self.app.home)))
 
     @work(thread=True, group="chat-load", exclusive=True, exit_on_error=False, description="Loading the model")
     def load_models(self, ref: str, with_base: bool) -> None:

@@ -66,7 +66,7 @@ class RewardJudgingPane(Pane):
 
         try:
             judge = RewardJudge(run, self.app.home)
-            judge.score([])  # the first call loads the weights (seconds): here, not in the first reply's scoring
+            judge.load()  # seconds: here, not in the first reply's scoring
         except Exception as error:  # noqa: BLE001  someone's reward run may be broken in any way: one line, the pane stays
             self.post_message(self.RewardModelLoaded(run, error=first_line(error)))
             return
