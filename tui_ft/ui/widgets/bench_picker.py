@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -15,8 +17,8 @@ from tui_ft.views.bench_table import Column
 def option_label(column: Column) -> str:
     """How the picker names a column (files in ``datasets/`` by their name there; a scorer other than the default first)."""
     path = column.path.removeprefix("datasets/")
-    if column.kind == "reward":
-        return f"reward:{column.scorer} · {path}"
+    if column.kind == "reward":  # the reward model, then the sheet whose replies it judges (no room for .jsonl)
+        return f"reward:{column.scorer} · {Path(path).stem}"
     kind = "ppl" if column.kind == "perplexity" else f"{column.scorer} score" if column.scorer else "score"
     return f"{kind} · {path}"
 
@@ -27,7 +29,7 @@ class ColumnPicker(Horizontal):
     DEFAULT_CSS = """
     ColumnPicker { height: 3; }
     ColumnPicker #bench-column-label { width: auto; padding: 1 1 0 1; }
-    ColumnPicker #bench-target { width: 48; }
+    ColumnPicker #bench-target { width: 60; }  /* "reward:reward-concise · seed_human_eval_prompts" */
     ColumnPicker #bench-hint { width: 1fr; height: 3; padding: 1 1 0 1; color: $text-muted; }
     """
 
