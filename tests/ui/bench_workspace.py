@@ -17,6 +17,7 @@ from tui_ft.engine.files import write_json_atomic
 from tui_ft.engine.models.default_model import default_model_dir
 from tui_ft.engine.models.references import ModelRef
 from tui_ft.ui.app import TuiFtApp
+from tui_ft.ui.widgets.bench_grid import BenchGrid
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_HOME = Path("/tmp/tui_ft_ui_bench")  # its own fixed path: snapshots show it, other panes' tests use theirs
@@ -90,6 +91,28 @@ def fill_workspace(home: Path) -> Path:
     store(home, "run-a", perplexity_record(6.25))
     store(home, "run-a", perplexity_record(8.0), checkpoint="step-20")
     return home
+
+
+async def open_pane(app, pilot):
+    """Wait for the pane's first loads; its grid."""
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    return app.screen.query_one(BenchGrid)
+
+
+def shown(grid: BenchGrid) -> dict[str, list[str]]:
+    """The table as text: row label -> cells."""
+    rows = {}
+    for index in range(grid.row_count):
+        cells = [str(cell).strip() for cell in grid.get_row_at(index)]
+        rows[cells[0].lstrip("● ").strip()] = cells[1:]
+    return rows
+
+
+def headers(grid: BenchGrid) -> list[str]:
+    """The column headers."""
+    return [str(column.label) for column in grid.columns.values()]
 
 
 class BenchApp(TuiFtApp):

@@ -227,6 +227,9 @@ class BenchmarkScreen(Pane):
         """Say how a job the pane saw running ended."""
         job = status.get("job") or {}
         what = ", ".join(Path(p).name for p in job.get("benchmarks", []) + job.get("perplexity", []))
+        if job.get("reward_prompts"):
+            judged = ", ".join(Path(p).name for p in job["reward_prompts"])
+            what = ", ".join(filter(None, [what, f"{judged} (reward model {Path(job.get('reward') or '?').name})"]))
         if job.get("scorer"):
             what += f" (scorer {job['scorer']})"
         models = ", ".join(job.get("refs", []))
