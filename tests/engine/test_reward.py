@@ -160,3 +160,24 @@ def test_score_says_so_when_the_reward_models_base_is_gone(workspace):
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.strip() == ("tui-ft: orphan: its base model /gone/model is not a model folder any more "
                                    "(moved or deleted): the adapter needs it")
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_a_stopped_reward_run_resumes_on_the_same_curve(workspace, tiny_model_dir, mode):
+    data = preference_file(workspace / "datasets" / "pairs.jsonl")
+
+    def start(name):
+        return create_run(TrainConfig(model=str(tiny_model_dir), dataset=str(data), method="reward", reward_mode=mode,
+                                      lr=1e-3, max_steps=6, batch_size=4, eval_split=0.0, warmup_ratio=0.0,
+                                      save_every=0, seed=11, name=name), workspace)
+
+    straight, resumed = start(f"straight-{mode}"), start(f"resumed-{mode}")
+    assert train_run(straight) == "finished"
+    calls = iter(range(100))
+    assert train_run(resumed, lambda: next(calls) >= 3) == "stopped"  # stopped before step 4, with a checkpoint
+    assert read_status(resumed)["step"] == 3
+    assert train_run(resumed) == "finished"
+    curves = [[(r["loss"], r["accuracy"], r["margin"]) for r in read_metrics(d) if r["kind"] == "train"]
+              for d in (straight, resumed)]
+    assert len(curves[0]) == 6 and len(curves[1]) == 6
+    assert [v for step in curves[1] for v in step] == pytest.approx([v for step in curves[0] for v in step], abs=1e-5)
