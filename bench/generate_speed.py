@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from tui_ft.engine.data.templates import encode_text, render_prompt  # noqa: E402
 from tui_ft.engine.generation.chat_model import resolve_dtype  # noqa: E402
+from tui_ft.engine.generation.decode_path import choose_decode_path, cpu_identity  # noqa: E402
 from tui_ft.engine.generation.detokenize import IncrementalDecoder  # noqa: E402
 from tui_ft.engine.generation.fast_cpu.llama_decoder import LlamaDecoder  # noqa: E402
 from tui_ft.engine.generation.fast_cpu.prompt_lookup import greedy_with_lookup  # noqa: E402
@@ -157,6 +158,14 @@ def main() -> int:
     ids = prompt_ids(tokenizer, args.prompt_tokens)
     print(f"model {args.model} ({resolved.path.name}), prompt {len(ids)} tokens, greedy, EOS ignored; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    cpu = cpu_identity()
+    overrides = ", ".join(f"{k}={v}" for k, v in cpu.items() if k.isupper() and v)
+    print(f"cpu {cpu['cpu']}; kernel flags {' '.join(cpu['flags']) or 'none'}{'; ' + overrides if overrides else ''}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # what tui-ft chat probes from: torch's default count
+    chosen = choose_decode_path(auto_model, "bench", None)  # probed now, remembered nowhere
+    torch.set_num_threads(threads)
+    print(f"tui-ft chat's decoding path here: {chosen.describe()}")
     warm = prompt_ids(tokenizer, 64, offset=3000)
     for _, run, model, _ in contenders:
         run(model, tokenizer, warm, 4)  # first-call costs (kernel selection) are not the steady state

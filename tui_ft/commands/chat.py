@@ -81,7 +81,7 @@ def _say(chat, messages, settings, args, judge=None) -> str:
     if chat.last_notice:
         print(f"tui-ft: {chat.last_notice}", file=sys.stderr)
     if args.stats and chat.last_stats is not None:
-        _print_stats(chat.last_stats)
+        _print_stats(chat.last_stats, chat.path)
     reply = "".join(pieces)
     if judge is not None:
         from tui_ft.engine.generation.best_of_n import format_reward, score_replies_to
@@ -90,12 +90,14 @@ def _say(chat, messages, settings, args, judge=None) -> str:
     return reply
 
 
-def _print_stats(s) -> None:
+def _print_stats(s, path=None) -> None:
     print(
         f"{s.new_tokens} tokens, {s.tokens_per_s:.1f} tokens/s, first token {s.time_to_first_token:.3f} s "
         f"(prompt {s.prompt_tokens} tokens, stopped by {s.stopped_by})",
         file=sys.stderr,
     )
+    if path is not None:
+        print(f"decoding: {path.describe()}", file=sys.stderr)
 
 
 def _say_best_of(chat, messages, settings, args, judge) -> str:
@@ -132,7 +134,7 @@ def _say_best_of(chat, messages, settings, args, judge) -> str:
     if best.notice:
         print(f"tui-ft: {best.notice}", file=sys.stderr)
     if args.stats and best.stats is not None:
-        _print_stats(best.stats)
+        _print_stats(best.stats, chat.path)
     others = ", ".join(format_reward(c.reward) for c in result.candidates[1:])
     print(f"reward {format_reward(best.reward)} ({judge.name}, best of {result.requested})"
           + (f"; the others: {others}" if others else ""), file=sys.stderr)
@@ -183,7 +185,7 @@ def _chat(args) -> int:
 
     if judge is not None:
         _load_judge(judge)  # before the chat model: a broken reward run fails at once
-    chat = load_chat_model(args.ref, args.home, args.dtype, fits=check_loading)
+    chat = load_chat_model(args.ref, args.home, args.dtype, fits=check_loading, threads=args.threads)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         _say(chat, history + [{"role": "user", "content": args.prompt}], settings, args, judge)

@@ -101,6 +101,7 @@ class ChatModel:
         self.context_length = int(context_length or getattr(config, "max_position_embeddings", 0) or 2048)
         self.last_stats: StreamStats | None = None
         self.last_notice: str | None = None
+        self.path = None  # the DecodePath replies use (decode_path.py); None: the lean decoder where it can
         # Held for each forward pass: the adapter switch belongs to the whole model.
         self._lock = threading.Lock()
 
@@ -151,7 +152,8 @@ class ChatModel:
         markers = (ALPACA_END_MARKER,) if template == "alpaca" else ()
         step_context = partial(self._step_context, use_adapter)
         return stream_reply_ids(
-            self.model, self.tokenizer, ids, settings, markers, should_stop, self._record_stats, step_context
+            self.model, self.tokenizer, ids, settings, markers, should_stop, self._record_stats, step_context,
+            self.path,
         )
 
     @contextmanager
@@ -188,7 +190,7 @@ class ChatModel:
 
 
 def load_chat_model(ref: str, home: Path, dtype: str = "auto",
-                    fits: Callable[[str, Path, str, int], None] | None = None) -> ChatModel:
+                    fits: Callable[[str, Path, str, int], None] | None = None, threads: int | None = None) -> ChatModel:
     """Load (or reuse) the model for ``ref``: the same reference and dtype give the same object.
 
     Args:
@@ -200,6 +202,8 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto",
             model not cached yet is loaded; it raises to refuse one that will not fit
             (:func:`tui_ft.engine.runs.memory_plan.check_loading`, which this package may
             not import).
+        threads: CPU threads the user asked for; ``None``: measured with the decoder
+            (:mod:`~tui_ft.engine.generation.decode_path`, remembered per machine and model).
 
     Raises:
         ModelError: The reference cannot be resolved or loaded (one line for the user).
@@ -210,7 +214,7 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto",
 
     device = inference_device()
     torch_dtype = resolve_dtype(dtype, device)
-    key = (str(Path(home).resolve()), ref, str(torch_dtype), device)
+    key = (str(Path(home).resolve()), ref, str(torch_dtype), threads, device)  # the device last: forget_chat_models reads it
     with _CACHE_LOCK:  # held while loading: two threads asking for one model load it once
         if key in _CACHE:
             _CACHE[key] = _CACHE.pop(key)  # most recently used last
@@ -224,6 +228,11 @@ def load_chat_model(ref: str, home: Path, dtype: str = "auto",
         model, tokenizer = load_model(resolved, dtype=torch_dtype, device=device)
         chat = ChatModel(ref, model, tokenizer, resolved.template)
         chat.warm_up()
+        from tui_ft.engine.generation.decode_path import choose_decode_path
+        from tui_ft.engine.models.default_model import cache_dir
+
+        weights = f"{resolved.path.resolve()}|{resolved.adapter or ''}|{torch_dtype}"
+        chat.path = choose_decode_path(model, weights, cache_dir(), threads)
         _CACHE[key] = chat
         return chat
 

@@ -44,6 +44,7 @@ def stream_reply_ids(
     should_stop: Callable[[], bool] | None = None,
     on_done: Callable[[StreamStats], None] | None = None,
     step_context: StepContext | None = None,
+    path=None,
 ) -> Iterator[str]:
     """Yield the reply to ``prompt_ids`` as text pieces; ``on_done`` receives the stats.
 
@@ -56,13 +57,21 @@ def stream_reply_ids(
         should_stop: Checked between tokens; True cancels the reply.
         on_done: Called once with the :class:`StreamStats` when the stream ends.
         step_context: Entered around each forward pass (see ``generate_token_ids``).
+        path: A :class:`~tui_ft.engine.generation.decode_path.DecodePath` (decoder and threads);
+            ``None``: the lean decoder where the model allows it, torch's thread count as it is.
     """
     eos_ids = eos_token_ids(model, tokenizer)
     decoder, guard = IncrementalDecoder(tokenizer), MarkerGuard(stop_markers)
     start = time.perf_counter()
     first_at, count, stopped_by = None, 0, "length"
     try:
-        tokens = generate_token_ids(model, prompt_ids, settings, eos_ids, step_context)
+        if path is not None:
+            import torch
+
+            # Process-wide, and left so: every reply sets its own model's count before decoding.
+            torch.set_num_threads(path.threads)
+        lean = path.lean if path is not None else None
+        tokens = generate_token_ids(model, prompt_ids, settings, eos_ids, step_context, lean=lean)
         while True:
             # Checked before each forward pass, so a cancelled reply ends within one token.
             if should_stop is not None and should_stop():
