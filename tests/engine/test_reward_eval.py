@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests.polling import wait_for
+from tui_ft.cli import main
 from tui_ft.engine.evaluation import evaluate_many, load_results, model_session
 from tui_ft.engine.evaluation.jobs import read_job_status, start_eval_job
 from tui_ft.engine.evaluation.run_rename import rename_run
@@ -128,7 +127,7 @@ def test_a_detached_job_judges_and_its_column_fills(judged_workspace, tiny_model
     assert status["results"][0]["reward"] == stored["reward"] and stored["settings"]["max_new_tokens"] == 4
 
 
-def test_what_cannot_judge_is_one_line_before_any_model_loads(judged_workspace, tiny_model_dir):
+def test_what_cannot_judge_is_one_line_before_any_model_loads(judged_workspace, tiny_model_dir, capsys):
     chatty = judged_workspace / "checkpoints" / "chatty"
     chatty.mkdir()
     (chatty / "run.json").write_text(json.dumps({"name": "chatty", "method": "lora", "model": "default",
@@ -147,13 +146,12 @@ def test_what_cannot_judge_is_one_line_before_any_model_loads(judged_workspace, 
         (["--reward", "judge", "--prompts", "datasets/empty_chat.jsonl"],
          "tui-ft: datasets/empty_chat.jsonl:1: a chat file has no prompts to answer"),
     ]
-    for flags, expected in cases:
-        done = subprocess.run([sys.executable, "-m", "tui_ft", "--home", str(judged_workspace), "eval",
-                               str(tiny_model_dir), *flags], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              cwd=judged_workspace)
+    for flags, expected in cases:  # in this process: each is refused before anything loads
+        capsys.readouterr()
+        code = main(["--home", str(judged_workspace), "eval", str(tiny_model_dir), *flags])
+        out, err = capsys.readouterr()
         # A file's problem exits 1, as every dataset problem does; a wrong flag or model 2.
-        code = 1 if expected.startswith("tui-ft: datasets/") else 2
-        assert (done.returncode, done.stdout, done.stderr.strip()) == (code, "", expected), flags
+        assert (code, out, err.strip()) == (1 if expected.startswith("tui-ft: datasets/") else 2, "", expected), flags
     with pytest.raises(ModelError, match="no final weights yet"):
         shutil.rmtree(judged_workspace / "checkpoints" / "judge" / "adapter")
         evaluate_many([str(tiny_model_dir)], judged_workspace, reward_prompts=["datasets/sheet.jsonl"], reward="judge")
