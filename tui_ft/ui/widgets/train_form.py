@@ -61,7 +61,7 @@ LORA_METHODS = ("lora", "qlora", "dpo", "reward")
 FIELDS = (
     Field("freeze_layers", "Freeze layers", "half", ("freeze",)),
     Field("dpo_mode", "DPO trains", methods=("dpo",)),
-    Field("reward_mode", "Reward model trains", methods=("reward",)),
+    Field("reward_mode", "Reward trains", methods=("reward",)),
     Field("beta", "DPO beta", "0.1", ("dpo",)),
     Field("lora_rank", "LoRA rank", "8", LORA_METHODS, lora_only=True),
     Field("lora_alpha", "LoRA alpha", "16", LORA_METHODS, lora_only=True),
