@@ -21,26 +21,17 @@ def run(args) -> int:
     import orjson
 
     from tui_ft.cli import UserError
-    from tui_ft.engine.runs import RunError, read_run_config, run_dir_for
+    from tui_ft.engine.evaluation.reward_judge import RewardJudge
     from tui_ft.safe_text import clean
 
     if not args.prompt.strip() or not all(reply.strip() for reply in args.replies):
         raise UserError("--prompt and every --reply need some text")
-    try:
-        run_dir = run_dir_for(args.home, args.run)
-    except RunError as error:
-        raise UserError(str(error)) from None
-    method = read_run_config(run_dir).get("method")
-    if method != "reward":  # said before torch and the weights load (seconds)
-        raise UserError(f"{args.run}: not a reward model (its method is {clean(str(method))}); "
-                        "train one with --method reward")
+    judge = RewardJudge(args.run, args.home)  # checked before torch and the weights load (seconds)
     from transformers.utils import logging as hf_logging
 
-    from tui_ft.engine.training.reward import load_reward_model, score_replies
-
     hf_logging.disable_progress_bar()
-    model, tokenizer, template = load_reward_model(run_dir, trust_remote_code=args.trust_remote_code)
-    scores = score_replies(model, tokenizer, template, args.prompt, args.replies)
+    judge.load(trust_remote_code=args.trust_remote_code)
+    scores = judge.score([(args.prompt, reply) for reply in args.replies])
     if args.json:
         print(orjson.dumps([{"reply": reply, "reward": score} for reply, score in zip(args.replies, scores,
                                                                                        strict=True)]).decode())

@@ -39,7 +39,7 @@ class RewardJudge:
             raise ModelError(f"{ref}: no run of that name (a reward model is a run trained with --method reward)")
         self.run_dir = run_dir.resolve()
         record = RunRecord.read(self.run_dir)
-        if record.config.method != "reward":
+        if record.config.method != "reward":  # the CLI and the dashboard clean the text they show
             raise ModelError(f"{ref}: not a reward model (its method is {record.config.method}); "
                              "train one with --method reward")
         from tui_ft.engine.models.model_folder import has_final_weights
@@ -60,8 +60,10 @@ class RewardJudge:
         """Size and time of its weights: a reward model trained again scores again."""
         return store.weights_stamp(self.weights)
 
-    def load(self) -> None:
+    def load(self, trust_remote_code: bool = False) -> None:
         """Load the weights now (seconds) unless loaded; :meth:`score` loads them on its first call otherwise.
+
+        ``trust_remote_code`` runs the base model's own code: the user's choice, never run.json's.
 
         Raises:
             ModelError: The weights or the base model cannot be loaded (one line).
@@ -72,7 +74,7 @@ class RewardJudge:
         from tui_ft.engine.training.reward import load_reward_model
 
         device = inference_device()
-        self._loaded = (*load_reward_model(self.run_dir, device=device), device)
+        self._loaded = (*load_reward_model(self.run_dir, device=device, trust_remote_code=trust_remote_code), device)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """The reward of each ``(prompt, reply)``; the model loads on the first call."""
